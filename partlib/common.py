@@ -1,0 +1,83 @@
+"""Shared primitives: user-facing errors, atomic file writes, logging."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import IO, Iterator, Optional, Union
+
+PathLike = Union[str, os.PathLike]
+
+
+class PartError(Exception):
+    """Base class of errors caused by user input (data, configs); message is meant for users."""
+
+
+class DataError(PartError):
+    """Bad data: the message names the file, the line (1-based) and the utterance id when known."""
+
+    def __init__(
+        self,
+        message: str,
+        path: Optional[PathLike] = None,
+        line: Optional[int] = None,
+        utt: Optional[str] = None,
+    ) -> None:
+        self.path = None if path is None else str(path)
+        self.line = line
+        self.utt = utt
+        self.reason = message
+        where = ""
+        if self.path is not None:
+            where = self.path + (f":{line}" if line is not None else "") + ": "
+        if utt is not None:
+            where += f"utterance '{utt}': "
+        super().__init__(where + message)
+
+
+class ConfigError(PartError):
+    """An invalid configuration (YAML or CLI); raised before any work is done."""
+
+
+@contextlib.contextmanager
+def atomic_open(path: PathLike, mode: str = "w", encoding: Optional[str] = "utf-8") -> Iterator[IO]:
+    """Open a temp file next to ``path``; on success rename it over ``path``, on error delete it.
+
+    Readers never see a partially written file, and a failing writer leaves the old file intact.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    kwargs = {} if "b" in mode else {"encoding": encoding, "newline": "\n"}
+    try:
+        with open(tmp, mode, **kwargs) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write(path: PathLike, data: Union[str, bytes]) -> None:
+    """Write ``data`` (text or bytes) to ``path`` atomically (temp file + rename)."""
+    with atomic_open(path, "wb" if isinstance(data, bytes) else "w") as f:
+        f.write(data)
+
+
+def get_logger(name: str = "partlib") -> logging.Logger:
+    """A logger that prints ``time [LEVEL] name: message`` to stderr once configured."""
+    logger = logging.getLogger(name)
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s [%(levelname)s] %(name)s: %(message)s"))
+        root.addHandler(handler)
+        root.setLevel(os.environ.get("PART_LOG_LEVEL", "INFO"))
+    return logger

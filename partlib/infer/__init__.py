@@ -1,0 +1,1 @@
+"""partlib.infer"""
