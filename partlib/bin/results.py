@@ -1,0 +1,61 @@
+"""Build RESULTS.md (environment, result tables, optional bootstrap tests) from experiment dirs.
+
+Example: python -m partlib.bin.results exp/base_seed1 exp/base_seed2 exp/part_seed1 --seeds \\
+             --systems base=Baseline,part=PART --compare base/final:part/final --out RESULTS.md
+Layout and table conventions: see partlib/scoring/results.py.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Dict, List, Optional
+
+from partlib.common import ConfigError, PartError, atomic_write
+from partlib.scoring import results
+
+
+def parse_systems(spec: Optional[str]) -> Dict[str, str]:
+    """``a=Label A,b`` -> {"a": "Label A", "b": "b"} (insertion order = column order)."""
+    out: Dict[str, str] = {}
+    for item in (spec or "").split(","):
+        if not item.strip():
+            continue
+        name, _, label = item.partition("=")
+        if not name.strip():
+            raise ConfigError(f"--systems: empty system name in {item!r}")
+        out[name.strip()] = label.strip() or name.strip()
+    return out
+
+
+def get_parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("exp_dirs", nargs="+", help="experiment dirs (exp/<tag>)")
+    p.add_argument("--seeds", action="store_true",
+                   help="group tags <system>_seed<k> and report mean ± std over seeds")
+    p.add_argument("--systems", help="comma list of system[=label]: selects, orders and labels columns")
+    p.add_argument("--compare", action="append", default=[], metavar="A:B",
+                   help="add a paired bootstrap comparison of <system>/<stage> pairs (repeatable)")
+    p.add_argument("--n-bootstrap", type=int, default=1000, help="resamples for --compare")
+    p.add_argument("--out", default="-", help="output file (default: stdout)")
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Write RESULTS.md; user errors print one line and return 1."""
+    args = get_parser().parse_args(argv)
+    try:
+        text = results.build_results(args.exp_dirs, seeds=args.seeds, systems=parse_systems(args.systems),
+                                     compare=args.compare, n_bootstrap=args.n_bootstrap)
+        if args.out == "-":
+            sys.stdout.write(text)
+        else:
+            atomic_write(args.out, text)
+    except PartError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,298 @@
+"""ESPnet-style ``RESULTS.md`` from the scoring files of one or more experiments.
+
+Experiment layout read here (the recipes write it)::
+
+    exp/<tag>/env.json                                  # write_env_json() at training time
+    exp/<tag>/config.yaml                               # resolved config (optional)
+    exp/<tag>/<stage>/decode_<testset>_<task>/scores.json
+    exp/<tag>/decode_<testset>_<task>/scores.json       # the final model: stage "final"
+
+* ``<tag>`` names the system; with ``--seeds``, tags ``<system>_seed<k>`` are runs of one system
+  and their numbers are shown as mean ± sample standard deviation over seeds.
+* ``<stage>`` is the alignment stage directory of the checkpoint decoded (e.g. ``stage1_within``,
+  ``stage2_cross``); stages sort by name, ``final`` last.
+* ``<task>`` is the last ``_``-separated part of the decode dir name: ``asr``, ``s2tt`` or ``t2tt``;
+  ``<testset>`` is the rest (it may contain ``_``).
+* A decode dir holds ``ref``, ``hyp``, ``utt2lang`` (and ``tgt_lang`` for translation) next to the
+  scoring outputs, which is what ``--compare`` re-reads for paired bootstrap tests.
+
+Tables: one per task and metric (WER/CER for ASR, BLEU and chrF for translation, wrong-language
+rate for all), rows = test set x language (ASR) or direction (translation) plus ``all``, columns =
+system x stage. The best value of each row is bold. The output depends only on the files read (no
+clock, no absolute paths), so regenerating it from the same ``scores.json`` files is byte-identical.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import math
+import platform
+import re
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+from partlib.common import ConfigError, DataError, PathLike, atomic_write
+from partlib.scoring import bootstrap
+
+TASKS = ("asr", "s2tt", "t2tt")
+FINAL_STAGE = "final"
+ENV_FIELDS = (("date", "date"), ("git_commit", "git commit"), ("python", "python"),
+              ("torch", "torch"), ("transformers", "transformers"), ("device", "device"))
+_SEED = re.compile(r"^(?P<system>.+)_seed(?P<seed>\d+)$")
+_DECODE = re.compile(r"^decode_(?P<testset>.+)_(?P<task>asr|s2tt|t2tt)$")
+
+
+def write_env_json(exp_dir: PathLike, *, overwrite: bool = True) -> Path:
+    """Record the training environment in ``<exp_dir>/env.json`` (date, git commit, versions,
+    device), so that RESULTS.md can show it without depending on when it is regenerated."""
+    path = Path(exp_dir) / "env.json"
+    if path.exists() and not overwrite:
+        return path
+    import torch
+    import transformers
+
+    def git(*args: str) -> Optional[str]:
+        try:
+            out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    if torch.cuda.is_available():
+        device = f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
+    else:
+        device = "cpu"
+    env = {
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "git_commit": (commit + ("-dirty" if dirty else "")) if commit else "unknown",
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "device": device,
+    }
+    atomic_write(path, json.dumps(env, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+@dataclass
+class Decode:
+    """One scored decode dir."""
+
+    tag: str
+    system: str
+    seed: Optional[int]
+    stage: str
+    testset: str
+    task: str
+    path: Path
+    scores: Dict
+
+
+@dataclass
+class Experiment:
+    """One experiment dir with its decodes."""
+
+    tag: str
+    path: Path
+    env: Optional[Dict]
+    config_sha: Optional[str]
+    decodes: List[Decode] = field(default_factory=list)
+
+
+def _split_tag(tag: str, seeds: bool) -> Tuple[str, Optional[int]]:
+    m = _SEED.match(tag) if seeds else None
+    return (m.group("system"), int(m.group("seed"))) if m else (tag, None)
+
+
+def load_experiment(exp_dir: PathLike, seeds: bool = False) -> Experiment:
+    """Find the scored decode dirs of an experiment (layout in the module docstring)."""
+    path = Path(exp_dir)
+    if not path.is_dir():
+        raise DataError("experiment directory not found", path)
+    tag = path.resolve().name
+    system, seed = _split_tag(tag, seeds)
+    env = None
+    if (path / "env.json").is_file():
+        env = json.loads((path / "env.json").read_text(encoding="utf-8"))
+    sha = None
+    if (path / "config.yaml").is_file():
+        sha = hashlib.sha256((path / "config.yaml").read_bytes()).hexdigest()[:12]
+    exp = Experiment(tag=tag, path=path, env=env, config_sha=sha)
+    candidates = [(FINAL_STAGE, d) for d in path.glob("decode_*")]
+    candidates += [(d.parent.name, d) for d in path.glob("*/decode_*")]
+    for stage, d in sorted(candidates, key=lambda sd: (sd[0], sd[1].name)):
+        m = _DECODE.match(d.name)
+        if not m or not (d / "scores.json").is_file():
+            continue
+        try:
+            scores = json.loads((d / "scores.json").read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise DataError(f"invalid JSON ({e})", d / "scores.json") from None
+        exp.decodes.append(Decode(tag, system, seed, stage, m.group("testset"), m.group("task"), d, scores))
+    return exp
+
+
+def _stage_key(stage: str) -> Tuple[bool, str]:
+    return (stage == FINAL_STAGE, stage)
+
+
+def mean_std(values: Sequence[float]) -> Tuple[float, Optional[float]]:
+    """Mean and sample standard deviation (None for a single value)."""
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def _cell(values: Sequence[float], bold: bool) -> str:
+    if not values:
+        return "-"
+    mean, std = mean_std(values)
+    text = f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
+    return f"**{text}**" if bold else text
+
+
+@dataclass
+class _Table:
+    title: str
+    lower_is_better: bool
+    rows: Dict[str, Dict[Tuple[str, str], List[float]]] = field(default_factory=dict)
+
+    def add(self, row: str, column: Tuple[str, str], value: Optional[float]) -> None:
+        if value is not None:
+            self.rows.setdefault(row, {}).setdefault(column, []).append(float(value))
+
+
+def _row_name(testset: str, key: str, sec: Mapping, metric_label: bool) -> str:
+    name = f"{testset} / {'all' if key == 'overall' else key}"
+    return f"{name} ({sec['primary'].upper()})" if metric_label else name
+
+
+def _collect(decodes: Sequence[Decode]) -> List[_Table]:
+    tables: Dict[Tuple[str, str], _Table] = {}
+
+    def table(task: str, metric: str, lower: bool) -> _Table:
+        titles = {"asr": "ASR", "s2tt": "Speech translation (s2tt)", "t2tt": "Text translation (t2tt)"}
+        names = {"err": "WER / CER (%)", "bleu": "BLEU", "chrf": "chrF",
+                 "wrong_lang": "wrong-language rate (%)"}
+        return tables.setdefault((task, metric), _Table(f"{titles[task]}: {names[metric]}", lower))
+
+    for d in sorted(decodes, key=lambda d: (TASKS.index(d.task), d.testset)):
+        col = (d.system, d.stage)
+        for key in sorted(d.scores["sets"], key=lambda k: (k == "overall", k)):
+            sec = d.scores["sets"][key]
+            if d.task == "asr":
+                table("asr", "err", True).add(_row_name(d.testset, key, sec, True), col,
+                                             sec["scores"][sec["primary"]]["value"])
+            else:
+                for m in ("bleu", "chrf"):
+                    if m in sec["scores"]:
+                        table(d.task, m, False).add(_row_name(d.testset, key, sec, False), col,
+                                                   sec["scores"][m]["value"])
+            table(d.task, "wrong_lang", True).add(_row_name(d.testset, key, sec, False), col,
+                                                 sec["diagnostics"]["wrong_lang"]["rate"])
+    order = [(t, m) for t in TASKS for m in ("err", "bleu", "chrf", "wrong_lang")]
+    return [tables[k] for k in order if k in tables]
+
+
+def _render_table(t: _Table, columns: Sequence[Tuple[str, str]], labels: Mapping[str, str]) -> List[str]:
+    head = ["test set"] + [f"{labels.get(s, s)} {st}" for s, st in columns]
+    out = [f"### {t.title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row, cells in t.rows.items():
+        means = {c: mean_std(v)[0] for c, v in cells.items()}
+        best = (min if t.lower_is_better else max)(means.values())
+        rendered = [_cell(cells.get(c, []), c in means and round(means[c], 2) == round(best, 2))
+                    for c in columns]
+        out.append("| " + " | ".join([row, *rendered]) + " |")
+    return out + [""]
+
+
+def _env_section(exps: Sequence[Experiment]) -> List[str]:
+    head = ["experiment"] + [label for _, label in ENV_FIELDS] + ["config.yaml sha256"]
+    out = ["## Environment", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for e in sorted(exps, key=lambda e: e.tag):
+        env = e.env or {}
+        vals = [f"`{env[k]}`" if k in env else "n/a" for k, _ in ENV_FIELDS]
+        out.append("| " + " | ".join([e.tag, *vals, f"`{e.config_sha}`" if e.config_sha else "n/a"]) + " |")
+    return out + [""]
+
+
+def _column_id(spec: str, systems: Mapping[str, str]) -> Tuple[str, str]:
+    """``system/stage`` (system by tag or by its label) -> column key."""
+    if "/" not in spec:
+        raise ConfigError(f"--compare side {spec!r}: expected <system>/<stage>, e.g. base/stage1_within")
+    system, stage = spec.rsplit("/", 1)
+    by_label = {v: k for k, v in systems.items()}
+    return by_label.get(system, system), stage
+
+
+def _compare_section(pairs: Sequence[str], decodes: Sequence[Decode], systems: Mapping[str, str],
+                     n_bootstrap: int) -> List[str]:
+    # With several seeds a column is compared through its lowest seed's decodes.
+    first: Dict[Tuple[str, str, str, str], Decode] = {}
+    for d in sorted(decodes, key=lambda d: (d.seed is not None, d.seed or 0)):
+        first.setdefault((d.system, d.stage, d.testset, d.task), d)
+    out = ["## Paired bootstrap comparisons", "",
+           f"{n_bootstrap} resamples of the utterances, seed 0; diff = A - B; lowest seed of each system.", ""]
+    for pair in pairs:
+        if ":" not in pair:
+            raise ConfigError(f"--compare {pair!r}: expected A:B")
+        a_spec, b_spec = pair.split(":", 1)
+        col_a, col_b = _column_id(a_spec, systems), _column_id(b_spec, systems)
+        common = sorted({(ts, tk) for (s, st, ts, tk) in first if (s, st) == col_a}
+                        & {(ts, tk) for (s, st, ts, tk) in first if (s, st) == col_b})
+        if not common:
+            raise ConfigError(f"--compare {pair!r}: no test set decoded by both systems")
+        for ts, tk in common:
+            res = bootstrap.compare_dirs(first[(*col_a, ts, tk)].path, first[(*col_b, ts, tk)].path,
+                                         n_bootstrap=n_bootstrap, seed=0)
+            out += [f"### {a_spec} vs {b_spec}: {ts} ({tk})", "",
+                    bootstrap.format_markdown(res, "A", "B").rstrip("\n"), ""]
+    return out
+
+
+def build_results(exp_dirs: Sequence[PathLike], *, seeds: bool = False,
+                  systems: Optional[Mapping[str, str]] = None, compare: Sequence[str] = (),
+                  n_bootstrap: int = 1000) -> str:
+    """The text of RESULTS.md for the given experiment dirs.
+
+    ``systems`` maps a system name (tag without ``_seed<k>``) to its column label and, if given,
+    selects and orders the columns; otherwise systems appear in the order of ``exp_dirs``.
+    ``compare`` holds ``A:B`` pairs of ``<system>/<stage>`` for the bootstrap section.
+    """
+    exps = [load_experiment(d, seeds) for d in exp_dirs]
+    decodes = [d for e in exps for d in e.decodes]
+    if not decodes:
+        raise DataError("no decode_*/scores.json found in " + ", ".join(e.tag for e in exps))
+    labels = dict(systems or {})
+    order = list(labels) if labels else list(dict.fromkeys(d.system for d in decodes))
+    unknown = [s for s in order if s not in {d.system for d in decodes}]
+    if unknown:
+        raise ConfigError(f"--systems names unknown system(s): {', '.join(unknown)}")
+    decodes = [d for d in decodes if d.system in order]
+    columns = sorted({(d.system, d.stage) for d in decodes},
+                     key=lambda c: (order.index(c[0]), _stage_key(c[1])))
+    seed_counts = {}
+    for d in decodes:
+        seed_counts.setdefault((d.system, d.stage, d.testset, d.task), set()).add(d.seed)
+    n_seeds = sorted({len(v) for v in seed_counts.values()})
+    lines = ["# RESULTS", "", *_env_section(exps), "## Results", ""]
+    if seeds:
+        lines += [f"Seeds per cell: {', '.join(map(str, n_seeds))}; cells are mean ± sample std.", ""]
+    lines += ["Best value of each row in bold. Error rates and the wrong-language rate: lower is "
+              "better; BLEU, chrF: higher is better.", ""]
+    for t in _collect(decodes):
+        lines += _render_table(t, columns, labels)
+    if compare:
+        lines += _compare_section(compare, decodes, labels, n_bootstrap)
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def write_results(out: PathLike, exp_dirs: Sequence[PathLike], **kwargs) -> None:
+    """Write :func:`build_results` to ``out`` atomically."""
+    atomic_write(out, build_results(exp_dirs, **kwargs))

@@ -1,0 +1,97 @@
+"""RESULTS.md: tables from an experiment tree, mean ± std over seeds, byte-identical regeneration."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict
+
+import pytest
+
+from partlib.bin import results as results_cli
+from partlib.common import ConfigError
+from partlib.scoring import report, results
+
+REFS = {"e1": "the cat sat on the mat", "e2": "a dog ran home", "z1": "我爱北京", "z2": "今天下雨"}
+LANGS = {"e1": "en", "e2": "en", "z1": "zh", "z2": "zh"}
+ENV = {"date": "2026-01-02T03:04:05Z", "git_commit": "abc123", "python": "3.11.0",
+       "torch": "2.5.0", "transformers": "4.50.0", "device": "cpu"}
+
+
+def decode(dir_: Path, hyps: Dict[str, str], tgt_lang=None) -> None:
+    dir_.mkdir(parents=True)
+    for name, m in (("ref", REFS), ("hyp", hyps), ("utt2lang", LANGS)):
+        (dir_ / name).write_text("".join(f"{u} {t}\n" for u, t in sorted(m.items())), encoding="utf-8")
+    if tgt_lang:
+        (dir_ / "tgt_lang").write_text(tgt_lang + "\n", encoding="utf-8")
+    inputs = report.load_inputs(dir_ / "ref", dir_ / "hyp", utt2lang=dir_ / "utt2lang")
+    report.write_outputs(dir_, *report.score(inputs, tgt_lang=tgt_lang))
+
+
+@pytest.fixture
+def exp_tree(tmp_path):
+    # English WER: base seeds 50% and 25%, part seeds 0% and 0%.
+    en_hyps = {
+        ("base", 1): {"e1": "the cat sat on a mat", "e2": "a dog ran"},
+        ("base", 2): {"e1": "the cat sat on the mat", "e2": "a dog ran"},
+        ("part", 1): {"e1": "the cat sat on the mat", "e2": "a dog ran home"},
+        ("part", 2): {"e1": "the cat sat on the mat", "e2": "a dog ran home"},
+    }
+    dirs = []
+    for (system, seed), en in en_hyps.items():
+        exp = tmp_path / "exp" / f"{system}_seed{seed}"
+        hyps = {**en, "z1": "我爱北京", "z2": "今天下雨" if system == "part" else "今天下"}
+        decode(exp / "stage1_within" / "decode_test_set_asr", hyps)
+        decode(exp / "decode_test_set_asr", hyps)
+        decode(exp / "decode_test_set_s2tt", hyps, tgt_lang="en")
+        (exp / "env.json").write_text(json.dumps({**ENV, "git_commit": f"abc{seed}"}), encoding="utf-8")
+        (exp / "config.yaml").write_text(f"seed: {seed}\n", encoding="utf-8")
+        dirs.append(exp)
+    return dirs
+
+
+def test_results_tables_mean_std_and_bold(exp_tree):
+    text = results.build_results(exp_tree, seeds=True, systems={"base": "Baseline", "part": "PART"})
+    assert "| base_seed1 | `2026-01-02T03:04:05Z` | `abc1` | `3.11.0` | `2.5.0` | `4.50.0` | `cpu` |" in text
+    assert "### ASR: WER / CER (%)" in text and "### Speech translation (s2tt): BLEU" in text
+    assert "| test set | Baseline stage1_within | Baseline final | PART stage1_within | PART final |" in text
+    # en WER per seed: base 2/10 = 20% and 1/10 = 10%; part 0% in both.
+    assert "| test_set / en (WER) | 15.00 ± 7.07 | 15.00 ± 7.07 | **0.00 ± 0.00** | **0.00 ± 0.00** |" in text
+    assert "| test_set / zh (CER) | 12.50 ± 0.00 |" in text
+    assert "test_set / all (MIXED)" in text
+    assert "### ASR: wrong-language rate (%)" in text
+    assert "cells are mean ± sample std" in text
+
+
+def test_results_regenerate_byte_identically(exp_tree, tmp_path):
+    out1, out2 = tmp_path / "R1.md", tmp_path / "R2.md"
+    opts = ["--seeds", "--systems", "base=Baseline,part=PART", "--compare", "base/final:PART/final",
+            "--n-bootstrap", "50"]
+    assert results_cli.main([*map(str, exp_tree), *opts, "--out", str(out1)]) == 0
+    # Another run, exp dirs in another order (columns follow --systems): same bytes.
+    assert results_cli.main([*map(str, reversed(exp_tree)), *opts, "--out", str(out2)]) == 0
+    assert out1.read_bytes() == out2.read_bytes()
+    text = out1.read_text(encoding="utf-8")
+    assert "## Paired bootstrap comparisons" in text
+    assert "### base/final vs PART/final: test_set (asr)" in text
+    assert "/tmp" not in text and str(tmp_path) not in text
+
+
+def test_results_without_seeds_and_errors(exp_tree):
+    text = results.build_results(exp_tree[:1])
+    assert "| test set | base_seed1 stage1_within | base_seed1 final |" in text
+    assert "| test_set / en (WER) | **20.00** | **20.00** |" in text
+    with pytest.raises(ConfigError, match="unknown system"):
+        results.build_results(exp_tree, seeds=True, systems={"nosuch": "X"})
+    with pytest.raises(ConfigError):
+        results.build_results(exp_tree, seeds=True, compare=["base/final"])
+
+
+def test_write_env_json(tmp_path):
+    pytest.importorskip("torch")
+    path = results.write_env_json(tmp_path)
+    env = json.loads(path.read_text(encoding="utf-8"))
+    assert {k for k, _ in results.ENV_FIELDS} <= set(env)
+    assert env["date"].endswith("Z")
+    path.write_text("{}", encoding="utf-8")
+    results.write_env_json(tmp_path, overwrite=False)
+    assert path.read_text(encoding="utf-8") == "{}"
