@@ -1,0 +1,83 @@
+"""Train a PART schedule (all its alignment stages; each resumable).
+
+Example::
+
+    python -m partlib.bin.train --schedule conf/schedule_part.yaml --model-config conf/model.yaml \\
+        --data-root data --exp-dir exp/part_seed1 --seed 1 --set stages.0.max_steps=200
+
+Multi-process (CPU gloo or GPUs, one node or many)::
+
+    torchrun --nproc_per_node=8 -m partlib.bin.train ...   (see egs/multilingual/part1/README.md)
+
+Rerunning the same command after a crash resumes from the newest checkpoint of the unfinished stage;
+finished stages (``<exp>/<stage>/model/done``) are skipped.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import yaml
+
+from partlib.common import PartError, atomic_write, get_logger
+from partlib.train.schedule import apply_overrides, load_yaml, parse_schedule
+
+logger = get_logger("partlib.bin.train")
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--schedule", required=True, help="schedule YAML (alignment stages)")
+    p.add_argument("--model-config", required=True, help="model YAML (encoder/adapter/llm/lora/prompt)")
+    p.add_argument("--exp-dir", required=True, help="experiment directory (outputs, checkpoints, logs)")
+    p.add_argument("--data-root", default=None, help="directory that relative data-dir patterns are under")
+    p.add_argument("--seed", type=int, default=None, help="overrides the schedule's seed")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                   help="override a schedule value (YAML-parsed), e.g. stages.1.max_steps=50; repeatable")
+    p.add_argument("--model-set", dest="model_overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                   help="override a model-config value, e.g. adapter.stack=2; repeatable")
+    p.add_argument("--features", choices=["auto", "dumped", "on_the_fly"], default="auto",
+                   help="dumped: require feats.scp; on_the_fly: compute log-mel from audio; auto: feats.scp if present")
+    p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
+    p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda if available)")
+    p.add_argument("--no-amp", action="store_true", help="disable bf16 autocast on GPU")
+    p.add_argument("--no-tensorboard", action="store_true")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads on CPU")
+    return p
+
+
+def main(argv=None) -> int:
+    args = get_parser().parse_args(argv)
+    import torch
+
+    from partlib.train.trainer import Trainer
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        sched_cfg = apply_overrides(load_yaml(args.schedule), args.overrides)
+        if args.seed is not None:
+            sched_cfg["seed"] = args.seed
+        schedule = parse_schedule(sched_cfg, where=args.schedule)
+        model_cfg = apply_overrides(load_yaml(args.model_config), args.model_overrides)
+        # Relative model paths in the model YAML are relative to the working directory (the recipe).
+        exp = Path(args.exp_dir)
+        exp.mkdir(parents=True, exist_ok=True)
+        resolved = {"schedule": sched_cfg, "model": model_cfg,
+                    "args": {k: v for k, v in vars(args).items() if k not in ("overrides", "model_overrides")}}
+        atomic_write(exp / "config.yaml", yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True))
+        features = {"auto": None, "dumped": False, "on_the_fly": True}[args.features]
+        trainer = Trainer(schedule, model_cfg, exp, data_root=args.data_root, device=args.device,
+                          num_workers=args.num_workers, features=features, amp=not args.no_amp,
+                          tensorboard=not args.no_tensorboard)
+        for d in trainer.run():
+            logger.info("exported: %s", d)
+    except PartError as e:
+        logger.error("%s", e)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,499 @@
+"""The PART trainer: runs the alignment stages of a schedule one after the other.
+
+For each stage: build the model (from the model config, the previous stage's exported model or a
+model directory), set what is trainable, then optimise with a deterministic multi-task sampler,
+gradient accumulation, clipping, a NaN/Inf guard, periodic dev evaluation, best-N checkpoints and
+early stopping; finally export a ``from_pretrained`` model directory (``<exp>/<stage>/model``).
+
+Loss normalisation: every rank back-propagates its *summed* token NLL; after all micro-batches of
+a step the gradients are summed over ranks and divided by the global number of target tokens.
+The update is therefore that of one process seeing the whole global batch, whatever the number of
+processes or micro-batches.
+
+Exact resume: a checkpoint holds the trainable parameters, the LoRA active set, optimizer,
+scheduler, step and RNG states; the sampler is a pure function of the micro-batch index. Rerunning
+the same command continues from ``latest`` and reaches the same parameters as an uninterrupted run.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from partlib.common import ConfigError, PartError, PathLike, get_logger
+from partlib.data.datadir import DataDir
+from partlib.train import distributed as dist_utils
+from partlib.train.checkpoint import CheckpointManager, rng_state, set_rng_state
+from partlib.train.data import (
+    BatchDataset, Example, FeatureSource, MixtureSampler, build_examples, collate, make_batches,
+    padding_fraction, resolve_data_dirs,
+)
+from partlib.train.schedule import SPEECH_TASKS, Schedule, StageConfig, active_layers_at, lora_layers_union
+
+logger = get_logger("partlib.train")
+
+DONE = "done"  # marker file inside an exported model directory
+
+
+class NonFiniteLossError(PartError):
+    """Too many consecutive steps with a NaN/Inf loss or gradient."""
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------
+def lr_lambda(sched: Dict[str, Any], max_steps: int):
+    """Learning-rate multiplier: linear warmup, then cosine / linear decay to ``min_lr_ratio``."""
+    warmup = int(sched.get("warmup_steps", 0))
+    kind = sched.get("type", "cosine")
+    floor = float(sched.get("min_lr_ratio", 0.0))
+
+    def f(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if kind == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, max_steps - warmup))
+        decay = 0.5 * (1 + math.cos(math.pi * progress)) if kind == "cosine" else 1.0 - progress
+        return floor + (1 - floor) * decay
+
+    return f
+
+
+def build_optimizer(params: List[torch.nn.Parameter], optim: Dict[str, Any]) -> torch.optim.Optimizer:
+    """AdamW (default) or SGD over the given parameters; no weight decay on biases and norms."""
+    kind = optim.get("type", "adamw")
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": float(optim.get("weight_decay", 0.0))},
+              {"params": no_decay, "weight_decay": 0.0}]
+    lr = float(optim.get("lr", 1e-3))
+    if kind == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=tuple(optim.get("betas", (0.9, 0.98))),
+                                 eps=float(optim.get("eps", 1e-8)))
+    if kind == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=float(optim.get("momentum", 0.0)))
+    raise ConfigError(f"unknown optimizer type {kind!r} (adamw | sgd)")
+
+
+def count_params(model: torch.nn.Module) -> Tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, total
+
+
+def move_batch(batch: Dict[str, Any], device: torch.device) -> Dict[str, Any]:
+    return {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+
+
+def _add_file_log(path: Path) -> logging.Handler:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s [%(levelname)s] %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    return handler
+
+
+# ---------------------------------------------------------------------------------------------
+# data of one stage
+# ---------------------------------------------------------------------------------------------
+class StageData:
+    """Examples, batches, sampler and dev set of one stage."""
+
+    def __init__(self, stage: StageConfig, model, data_root: Optional[str], seed: int,
+                 features: Optional[bool]) -> None:
+        self.stage = stage
+        tok = model.tokenizer
+
+        def count_tokens(texts: List[str]) -> List[int]:
+            return [len(ids) for ids in tok(list(texts), add_special_tokens=False)["input_ids"]]
+
+        self.dirs: List[DataDir] = []
+        self.dir_index: Dict[Path, int] = {}
+        groups: Dict[Tuple[str, str], List[List[Example]]] = {}
+        weights: Dict[str, float] = {}
+        all_examples: List[Example] = []
+        for spec in stage.tasks:
+            dirs = self._load_dirs(spec.data, data_root)
+            exs = []
+            for d in dirs:
+                exs += build_examples(spec, [d], count_tokens, model.speech_embed_length,
+                                      dir_offset=self.dir_index[d.path])
+            weights[spec.task] = weights.get(spec.task, 0.0) + spec.weight
+            by_lang: Dict[str, List[Example]] = {}
+            for e in exs:
+                by_lang.setdefault(e.src_lang, []).append(e)
+            for lang, lex in by_lang.items():
+                b = stage.batch
+                groups.setdefault((spec.task, lang), []).extend(
+                    make_batches(lex, int(b["max_frames"]), int(b["max_tokens"]), int(b.get("max_utts", 256))))
+            all_examples += exs
+        self.examples = all_examples
+        self.groups = groups
+        self.sampler = MixtureSampler(groups, weights, float(stage.sampling.get("temperature", 1.0)), seed)
+        flat = [b for g in groups.values() for b in g]
+        self.pad_frames, self.pad_tokens = padding_fraction(flat)
+        self.dev_examples = self._dev_examples(model, data_root, count_tokens)
+        self.features = FeatureSource(self.dirs, model.n_mels, features)  # after dev dirs joined self.dirs
+
+    def _load_dirs(self, patterns: Sequence[str], data_root: Optional[str]) -> List[DataDir]:
+        out = []
+        for p in resolve_data_dirs(patterns, data_root):
+            if p not in self.dir_index:
+                self.dir_index[p] = len(self.dirs)
+                self.dirs.append(DataDir.load(p))
+            out.append(self.dirs[self.dir_index[p]])
+        return out
+
+    def _dev_examples(self, model, data_root, count_tokens) -> List[Example]:
+        dev = self.stage.dev
+        if not dev.get("data"):
+            return []
+        out: List[Example] = []
+        for spec in self.stage.tasks:
+            dirs = self._load_dirs(dev["data"], data_root)
+            exs: List[Example] = []
+            for d in dirs:
+                if spec.task in SPEECH_TASKS and not d.has_audio():
+                    continue
+                try:
+                    exs += build_examples(spec, [d], count_tokens, model.speech_embed_length,
+                                          dir_offset=self.dir_index[d.path])
+                except ConfigError:
+                    continue  # a dev dir that does not serve this task (e.g. no translations)
+            # A fixed, evenly spaced subset per task: deterministic and language-balanced enough.
+            exs.sort(key=lambda e: e.key)
+            n = int(dev.get("max_utts", 64))
+            if len(exs) > n:
+                exs = [exs[int(i)] for i in np.linspace(0, len(exs) - 1, n)]
+            out += exs
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the trainer
+# ---------------------------------------------------------------------------------------------
+class Trainer:
+    """Runs a :class:`Schedule` into an experiment directory."""
+
+    def __init__(self, schedule: Schedule, model_cfg: Dict[str, Any], exp_dir: PathLike,
+                 data_root: Optional[str] = None, device: Optional[str] = None, num_workers: int = 0,
+                 features: Optional[bool] = None, amp: bool = True, tensorboard: bool = True) -> None:
+        self.schedule = schedule
+        self.model_cfg = model_cfg
+        self.exp_dir = Path(exp_dir)
+        self.data_root = data_root
+        self.ctx = dist_utils.init()
+        self.device = torch.device(device) if device else self.ctx.device
+        self.num_workers = num_workers
+        self.features = features
+        self.amp = amp and self.device.type == "cuda"
+        self.tensorboard = tensorboard
+
+    # -- model construction -----------------------------------------------------------------
+    def stage_dir(self, stage: StageConfig) -> Path:
+        return self.exp_dir / stage.name
+
+    def model_dir(self, stage: StageConfig) -> Path:
+        return self.stage_dir(stage) / "model"
+
+    def _init_model(self, index: int):
+        from partlib.models.speech_llm import SpeechLLM
+
+        stage = self.schedule.stages[index]
+        src = stage.init_from
+        if src is None:
+            model = SpeechLLM.from_config(self.model_cfg)
+        else:
+            if src == "previous":
+                path = self.model_dir(self.schedule.stages[index - 1])
+            else:
+                names = self.schedule.stage_names()
+                path = self.model_dir(self.schedule.stages[names.index(src)]) if src in names else Path(src)
+            if not (path / DONE).is_file() and not (path / "config.yaml").is_file():
+                raise ConfigError(f"stage {stage.name}: init_from {src!r} -> {path} is not an exported model")
+            model = SpeechLLM.from_pretrained(path)
+        return model
+
+    def check(self) -> None:
+        """Validate every stage against the model before any step runs (layer ranges, modules)."""
+        model = self._init_model(0) if self.schedule.stages[0].init_from is None else None
+        for stage in self.schedule.stages:
+            if model is not None and stage.uses_lora:
+                n = model.num_llm_layers()
+                for step in [0] + [int(a["step"]) for a in stage.activation]:
+                    active_layers_at(stage, step, n)
+
+    # -- one stage ------------------------------------------------------------------------
+    def run(self) -> List[Path]:
+        """Train every stage not yet exported; return the exported model directories."""
+        self.check()
+        out = []
+        for i, stage in enumerate(self.schedule.stages):
+            if (self.model_dir(stage) / DONE).is_file():
+                logger.info("stage %s: exported model exists, skipping", stage.name)
+            else:
+                self.train_stage(i)
+            out.append(self.model_dir(stage))
+        return out
+
+    def _set_trainable(self, model, stage: StageConfig, step: int) -> None:
+        layers = active_layers_at(stage, step, model.num_llm_layers())
+        if layers is not None and list(layers) != list(model.lora_active_layers):
+            model.set_lora_active_layers(layers)
+            logger.info("stage %s step %d: LoRA active on LLM layers %s", stage.name, step, layers)
+
+    def train_stage(self, index: int) -> Path:
+        stage = self.schedule.stages[index]
+        sdir = self.stage_dir(stage)
+        sdir.mkdir(parents=True, exist_ok=True)
+        handler = _add_file_log(sdir / "train.log") if self.ctx.is_main else None
+        try:
+            return self._train_stage(index, stage, sdir)
+        finally:
+            if handler is not None:
+                logging.getLogger().removeHandler(handler)
+                handler.close()
+
+    def _train_stage(self, index: int, stage: StageConfig, sdir: Path) -> Path:
+        seed = self.schedule.seed * 1000 + index
+        torch.manual_seed(seed)
+        np.random.seed(seed % 2**32)
+        model = self._init_model(index)
+        # Every parameter that trains at some step of the stage goes into the optimizer; LoRA layers
+        # outside the active set simply have requires_grad=False (no grad, no update) until activated.
+        model.apply_trainable(stage.trainable)
+        if stage.uses_lora:
+            model.set_lora_active_layers(lora_layers_union(stage, model.num_llm_layers()))
+        names = [n for n, p in model.named_parameters() if p.requires_grad]
+        params = [p for p in model.parameters() if p.requires_grad]
+        if not params:
+            raise ConfigError(f"stage {stage.name}: nothing is trainable")
+        self._set_trainable(model, stage, 0)
+        model.to(self.device)
+        trainable, total = count_params(model)
+        logger.info("stage %s: %d / %d parameters trainable (%.2f%%) at step 0; optimizer holds %d tensors",
+                    stage.name, trainable, total, 100.0 * trainable / total, len(params))
+
+        data = StageData(stage, model, self.data_root, self.schedule.seed, self.features)
+        logger.info("stage %s: %d examples in %d groups (%d batches); padding: %.1f%% frames, %.1f%% tokens",
+                    stage.name, len(data.examples), len(data.groups), sum(len(g) for g in data.groups.values()),
+                    100 * data.pad_frames, 100 * data.pad_tokens)
+
+        opt = build_optimizer(params, stage.optim)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(stage.scheduler, stage.max_steps))
+        higher = stage.dev.get("metric", "loss") in ("bleu",)
+        ckpts = CheckpointManager(sdir / "checkpoints", stage.keep_last, int(stage.dev.get("best_n", 3)), higher)
+        step, stats = 0, {"nonfinite_skipped": 0, "evals_since_best": 0}
+        latest = ckpts.latest()
+        if latest is not None:
+            state = ckpts.load(latest)
+            missing = set(names) - set(state["model"])
+            if missing:
+                raise PartError(f"{latest}: checkpoint lacks trainable parameters {sorted(missing)[:5]}...")
+            model.load_state_dict(state["model"], strict=False)
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            step, stats = state["step"], state["stats"]
+            set_rng_state(state["rng"])
+            self._set_trainable(model, stage, step)
+            logger.info("stage %s: resumed from %s at step %d", stage.name, latest.name, step)
+
+        writer = None
+        if self.tensorboard and self.ctx.is_main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(self.exp_dir / "tensorboard" / stage.name))
+
+        dataset = BatchDataset(data.sampler, data.features, self.ctx.rank, self.ctx.world_size,
+                               stage.specaug, seed)
+        accum = stage.accum_grad
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_size=None, sampler=range(step * accum, stage.max_steps * accum),
+            num_workers=self.num_workers, collate_fn=lambda x: x,
+            persistent_workers=False, prefetch_factor=2 if self.num_workers else None)
+        it = iter(loader)
+        amp_ctx = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if self.amp else nullcontext
+
+        from tqdm import tqdm
+
+        bar = tqdm(total=stage.max_steps, initial=step, desc=stage.name, disable=not self.ctx.is_main,
+                   mininterval=5.0, dynamic_ncols=True)
+        model.train()
+        t0 = time.time()
+        consecutive_bad = 0
+        stopped_early = False
+        while step < stage.max_steps:
+            self._set_trainable(model, stage, step)
+            loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
+            n_tokens = torch.zeros((), device=self.device, dtype=torch.float64)
+            for _ in range(accum):
+                batch = move_batch(next(it), self.device)
+                if batch["utt_ids"]:
+                    with amp_ctx():
+                        out = model(batch)
+                    out["loss_sum"].backward()
+                    loss_sum += out["loss_sum"].detach().double()
+                    n_tokens += float(out["n_tokens"])
+                else:  # this rank got no example of a small global batch: still take part below
+                    loss_sum += 0.0
+            dist_utils.all_reduce_(loss_sum)
+            dist_utils.all_reduce_(n_tokens)
+            active = [p for p in params if p.grad is not None]
+            dist_utils.all_reduce_grads(params)
+            for p in active:
+                p.grad.div_(n_tokens.clamp(min=1).to(p.grad.dtype))
+            grad_norm = (torch.nn.utils.clip_grad_norm_(active, stage.clip_grad) if stage.clip_grad > 0
+                         else torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in active])))
+            loss = float(loss_sum / n_tokens.clamp(min=1))
+            if not (math.isfinite(loss) and math.isfinite(float(grad_norm))):
+                consecutive_bad += 1
+                stats["nonfinite_skipped"] += 1
+                opt.zero_grad(set_to_none=True)
+                logger.warning("stage %s step %d: non-finite loss/gradient (%s, %s): step skipped (%d in a row)",
+                               stage.name, step, loss, float(grad_norm), consecutive_bad)
+                if consecutive_bad >= stage.nan_patience:
+                    raise NonFiniteLossError(f"stage {stage.name}: {consecutive_bad} consecutive non-finite steps "
+                                             f"at step {step}; lower the learning rate or check the data")
+            else:
+                consecutive_bad = 0
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+            sched.step()
+            step += 1
+            bar.update(1)
+            if self.ctx.is_main and (step % stage.log_interval == 0 or step == stage.max_steps):
+                lr = sched.get_last_lr()[0]
+                logger.info("stage %s step %d/%d: loss %.4f, grad-norm %.3f, lr %.3g, tokens %d, %.2f steps/s",
+                            stage.name, step, stage.max_steps, loss, float(grad_norm), lr, int(n_tokens),
+                            step / max(1e-9, time.time() - t0))
+                if writer is not None:
+                    writer.add_scalar("train/loss", loss, step)
+                    writer.add_scalar("train/grad_norm", float(grad_norm), step)
+                    writer.add_scalar("train/lr", lr, step)
+            interval = int(stage.dev.get("interval", 0))
+            evaluate = data.dev_examples and ((interval and step % interval == 0) or step == stage.max_steps)
+            metric = None
+            if evaluate:
+                metric = self.evaluate(model, data, stage, step, writer)
+            if step % stage.save_interval == 0 or step == stage.max_steps or evaluate:
+                self._save(ckpts, model, names, opt, sched, step, stats, metric)
+            if evaluate and metric is not None:
+                patience = int(stage.dev.get("patience", 0))
+                best = ckpts.best()
+                stats["evals_since_best"] = 0 if best and best[0][1] == step else stats["evals_since_best"] + 1
+                if patience and stats["evals_since_best"] >= patience:
+                    logger.info("stage %s: early stop at step %d (no dev improvement in %d evaluations)",
+                                stage.name, step, patience)
+                    stopped_early = True
+                    break
+        bar.close()
+        if writer is not None:
+            writer.close()
+        if stats["nonfinite_skipped"]:
+            logger.warning("stage %s: %d steps skipped for non-finite loss/gradients", stage.name,
+                           stats["nonfinite_skipped"])
+        if step == stage.max_steps or stopped_early:
+            self._save(ckpts, model, names, opt, sched, step, stats, None)
+        dist_utils.barrier()
+        return self.export(model, names, stage, ckpts)
+
+    def _save(self, ckpts: CheckpointManager, model, names, opt, sched, step, stats, metric) -> None:
+        if metric is not None:
+            ckpts.record_metric(metric, step)
+        if not self.ctx.is_main:
+            return
+        sd = model.state_dict()
+        keep = set(names) | {n for n, _ in model.named_buffers()}
+        state = {
+            "model": {k: v.detach().cpu() for k, v in sd.items() if k in keep},
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "step": step,
+            "stats": stats,
+            "rng": rng_state(),
+            "lora_active_layers": list(model.lora_active_layers),
+        }
+        ckpts.save(step, state)
+
+    # -- evaluation -------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, model, data: StageData, stage: StageConfig, step: int, writer=None) -> float:
+        """Dev loss over the dev subset, and a quick greedy decode (WER for asr, BLEU for s2tt).
+
+        Returns the value of ``dev.metric`` (lower is better for loss/wer, higher for bleu).
+        """
+        from partlib.train.quick_eval import quick_scores
+
+        model.eval()
+        exs = data.dev_examples
+        tot_loss = tot_tok = 0.0
+        hyps: Dict[str, str] = {}
+        bsz = 16
+        for i in range(0, len(exs), bsz):
+            chunk = exs[i:i + bsz]
+            by_kind: Dict[bool, List[Example]] = {}
+            for e in chunk:
+                by_kind.setdefault(e.task in SPEECH_TASKS, []).append(e)
+            for speech, part in by_kind.items():
+                feats = data.features.load([(e.dir_index, e.utt) for e in part]) if speech else None
+                batch = move_batch(collate(part, feats), self.device)
+                out = model(batch)
+                tot_loss += float(out["loss_sum"])
+                tot_tok += float(out["n_tokens"])
+                if speech:
+                    for e, h in zip(part, model.generate(dict(batch, targets=None))):
+                        hyps[e.key] = h
+        model.train()
+        loss = tot_loss / max(1.0, tot_tok)
+        scores = quick_scores(exs, hyps)
+        scores["loss"] = loss
+        msg = ", ".join(f"{k} {v:.4g}" for k, v in sorted(scores.items()))
+        logger.info("stage %s step %d: dev %s", stage.name, step, msg)
+        if writer is not None:
+            for k, v in scores.items():
+                writer.add_scalar(f"dev/{k}", v, step)
+        metric = stage.dev.get("metric", "loss")
+        if metric not in scores:
+            raise ConfigError(f"stage {stage.name}: dev.metric {metric!r} needs dev examples of the matching task")
+        return float(scores[metric])
+
+    # -- export -----------------------------------------------------------------------------
+    def export(self, model, names: List[str], stage: StageConfig, ckpts: CheckpointManager) -> Path:
+        """Write ``<stage>/model``: the best checkpoint, or the average of the best N (on merged
+        weights), or the last checkpoint when there is no dev set."""
+        out = self.model_dir(stage)
+        if not self.ctx.is_main:
+            dist_utils.barrier()
+            return out
+        best = ckpts.best()
+        n_avg = int(stage.dev.get("average_n", 1))
+        chosen = [s for _, s in best[:n_avg]] if best else [ckpts.steps()[-1]]
+        tmp = out.parent / f".{out.name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        if len(chosen) == 1:
+            state = ckpts.load(ckpts.dir / f"ckpt-{chosen[0]:06d}.pt")
+            model.load_state_dict(state["model"], strict=False)
+            model.save_pretrained(tmp, merge_lora=True)
+        else:
+            from partlib.train.average import average_merged
+
+            average_merged(model, [ckpts.dir / f"ckpt-{s:06d}.pt" for s in chosen], tmp)
+        (tmp / "export.json").write_text(json.dumps({"stage": stage.name, "checkpoints": chosen,
+                                                     "averaged": len(chosen) > 1}, sort_keys=True) + "\n")
+        (tmp / DONE).write_text("")
+        shutil.rmtree(out, ignore_errors=True)
+        os.replace(tmp, out)
+        logger.info("stage %s: exported %s from checkpoint(s) %s", stage.name, out, chosen)
+        dist_utils.barrier()
+        return out

@@ -1,0 +1,99 @@
+"""Schedule parsing: every PART choice is a config value, and bad configs fail before any step."""
+import pytest
+
+from partlib.common import ConfigError
+from partlib.train.schedule import (
+    active_layers_at, apply_overrides, lora_layers_union, parse_schedule, resolve_layers,
+)
+
+
+def _cfg(**stage_overrides):
+    stage = {"name": "s1", "max_steps": 10, "tasks": [{"task": "asr", "data": ["train_*"]}],
+             "trainable": {"encoder": "full", "adapter": "full", "llm": "frozen"}}
+    stage.update(stage_overrides)
+    return {"seed": 3, "stages": [stage]}
+
+
+def test_defaults_merge_and_first_stage_init():
+    s = parse_schedule({"defaults": {"optim": {"lr": 0.01}}, **_cfg()})
+    st = s.stages[0]
+    assert s.seed == 3
+    assert st.init_from is None  # "previous" of the first stage means the model config
+    assert st.optim["lr"] == 0.01 and st.optim["type"] == "adamw"  # merged, not replaced
+    assert st.batch["max_frames"] > 0 and not st.uses_lora
+
+
+@pytest.mark.parametrize("bad, msg", [
+    ({"tasks": [{"task": "asr2", "data": ["x"]}]}, "unknown task 'asr2'"),
+    ({"tasks": [{"task": "asr"}]}, "has no 'data'"),
+    ({"tasks": [{"task": "asr", "data": ["x"], "tgt_langs": ["en"]}]}, "within-language"),
+    ({"trainable": {"decoder": "full"}}, "unknown module"),
+    ({"trainable": {"encoder": "half"}}, "trainable.encoder"),
+    ({"trainable": {"llm": {"lora": {"rank": 4}}}}, "unknown LoRA option"),
+    ({"max_steps": 0}, "max_steps"),
+    ({"activation": [{"step": 0, "layers": "all"}]}, "needs trainable.llm"),
+    ({"dev": {"metric": "cer"}}, "dev.metric"),
+    ({"bogus": 1}, "unknown key"),
+])
+def test_config_errors(bad, msg):
+    with pytest.raises(ConfigError, match=msg):
+        parse_schedule(_cfg(**bad))
+
+
+def test_duplicate_stage_names_rejected():
+    cfg = _cfg()
+    cfg["stages"].append(dict(cfg["stages"][0]))
+    with pytest.raises(ConfigError, match="unique 'name'"):
+        parse_schedule(cfg)
+
+
+def test_resolve_layers():
+    assert resolve_layers("all", 4, "x") == [0, 1, 2, 3]
+    assert resolve_layers([0, -1], 4, "x") == [0, 3]
+    assert resolve_layers({"top": 2}, 4, "x") == [2, 3]
+    assert resolve_layers({"bottom": 1}, 4, "x") == [0]
+    assert resolve_layers({"top_frac": 0.25}, 8, "x") == [6, 7]
+    assert resolve_layers({"top_frac": 0.01}, 8, "x") == [7]  # at least one layer
+    with pytest.raises(ConfigError, match="out of range"):
+        resolve_layers([4], 4, "x")
+    with pytest.raises(ConfigError, match="out of range"):
+        resolve_layers({"top": 5}, 4, "x")
+
+
+def test_dynamic_activation_schedule():
+    lora = {"llm": {"lora": {"r": 4, "layers": "all"}}, "encoder": "full", "adapter": "full"}
+    st = parse_schedule(_cfg(trainable=lora, activation=[
+        {"step": 5, "layers": "all"}, {"step": 0, "layers": {"top": 1}}])).stages[0]
+    assert active_layers_at(st, 0, 4) == [3]
+    assert active_layers_at(st, 4, 4) == [3]
+    assert active_layers_at(st, 5, 4) == [0, 1, 2, 3]
+    assert lora_layers_union(st, 4) == [0, 1, 2, 3]
+    # activation outside the LoRA candidate layers is an error
+    lora["llm"]["lora"]["layers"] = [3]
+    st = parse_schedule(_cfg(trainable=lora, activation=[{"step": 0, "layers": [2]}])).stages[0]
+    with pytest.raises(ConfigError, match="outside lora.layers"):
+        active_layers_at(st, 0, 4)
+
+
+def test_overrides():
+    cfg = apply_overrides(_cfg(), ["stages.0.max_steps=7", "stages.0.optim.lr=0.5", "seed=9"])
+    s = parse_schedule(cfg)
+    assert s.stages[0].max_steps == 7 and s.stages[0].optim["lr"] == 0.5 and s.seed == 9
+    with pytest.raises(ConfigError, match="list index"):
+        apply_overrides(_cfg(), ["stages.3.max_steps=1"])
+
+
+def test_presets_parse():
+    from pathlib import Path
+
+    from partlib.train.schedule import load_schedule
+
+    conf = Path(__file__).resolve().parents[1] / "egs" / "TEMPLATE" / "part1" / "conf"
+    budgets = {}
+    for name in ("part", "frozen_llm", "joint_lora"):
+        s = load_schedule(conf / f"schedule_{name}.yaml")
+        budgets[name] = sum(st.max_steps for st in s.stages)
+    assert len(set(budgets.values())) == 1, budgets  # equal step budgets
+    part = load_schedule(conf / "schedule_part.yaml")
+    assert [st.trainable["llm"] == "frozen" for st in part.stages] == [True, False, False]
+    assert {t.task for t in part.stages[2].tasks} == {"asr", "s2tt", "t2tt", "lm"}
