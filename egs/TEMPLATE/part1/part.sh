@@ -1,0 +1,267 @@
+#!/usr/bin/env bash
+# The generic PART recipe: every corpus's run.sh sets a few variables and calls this script.
+#
+#   1 data preparation (local/data.sh)       -> data/<set>
+#   2 validation, utt2dur, length filtering   -> dump/raw/<set>
+#   3 features (dumped log-mel or on the fly) -> dump/<feats_type>/<set>
+#   4 tokenizer / LLM / encoder preparation   (local/prepare_models.sh, when the recipe has one)
+#   5 training: every schedule x seed, all alignment stages -> exp/<schedule>_seed<k>/<stage>/model
+#   6 decoding: every exported stage model x test set x task (+ controls)
+#   7 scoring   8 RESULTS.md   9 representation analysis
+#
+# Stages whose outputs are complete are skipped on re-run; training resumes where it stopped.
+set -euo pipefail
+
+log() {
+  local fname=${BASH_SOURCE[1]##*/}
+  echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (${fname}:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*" >&2
+}
+min() { [ "$1" -lt "$2" ] && echo "$1" || echo "$2"; }
+SECONDS=0
+
+# General options
+stage=1                # first stage to run
+stop_stage=100         # last stage to run
+nj=4                   # parallel jobs for data preparation and feature extraction
+decode_nj=1            # parallel decoding jobs per test set
+datadir=data           # Kaldi data dirs written by stage 1
+dumpdir=dump           # filtered data dirs and features
+expdir=exp             # experiments
+python=python3         # the Python of the environment (path.sh activates it)
+
+# Stage 1
+local_data_opts=""     # options passed to local/data.sh
+
+# Data sets (names of dirs under $datadir; text-only dirs are allowed in train_sets)
+train_sets=""
+dev_sets=""
+test_sets=""
+
+# Stage 2
+min_dur=0.1            # seconds
+max_dur=30             # seconds: Whisper's positional table ends at 30 s
+max_text_chars=400     # longest transcript/translation kept in training data
+
+# Stage 3
+feats_type=dumped      # dumped: log-mel in ark/scp; on_the_fly: computed from audio while training
+n_mels=80              # 80 for Whisper <= v2, 128 for large-v3
+
+# Stage 4
+prepare_models_opts="" # options passed to local/prepare_models.sh
+
+# Stage 5
+model_config=conf/model.yaml
+schedules="part"       # conf/schedule_<name>.yaml for each name
+seeds="1"
+train_args=""          # extra options of partlib.bin.train (e.g. --set stages.0.max_steps=100)
+num_workers=0
+
+# Stage 6
+asr_test_sets=""       # speech test sets decoded with task asr (default: $test_sets)
+s2tt_test_sets=""      # "set:tgt" pairs decoded with task s2tt, e.g. "test_de:en test_en:de"
+decode_args=""         # extra options of partlib.bin.decode (e.g. --beam 4)
+controls=true          # decode the first schedule's last stage with shuffled audio and with no audio
+
+# Stage 8
+results_compare=""     # "systemA:systemB" pairs for paired bootstrap in RESULTS.md
+
+# Stage 9
+analysis_sets=""       # data dirs with utt2sent (parallel utterances) for representation analysis
+analysis_args=""
+
+help_message=$(cat <<EOF
+Usage: $0 --train_sets "<sets>" --dev_sets "<sets>" --test_sets "<sets>" [options]
+Options (defaults in the script):
+  --stage N --stop_stage M   stages to run (1 data, 2 filter, 3 features, 4 models, 5 train,
+                             6 decode, 7 score, 8 RESULTS.md, 9 analysis)
+  --schedules "part frozen_llm joint_lora"   --seeds "1 2 3"
+  --feats_type dumped|on_the_fly   --n_mels 80|128   --nj N   --decode_nj N
+  --model_config FILE   --train_args "..."   --decode_args "..."   --controls true|false
+EOF
+)
+
+. ./path.sh
+. ./cmd.sh
+. utils/parse_options.sh
+
+[ $# -gt 0 ] && { log "unexpected arguments: $*"; log "${help_message}"; exit 2; }
+[ -z "${train_sets}" ] && { log "--train_sets is required"; exit 2; }
+asr_test_sets=${asr_test_sets:-${test_sets}}
+all_sets="${train_sets} ${dev_sets} ${test_sets}"
+if [ "${feats_type}" = dumped ]; then data_root=${dumpdir}/whisper_mel${n_mels}; else data_root=${dumpdir}/raw; fi
+
+if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
+  if [ -f "${datadir}/.done" ]; then
+    log "Stage 1: ${datadir}/.done exists, skipping data preparation"
+  else
+    log "Stage 1: data preparation (local/data.sh ${local_data_opts})"
+    # shellcheck disable=SC2086
+    local/data.sh ${local_data_opts}
+    touch "${datadir}/.done"
+  fi
+fi
+
+if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
+  log "Stage 2: validate, utt2dur, length filtering -> ${dumpdir}/raw"
+  mkdir -p "${dumpdir}/raw" "${expdir}/logs"
+  for dset in ${all_sets}; do
+    src=${datadir}/${dset}
+    dst=${dumpdir}/raw/${dset}
+    [ -f "${dst}/.done" ] && continue
+    opts="--no-feats"
+    [ -f "${src}/wav.scp" ] || opts+=" --no-wav"
+    utils/validate_data_dir.sh ${opts} "${src}"
+    if [[ " ${train_sets} " == *" ${dset} "* ]]; then
+      ${python} -m partlib.bin.filter_data --min-dur "${min_dur}" --max-dur "${max_dur}" \
+        --max-text-chars "${max_text_chars}" "${src}" "${dst}" 2>&1 | tee "${expdir}/logs/filter_${dset}.log"
+    else  # dev/test sets are never filtered: scores must cover every utterance
+      ${python} -m partlib.bin.filter_data --min-dur 0 --max-dur 1e9 --max-text-chars 1000000000 \
+        "${src}" "${dst}" 2>&1 | tee "${expdir}/logs/filter_${dset}.log"
+    fi
+    touch "${dst}/.done"
+  done
+fi
+
+if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
+  if [ "${feats_type}" = dumped ]; then
+    log "Stage 3: Whisper log-mel (${n_mels} bins) -> ${data_root}"
+    for dset in ${all_sets}; do
+      src=${dumpdir}/raw/${dset}
+      dst=${data_root}/${dset}
+      [ -f "${dst}/.done" ] && continue
+      if [ -f "${src}/wav.scp" ]; then
+        ${python} -m partlib.bin.extract_feats --feature whisper_mel --num-mel-bins "${n_mels}" \
+          --nj "$(min "${nj}" "$(wc -l < "${src}/utt2spk")")" --cmd "${train_cmd}" "${src}" "${dst}"
+      else  # text-only dir: nothing to extract
+        rm -rf "${dst}"; mkdir -p "$(dirname "${dst}")"; cp -r "${src}" "${dst}"
+      fi
+      touch "${dst}/.done"
+    done
+  else
+    log "Stage 3: features computed on the fly while training (feats_type=${feats_type})"
+  fi
+fi
+
+if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
+  if [ -x local/prepare_models.sh ]; then
+    log "Stage 4: model preparation (local/prepare_models.sh ${prepare_models_opts})"
+    # shellcheck disable=SC2086
+    local/prepare_models.sh --data_root "${data_root}" --train_sets "${train_sets}" \
+      --dev_sets "${dev_sets}" --test_sets "${test_sets}" ${prepare_models_opts}
+  else
+    log "Stage 4: no local/prepare_models.sh: ${model_config} must point to pretrained models"
+  fi
+fi
+
+if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
+  for sched in ${schedules}; do
+    for seed in ${seeds}; do
+      tag=${sched}_seed${seed}
+      log "Stage 5: training ${tag} (conf/schedule_${sched}.yaml) -> ${expdir}/${tag}"
+      mkdir -p "${expdir}/${tag}"
+      ${python} -c "from partlib.scoring.results import write_env_json; write_env_json('${expdir}/${tag}', overwrite=False)"
+      # shellcheck disable=SC2086
+      ${cuda_cmd} "${expdir}/${tag}/train.log" \
+        ${python} -m partlib.bin.train --schedule "conf/schedule_${sched}.yaml" \
+          --model-config "${model_config}" --data-root "${data_root}" --exp-dir "${expdir}/${tag}" \
+          --seed "${seed}" --num-workers "${num_workers}" ${train_args}
+    done
+  done
+fi
+
+# The exported models of an experiment, in schedule order: "<stage name> <model dir>" lines.
+stage_models() {
+  ${python} - "$1" <<'PYEOF'
+import sys, yaml
+from pathlib import Path
+exp = Path(sys.argv[1])
+cfg = yaml.safe_load((exp / "config.yaml").read_text())
+for s in cfg["schedule"]["stages"]:
+    if (exp / s["name"] / "model" / "done").is_file():
+        print(s["name"], exp / s["name"] / "model")
+PYEOF
+}
+
+# Decode one model on every test set and task into <out_root>/decode_<set>[_to_<tgt>]_<task>.
+decode_all() {
+  local model=$1 out_root=$2; shift 2
+  local extra="$*"
+  for dset in ${asr_test_sets}; do
+    # shellcheck disable=SC2086
+    ${decode_cmd} "${out_root}/logs/decode_${dset}_asr.log" ${python} -m partlib.bin.decode \
+      --model-dir "${model}" --data-dir "${data_root}/${dset}" --task asr --nj "${decode_nj}" \
+      --cmd "${decode_cmd}" ${decode_args} ${extra} "${out_root}/decode_${dset}_asr"
+  done
+  for pair in ${s2tt_test_sets}; do
+    dset=${pair%%:*}; tgt=${pair##*:}
+    # shellcheck disable=SC2086
+    ${decode_cmd} "${out_root}/logs/decode_${dset}_to_${tgt}_s2tt.log" ${python} -m partlib.bin.decode \
+      --model-dir "${model}" --data-dir "${data_root}/${dset}" --task s2tt --tgt-lang "${tgt}" \
+      --nj "${decode_nj}" --cmd "${decode_cmd}" ${decode_args} ${extra} "${out_root}/decode_${dset}_to_${tgt}_s2tt"
+  done
+}
+
+first_sched=${schedules%% *}
+if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
+  for sched in ${schedules}; do
+    for seed in ${seeds}; do
+      tag=${sched}_seed${seed}
+      while read -r sname mdir; do
+        log "Stage 6: decoding ${tag}/${sname}"
+        decode_all "${mdir}" "${expdir}/${tag}/${sname}"
+        last_model=${mdir}; last_stage=${sname}
+      done < <(stage_models "${expdir}/${tag}")
+      if [ "${controls}" = true ] && [ "${sched}" = "${first_sched}" ]; then
+        for mode in shuffled none; do
+          ctag=control_${mode}_audio_seed${seed}
+          log "Stage 6: control '${mode}' audio with ${tag}/${last_stage} -> ${expdir}/${ctag}"
+          mkdir -p "${expdir}/${ctag}"
+          cp "${expdir}/${tag}/env.json" "${expdir}/${ctag}/env.json"
+          decode_all "${last_model}" "${expdir}/${ctag}/${last_stage}" --audio "${mode}" --seed "${seed}"
+        done
+      fi
+    done
+  done
+fi
+
+if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
+  log "Stage 7: scoring"
+  for d in "${expdir}"/*/*/decode_*; do
+    [ -f "${d}/hyp" ] || continue
+    [ "${d}/scores.json" -nt "${d}/hyp" ] && continue
+    opts=""
+    [ -f "${d}/tgt_lang" ] && opts="--tgt-lang $(cat "${d}/tgt_lang")"
+    # shellcheck disable=SC2086
+    ${python} -m partlib.bin.score --ref "${d}/ref" --hyp "${d}/hyp" --utt2lang "${d}/utt2lang" ${opts} "${d}"
+  done
+fi
+
+if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
+  log "Stage 8: ${expdir}/RESULTS.md"
+  exps=()
+  for sched in ${schedules}; do for seed in ${seeds}; do exps+=("${expdir}/${sched}_seed${seed}"); done; done
+  if [ "${controls}" = true ]; then
+    for mode in shuffled none; do for seed in ${seeds}; do exps+=("${expdir}/control_${mode}_audio_seed${seed}"); done; done
+  fi
+  copts=()
+  for pair in ${results_compare}; do copts+=(--compare "${pair}"); done
+  ${python} -m partlib.bin.results --seeds "${copts[@]}" --out "${expdir}/RESULTS.md" "${exps[@]}"
+  log "$(cat "${expdir}/RESULTS.md" | head -n 60)"
+fi
+
+if [ ${stage} -le 9 ] && [ ${stop_stage} -ge 9 ] && [ -n "${analysis_sets}" ]; then
+  log "Stage 9: representation analysis"
+  for seed in ${seeds}; do
+    margs=()
+    for sched in ${schedules}; do
+      while read -r sname mdir; do margs+=(--model-dir "${sched}/${sname}=${mdir}"); done \
+        < <(stage_models "${expdir}/${sched}_seed${seed}")
+    done
+    dargs=()
+    for dset in ${analysis_sets}; do dargs+=(--data-dir "${data_root}/${dset}"); done
+    # shellcheck disable=SC2086
+    ${python} -m partlib.bin.analyze "${margs[@]}" "${dargs[@]}" ${analysis_args} "${expdir}/analysis_seed${seed}"
+  done
+fi
+
+log "Finished stages ${stage}-${stop_stage} in ${SECONDS} s"

@@ -1,0 +1,112 @@
+"""Decode a data dir with an exported SpeechLLM model directory.
+
+    python -m partlib.bin.decode --model-dir exp/part/stage3_text/model --data-dir data/test_de \\
+        --task s2tt --tgt-lang en [--beam 4] [--batch-frames 60000] [--nj 4] OUT_DIR
+
+Writes OUT_DIR/{hyp,ref,utt2lang[,tgt_lang],decode.json}. With --nj N the data dir is split and
+N jobs run through --cmd (utils/run.pl by default; utils/slurm.pl on a cluster); finished jobs are
+skipped on re-run, and a finished decode (OUT_DIR/hyp present) is not redone.
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+from partlib.common import PartError, atomic_write, get_logger
+
+logger = get_logger("partlib.bin.decode")
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model-dir", required=True)
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--task", choices=["asr", "s2tt", "t2tt"], default="asr")
+    p.add_argument("--tgt-lang", default=None, help="target language of s2tt/t2tt")
+    p.add_argument("--beam", type=int, default=1, help="beam size (1: greedy)")
+    p.add_argument("--length-penalty", type=float, default=1.0)
+    p.add_argument("--repetition-penalty", type=float, default=1.0)
+    p.add_argument("--no-repeat-ngram-size", type=int, default=0)
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="default: bounded by each input's length")
+    p.add_argument("--batch-frames", type=int, default=60000, help="max padded encoder frames per batch")
+    p.add_argument("--batch-size", type=int, default=16, help="max utterances per batch")
+    p.add_argument("--audio", choices=["real", "shuffled", "none"], default="real",
+                   help="controls: shuffled = another utterance's audio; none = no speech embeddings")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--features", choices=["auto", "dumped", "on_the_fly"], default="auto")
+    p.add_argument("--nj", type=int, default=1)
+    p.add_argument("--cmd", default="utils/run.pl", help="job runner (run.pl / slurm.pl interface)")
+    p.add_argument("--device", default=None)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("out_dir")
+    return p
+
+
+def _forward_args(args: argparse.Namespace, data: str, out: str) -> list:
+    skip = {"model_dir", "data_dir", "nj", "cmd", "out_dir"}
+    argv = ["--model-dir", args.model_dir, "--data-dir", data]
+    for k, v in vars(args).items():
+        if k in skip or v is None:
+            continue
+        argv += [f"--{k.replace('_', '-')}", str(v)]
+    return argv + [out]
+
+
+def main(argv=None) -> int:
+    args = get_parser().parse_args(argv)
+    out = Path(args.out_dir)
+    try:
+        if (out / "hyp").is_file():
+            logger.info("%s/hyp exists: decode already done", out)
+            return 0
+        if args.nj > 1:
+            from partlib.data.datadir import read_kv, split_data_dir, write_kv
+
+            splits = split_data_dir(args.data_dir, args.nj, by_speaker=False)
+            n = len(splits)
+            sub = _forward_args(args, str(Path(args.data_dir) / f"split{n}" / "JOB"), str(out / f"split{n}" / "JOB"))
+            cmd = shlex.split(args.cmd) + [f"JOB=1:{n}", str(out / "log" / "decode.JOB.log"),
+                                           sys.executable, "-m", "partlib.bin.decode"] + sub
+            subprocess.run(cmd, check=True)
+            merged = {name: {} for name in ("ref", "utt2lang", "hyp")}
+            for j in range(1, n + 1):
+                for name, table in merged.items():
+                    table.update(read_kv(out / f"split{n}" / str(j) / name, allow_empty=True))
+            for extra in ("tgt_lang", "decode.json"):
+                src = out / f"split{n}" / "1" / extra
+                if src.is_file():
+                    atomic_write(out / extra, src.read_text())
+            for name, table in merged.items():  # hyp last: its presence marks a finished decode
+                write_kv(out / name, table)
+            return 0
+        import torch
+
+        from partlib.infer.decode import decode_dir
+        from partlib.models.speech_llm import SpeechLLM
+
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        model = SpeechLLM.from_pretrained(args.model_dir)
+        if args.device:
+            model.to(args.device)
+        decode_dir(model, args.data_dir, out, task=args.task, tgt_lang=args.tgt_lang,
+                   batch_frames=args.batch_frames, batch_size=args.batch_size, num_beams=args.beam,
+                   length_penalty=args.length_penalty, repetition_penalty=args.repetition_penalty,
+                   no_repeat_ngram_size=args.no_repeat_ngram_size, max_new_tokens=args.max_new_tokens,
+                   audio=args.audio, seed=args.seed,
+                   features={"auto": None, "dumped": False, "on_the_fly": True}[args.features])
+    except PartError as e:
+        logger.error("%s", e)
+        return 2
+    except subprocess.CalledProcessError as e:
+        logger.error("decoding job(s) failed (%s); see %s/log/", e, out)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""Recipe stage 2: validate a data dir, add utt2dur, and copy it with length filtering.
+
+    python -m partlib.bin.filter_data [--min-dur 0.1] [--max-dur 30] [--max-text-chars 400] SRC DST
+
+Utterances shorter than --min-dur or longer than --max-dur seconds (Whisper's positional table ends
+at 30 s), and those whose text or any translation is longer than --max-text-chars characters, are
+dropped; the counts are logged per reason. Text-only data dirs are filtered on text length only.
+DST is written atomically (built next to it, then renamed).
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+from partlib.common import PartError, get_logger
+from partlib.data.audio import compute_utt2dur
+from partlib.data.datadir import DataDir
+
+logger = get_logger("partlib.bin.filter_data")
+
+
+def filter_data_dir(src: str, dst: str, min_dur: float, max_dur: float, max_text_chars: int) -> dict:
+    """Filter ``src`` into ``dst``; return ``{reason: count}`` of dropped utterances and ``kept``."""
+    d = DataDir.load(src)
+    if d.has_audio() and d.utt2dur is None and d.wav_scp is not None:
+        d.utt2dur = compute_utt2dur(d)
+    drop = {"too_short": set(), "too_long": set(), "text_too_long": set()}
+    for utt in d.utts:
+        if d.utt2dur is not None:
+            dur = float(d.utt2dur[utt])
+            if dur < min_dur:
+                drop["too_short"].add(utt)
+            elif dur > max_dur:
+                drop["too_long"].add(utt)
+        texts = ([d.text[utt]] if d.text is not None else []) + [m[utt] for m in d.translations.values() if utt in m]
+        if any(len(t) > max_text_chars for t in texts):
+            drop["text_too_long"].add(utt)
+    removed = set().union(*drop.values())
+    kept = d.subset([u for u in d.utts if u not in removed])
+    if not len(kept):
+        raise PartError(f"{src}: every utterance was filtered out ({ {k: len(v) for k, v in drop.items()} })")
+    out = Path(dst)
+    tmp = out.parent / f".{out.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    kept.write(tmp)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    counts = {k: len(v) for k, v in drop.items()}
+    counts["kept"] = len(kept)
+    logger.info("%s -> %s: kept %d of %d (dropped: %s)", src, dst, len(kept), len(d),
+                ", ".join(f"{k} {v}" for k, v in counts.items() if k != "kept"))
+    return counts
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--min-dur", type=float, default=0.1)
+    p.add_argument("--max-dur", type=float, default=30.0)
+    p.add_argument("--max-text-chars", type=int, default=400)
+    p.add_argument("src")
+    p.add_argument("dst")
+    args = p.parse_args(argv)
+    try:
+        filter_data_dir(args.src, args.dst, args.min_dur, args.max_dur, args.max_text_chars)
+    except PartError as e:
+        logger.error("%s", e)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""Batched decoding of a data dir with an exported SpeechLLM.
+
+Examples are built by the same code as training examples (``partlib.train.data.build_examples``),
+sorted by length and cut into batches bounded by encoder frames and utterances, then decoded with
+the model's ``generate`` (KV cache; greedy or beam search). Outputs, in Kaldi text format::
+
+    OUT_DIR/hyp        <utt> <hypothesis>
+    OUT_DIR/ref        <utt> <reference>   (text, or text.<tgt> for translation)
+    OUT_DIR/utt2lang   <utt> <source language>
+    OUT_DIR/tgt_lang   the target language (translation tasks only)
+    OUT_DIR/decode.json the decoding options
+
+Controls that show whether speech is used: ``audio="shuffled"`` feeds each utterance another
+utterance's features (a fixed derangement); ``audio="none"`` gives the LLM the prompt without any
+speech embeddings.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+
+from partlib.common import ConfigError, PathLike, atomic_write, get_logger
+from partlib.data.datadir import DataDir, write_kv
+from partlib.train.data import Example, FeatureSource, build_examples, collate, make_batches
+from partlib.train.schedule import SPEECH_TASKS, TaskSpec
+
+logger = get_logger("partlib.infer")
+
+AUDIO_MODES = ("real", "shuffled", "none")
+
+
+def derangement(n: int, seed: int) -> np.ndarray:
+    """A permutation of range(n) without fixed points (n >= 2), deterministic in seed."""
+    if n < 2:
+        raise ConfigError("the shuffled-audio control needs at least 2 utterances")
+    rng = np.random.default_rng(seed)
+    while True:
+        perm = rng.permutation(n)
+        if not np.any(perm == np.arange(n)):
+            return perm
+
+
+def decode_examples(model, data_dir: PathLike, task: str, tgt_lang: Optional[str]) -> List[Example]:
+    """The examples of ``task`` (one per utterance) in a data dir."""
+    d = DataDir.load(data_dir)
+    spec = TaskSpec(task=task, weight=1.0, data=[str(data_dir)],
+                    tgt_langs=[tgt_lang] if tgt_lang else None)
+    if task in ("s2tt", "t2tt") and not tgt_lang:
+        raise ConfigError(f"task {task} needs --tgt-lang")
+
+    def count_tokens(texts: List[str]) -> List[int]:
+        return [len(ids) for ids in model.tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+
+    return build_examples(spec, [d], count_tokens, model.speech_embed_length)
+
+
+@torch.no_grad()
+def decode_dir(
+    model,
+    data_dir: PathLike,
+    out_dir: PathLike,
+    task: str = "asr",
+    tgt_lang: Optional[str] = None,
+    batch_frames: int = 60000,
+    batch_size: int = 16,
+    num_beams: int = 1,
+    length_penalty: float = 1.0,
+    repetition_penalty: float = 1.0,
+    no_repeat_ngram_size: int = 0,
+    max_new_tokens: Optional[int] = None,
+    audio: str = "real",
+    seed: int = 0,
+    features: Optional[bool] = None,
+) -> Dict[str, str]:
+    """Decode every utterance of ``data_dir`` and write hyp/ref/utt2lang into ``out_dir``."""
+    if audio not in AUDIO_MODES:
+        raise ConfigError(f"audio must be one of {AUDIO_MODES}")
+    if audio != "real" and task not in SPEECH_TASKS:
+        raise ConfigError(f"audio={audio} is a control for speech tasks, not {task}")
+    model.eval()
+    examples = decode_examples(model, data_dir, task, tgt_lang)
+    d = DataDir.load(data_dir)
+    source = FeatureSource([d], model.n_mels, features)
+    # The shuffled control: example i is decoded with the features of example perm[i].
+    feat_of = {e.key: e for e in examples}
+    if audio == "shuffled":
+        perm = derangement(len(examples), seed)
+        feat_of = {e.key: examples[int(j)] for e, j in zip(examples, perm)}
+    batches = make_batches([feat_of[e.key] if audio == "shuffled" else e for e in examples],
+                           max(batch_frames, max(e.num_frames for e in examples)), 10**9, batch_size)
+    by_source = {feat_of[e.key].key: e for e in examples} if audio == "shuffled" else {e.key: e for e in examples}
+    hyps: Dict[str, str] = {}
+    for b in batches:
+        exs = [by_source[s.key] for s in b]  # the examples whose prompts/targets we decode
+        feats = None
+        if task in SPEECH_TASKS:
+            if audio == "none":
+                feats = [torch.zeros(0, model.n_mels) for _ in b]
+            else:
+                feats = source.load([(s.dir_index, s.utt) for s in b])
+        batch = collate(exs, feats)
+        batch["targets"] = None
+        out = model.generate(batch, max_new_tokens=max_new_tokens, num_beams=num_beams,
+                             length_penalty=length_penalty, repetition_penalty=repetition_penalty,
+                             no_repeat_ngram_size=no_repeat_ngram_size)
+        for e, h in zip(exs, out):
+            hyps[e.utt] = " ".join(h.split())
+    out_dir = Path(out_dir)
+    write_kv(out_dir / "ref", {e.utt: e.target for e in examples})
+    write_kv(out_dir / "utt2lang", {e.utt: e.src_lang for e in examples})
+    if tgt_lang:
+        atomic_write(out_dir / "tgt_lang", f"{examples[0].tgt_lang}\n")
+    atomic_write(out_dir / "decode.json", json.dumps({
+        "task": task, "tgt_lang": tgt_lang, "num_beams": num_beams, "length_penalty": length_penalty,
+        "repetition_penalty": repetition_penalty, "no_repeat_ngram_size": no_repeat_ngram_size,
+        "max_new_tokens": max_new_tokens, "audio": audio, "seed": seed, "batch_size": batch_size,
+        "batch_frames": batch_frames, "num_utts": len(examples)}, sort_keys=True, indent=1) + "\n")
+    write_kv(out_dir / "hyp", hyps)  # last: its presence marks a finished decode
+    logger.info("decoded %d utterances of %s (%s%s, audio=%s) into %s", len(hyps), data_dir, task,
+                f"->{tgt_lang}" if tgt_lang else "", audio, out_dir)
+    return hyps
