@@ -1,0 +1,1 @@
+"""Preparation of the paper's corpora into Kaldi data dirs (CommonVoice, Fleurs, WenetSpeech, CoVoST 2)."""
