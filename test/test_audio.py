@@ -169,9 +169,10 @@ def test_empty_audio(tmp_path: Path) -> None:
     assert e.value.utt == "u6" and e.value.path == str(path)
 
 
-def test_nan_samples(tmp_path: Path) -> None:
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_samples(tmp_path: Path, bad: float) -> None:
     data = tone(0.1, 16000)
-    data[10] = np.nan
+    data[10] = bad
     path = write_wav(tmp_path / "nan.wav", data, 16000, subtype="FLOAT")
     with pytest.raises(DataError, match="NaN or Inf") as e:
         load_audio(str(path), key="u8")

@@ -177,6 +177,8 @@ def cut(
 def _finish(
     samples: np.ndarray, rate: int, sr: int, resample: bool, key: Optional[str], path: Optional[str]
 ) -> np.ndarray:
+    if not np.all(np.isfinite(samples)):  # before clipping, which would turn ±Inf into ±1
+        raise DataError("audio contains NaN or Inf samples", path, utt=key)
     if rate != sr:
         if not resample:
             raise DataError(

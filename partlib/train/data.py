@@ -275,7 +275,7 @@ class FeatureSource:
         self.n_mels = n_mels
         self.on_the_fly = on_the_fly
         self._readers: Dict[int, object] = {}
-        self._mel = None
+        self._checked: set = set()
 
     def _use_dumped(self, d: DataDir) -> bool:
         if self.on_the_fly is None:
@@ -288,32 +288,27 @@ class FeatureSource:
         """Features [T, n_mels] for (dir_index, utt) pairs."""
         import kaldiio
 
-        from partlib.features import check_mel_bins
-        from partlib.features.whisper_mel import WhisperMel
+        from partlib.data.audio import AudioReader
+        from partlib.features import check_mel_bins, compute_features, read_feats_type
 
         out: List[Optional[torch.Tensor]] = [None] * len(items)
-        wav_idx, wavs = [], []
+        wav_idx, wavs, wav_utts = [], [], []
         for i, (di, utt) in enumerate(items):
             d = self.dirs[di]
             if self._use_dumped(d):
-                mat = torch.from_numpy(np.asarray(kaldiio.load_mat(d.feats_scp[utt]), dtype=np.float32))
-                check_mel_bins(mat.shape[1], self.n_mels, f"{d.path}/feats.scp ({utt})")
-                out[i] = mat
+                if di not in self._checked:  # once per dir: the dump's mel bins match the encoder
+                    check_mel_bins(read_feats_type(d.path).n_mels, self.n_mels, str(d.path))
+                    self._checked.add(di)
+                out[i] = torch.from_numpy(np.array(kaldiio.load_mat(d.feats_scp[utt]), dtype=np.float32))
             else:
-                from partlib.data.audio import AudioReader
-
                 if di not in self._readers:
                     self._readers[di] = AudioReader(d)
                 wav_idx.append(i)
-                wavs.append(torch.from_numpy(self._readers[di][utt]))
+                wavs.append(self._readers[di][utt])
+                wav_utts.append(utt)
         if wavs:
-            if self._mel is None:
-                self._mel = WhisperMel(self.n_mels)
-            lens = torch.tensor([len(w) for w in wavs])
-            padded = torch.nn.utils.rnn.pad_sequence(wavs, batch_first=True)
-            feats, flens = self._mel(padded, lens)
-            for j, i in enumerate(wav_idx):
-                out[i] = feats[j, : int(flens[j])]
+            for i, f in zip(wav_idx, compute_features(wavs, self.n_mels, utts=wav_utts)):
+                out[i] = f
         return out  # type: ignore[return-value]
 
 
