@@ -1,1 +1,6 @@
-"""partlib.analysis"""
+"""Representation analysis: how language-specific and how shared a SpeechLLM's representations are.
+
+``extract`` pools one vector per utterance at chosen model points (cached), ``metrics`` measures
+them (language-ID probe, retrieval, centroids, separability, CKA), ``plots`` draws the figures and
+``report`` runs it all and writes metrics.json / analysis.md. Definitions: docs/analysis.md.
+"""
