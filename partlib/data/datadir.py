@@ -5,10 +5,15 @@ Conventions (see DESIGN.md §3): UTF-8, one record a line, unique keys, sorted u
 """
 from __future__ import annotations
 
+import random
 from pathlib import Path
-from typing import Dict, Iterable, List, Mapping, Tuple, Union
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
-from partlib.common import DataError, PathLike, atomic_open
+from partlib.common import DataError, PathLike, atomic_open, get_logger
+from partlib.data import langs
+from partlib.data.validate import validate_data_dir
+
+log = get_logger(__name__)
 
 
 def c_sort_key(key: str) -> bytes:
@@ -26,8 +31,56 @@ def iter_lines(path: PathLike) -> Iterable[Tuple[int, str]]:
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise DataError(f"not valid UTF-8 ({e.reason} at byte {e.start})", path, lineno) from None
+                key = raw.split(maxsplit=1)[0].decode("utf-8", "replace") if raw.strip() else None
+                raise DataError(
+                    f"not valid UTF-8 ({e.reason} at byte {e.start})", path, lineno, key
+                ) from None
             yield lineno, line.rstrip("\n")
+
+
+Row = Tuple[int, str, str]  # (line number, key, value)
+
+
+def read_rows(
+    path: PathLike, *, allow_empty: bool = False, check_sorted: bool = True, lenient: bool = False
+) -> List[Row]:
+    """Read a ``<key> <value>`` file into ``(line, key, value)`` rows.
+
+    Strict mode raises :class:`DataError` (file, line, key) on an empty line, a missing value
+    (unless ``allow_empty``), a duplicate key and, with ``check_sorted``, keys out of ``LC_ALL=C``
+    order. ``lenient`` mode (used to repair a directory) drops such lines instead, keeping the first
+    line of each key, and returns the rows C-sorted.
+    """
+    rows: List[Row] = []
+    seen = set()
+    prev = prev_sort = None
+    for lineno, line in iter_lines(path):
+        parts = line.split(maxsplit=1)
+        key = parts[0] if parts else ""
+        value = parts[1].strip() if len(parts) > 1 else ""
+        problem = None
+        if not key:
+            problem = "empty line"
+        elif not value and not allow_empty:
+            problem = "missing value after the key"
+        elif key in seen:
+            problem = "duplicate key"
+        elif check_sorted and not lenient:
+            sort_key = c_sort_key(key)
+            if prev_sort is not None and sort_key < prev_sort:
+                problem = f"not sorted (LC_ALL=C): '{key}' after '{prev}'"
+            prev_sort = sort_key
+        if problem:
+            if not lenient:
+                raise DataError(problem, path, lineno, key or None)
+            log.warning("%s:%d: %s: line dropped", path, lineno, problem)
+            continue
+        seen.add(key)
+        rows.append((lineno, key, value))
+        prev = key
+    if lenient:
+        rows.sort(key=lambda r: c_sort_key(r[1]))
+    return rows
 
 
 def read_kv(
@@ -38,23 +91,7 @@ def read_kv(
     Duplicate keys, a missing value (unless ``allow_empty``) and, with ``check_sorted``, keys out of
     ``LC_ALL=C`` order raise :class:`DataError` naming file, line and key.
     """
-    out: Dict[str, str] = {}
-    prev = None
-    for lineno, line in iter_lines(path):
-        if not line.strip():
-            raise DataError("empty line", path, lineno)
-        parts = line.split(maxsplit=1)
-        key = parts[0]
-        value = parts[1].strip() if len(parts) > 1 else ""
-        if not value and not allow_empty:
-            raise DataError("missing value after the key", path, lineno, key)
-        if key in out:
-            raise DataError("duplicate key", path, lineno, key)
-        if check_sorted and prev is not None and c_sort_key(key) < c_sort_key(prev):
-            raise DataError(f"not sorted (LC_ALL=C): '{key}' after '{prev}'", path, lineno, key)
-        out[key] = value
-        prev = key
-    return out
+    return {k: v for _, k, v in read_rows(path, allow_empty=allow_empty, check_sorted=check_sorted)}
 
 
 def read_kv_list(path: PathLike, **kwargs) -> Dict[str, List[str]]:
@@ -62,11 +99,11 @@ def read_kv_list(path: PathLike, **kwargs) -> Dict[str, List[str]]:
     return {k: v.split() for k, v in read_kv(path, **kwargs).items()}
 
 
-def write_kv(path: PathLike, mapping: Mapping[str, Union[str, Iterable[str]]]) -> None:
-    """Write ``key value`` lines sorted under ``LC_ALL=C``, atomically.
+def format_kv(mapping: Mapping[str, Union[str, Iterable[str]]], path: PathLike = "<kv>") -> str:
+    """Render ``key value`` lines sorted under ``LC_ALL=C`` (``path`` only names errors).
 
     Values that are lists are joined by spaces (spk2utt). Keys must be non-empty and free of
-    whitespace; values free of newlines.
+    whitespace; values free of line breaks.
     """
     rows = []
     for key, value in mapping.items():
@@ -78,6 +115,550 @@ def write_kv(path: PathLike, mapping: Mapping[str, Union[str, Iterable[str]]]) -
             raise DataError("value contains a line break", path, utt=key)
         rows.append((key, value))
     rows.sort(key=lambda kv: c_sort_key(kv[0]))
+    return "".join(f"{key} {value}\n" if value != "" else f"{key}\n" for key, value in rows)
+
+
+def write_kv(path: PathLike, mapping: Mapping[str, Union[str, Iterable[str]]]) -> None:
+    """Write ``key value`` lines sorted under ``LC_ALL=C``, atomically (see :func:`format_kv`)."""
+    text = format_kv(mapping, path)
     with atomic_open(path) as f:
-        for key, value in rows:
-            f.write(f"{key} {value}\n" if value != "" else f"{key}\n")
+        f.write(text)
+
+
+# ------------------------------------------------------------------------------------------------
+# DataDir: the whole directory
+# ------------------------------------------------------------------------------------------------
+
+# Segments may end this far past the recording's duration (annotation rounding) before it is an error.
+SEGMENT_TOLERANCE_S = 0.1
+# Small directory-level files carried along by copy/subset/split (e.g. written by feature dumping).
+META_FILES = ("feats_type", "frame_shift")
+# Kaldi files this class does not model; fix_data_dir filters them by utterance/speaker/recording.
+_EXTRA_UTT_FILES = ("vad.scp", "utt2uniq", "utt2warp")
+_EXTRA_SPK_FILES = ("cmvn.scp", "spk2warp")
+_EXTRA_RECO_FILES = ("reco2file_and_channel",)
+MANAGED_FILES = ("wav.scp", "segments", "text", "utt2spk", "spk2utt", "utt2lang", "utt2dur",
+                 "utt2num_frames", "feats.scp", "reco2dur", "spk2gender") + META_FILES
+
+
+def _positive_float(value: str, path: Path, line: int, key: str) -> float:
+    try:
+        x = float(value)
+    except ValueError:
+        raise DataError(f"not a number: '{value}'", path, line, key) from None
+    if not x > 0 or x == float("inf"):
+        raise DataError(f"must be a positive duration, got '{value}'", path, line, key)
+    return x
+
+
+def _positive_int(value: str, path: Path, line: int, key: str) -> int:
+    try:
+        x = int(value)
+    except ValueError:
+        raise DataError(f"not an integer: '{value}'", path, line, key) from None
+    if x <= 0:
+        raise DataError(f"must be positive, got '{value}'", path, line, key)
+    return x
+
+
+def _segment(value: str, path: Path, line: int, key: str) -> Tuple[str, float, float]:
+    parts = value.split()
+    try:
+        if len(parts) != 3:
+            raise ValueError
+        reco, start, end = parts[0], float(parts[1]), float(parts[2])
+    except ValueError:
+        raise DataError(f"expected '<utt> <recording> <start> <end>', got '{key} {value}'",
+                        path, line, key) from None
+    if start < 0 or not end > start:
+        raise DataError(f"bad times: start {start}, end {end} (need 0 <= start < end)",
+                        path, line, key)
+    return reco, start, end
+
+
+def _language(value: str, path: Path, line: Optional[int], key: Optional[str]) -> str:
+    try:
+        return langs.canonical(value)
+    except langs.UnknownLanguageError as e:
+        raise DataError(str(e), path, line, key) from None
+
+
+def _read_file(path: Path, convert=None, *, allow_empty: bool = False, lenient: bool = False,
+               ) -> Dict[str, object]:
+    """Read one data-dir file into ``key -> value``; ``convert(value, path, line, key)`` parses."""
+    rows = read_rows(path, allow_empty=allow_empty, lenient=lenient)
+    if convert is None:
+        return {k: v for _, k, v in rows}
+    return {k: convert(v, path, n, k) for n, k, v in rows}
+
+
+def _check_keys(path: Path, got: Iterable[str], want: Iterable[str], what: str) -> None:
+    """Raise DataError naming the first key that is in one set and not the other."""
+    got_set, want_set = set(got), set(want)
+    extra = sorted(got_set - want_set, key=c_sort_key)
+    missing = sorted(want_set - got_set, key=c_sort_key)
+    if extra:
+        raise DataError(f"key not among the {what} ({len(extra)} such keys)", path, utt=extra[0])
+    if missing:
+        raise DataError(f"missing from this file ({len(missing)} of the {what} are)", path,
+                        utt=missing[0])
+
+
+class DataDir:
+    """In-memory view of a Kaldi data dir; all maps are keyed and iterated in C-sorted order.
+
+    ``utt2spk`` is primary and ``spk2utt`` is derived from it. Without ``segments`` the recording
+    id of an utterance is the utterance id (wav.scp and reco2dur are keyed by utterance).
+    """
+
+    def __init__(
+        self,
+        utt2spk: Mapping[str, str],
+        *,
+        path: Optional[PathLike] = None,
+        wav_scp: Optional[Mapping[str, str]] = None,
+        segments: Optional[Mapping[str, Tuple[str, float, float]]] = None,
+        text: Optional[Mapping[str, str]] = None,
+        utt2lang: Optional[Mapping[str, str]] = None,
+        translations: Optional[Mapping[str, Mapping[str, str]]] = None,
+        utt2dur: Optional[Mapping[str, float]] = None,
+        utt2num_frames: Optional[Mapping[str, int]] = None,
+        feats_scp: Optional[Mapping[str, str]] = None,
+        reco2dur: Optional[Mapping[str, float]] = None,
+        spk2gender: Optional[Mapping[str, str]] = None,
+        meta: Optional[Mapping[str, str]] = None,
+    ) -> None:
+        def _sorted(m):
+            return None if m is None else {k: m[k] for k in sorted(m, key=c_sort_key)}
+
+        self.path: Optional[Path] = None if path is None else Path(path)
+        self.utt2spk: Dict[str, str] = _sorted(utt2spk)
+        self.wav_scp = _sorted(wav_scp)
+        self.segments = _sorted(segments)
+        self.text = _sorted(text)
+        where = self.path or Path("<data dir>")
+        self.utt2lang = None if utt2lang is None else {
+            u: lang if lang in langs.LANGUAGES else _language(lang, where / "utt2lang", None, u)
+            for u, lang in _sorted(utt2lang).items()}
+        self.translations: Dict[str, Dict[str, str]] = {}
+        for lang, m in (translations or {}).items():
+            code = _language(lang, where / f"text.{lang}", None, None)
+            if code in self.translations:
+                raise DataError(f"two translation sets for language '{code}'", where / f"text.{lang}")
+            self.translations[code] = _sorted(m)
+        self.translations = dict(sorted(self.translations.items()))
+        self.utt2dur = _sorted(utt2dur)
+        self.utt2num_frames = _sorted(utt2num_frames)
+        self.feats_scp = _sorted(feats_scp)
+        self.reco2dur = _sorted(reco2dur)
+        self.spk2gender = _sorted(spk2gender)
+        self.meta: Dict[str, str] = dict(meta or {})
+
+    # --- views -------------------------------------------------------------------------------
+    @property
+    def utts(self) -> List[str]:
+        """C-sorted utterance ids."""
+        return list(self.utt2spk)
+
+    @property
+    def spk2utt(self) -> Dict[str, List[str]]:
+        """speaker -> its utterances, both C-sorted (derived from utt2spk)."""
+        out: Dict[str, List[str]] = {}
+        for utt, spk in self.utt2spk.items():
+            out.setdefault(spk, []).append(utt)
+        return {s: out[s] for s in sorted(out, key=c_sort_key)}
+
+    def __len__(self) -> int:
+        return len(self.utt2spk)
+
+    def has_audio(self) -> bool:
+        """Whether the dir has wav.scp or feats.scp (a text-only dir feeds text tasks only)."""
+        return self.wav_scp is not None or self.feats_scp is not None
+
+    def lang(self, utt: str) -> str:
+        """Canonical language code of an utterance (from utt2lang)."""
+        if self.utt2lang is None:
+            raise DataError("no utt2lang file: the language of utterances is unknown",
+                            self.path, utt=utt)
+        try:
+            return self.utt2lang[utt]
+        except KeyError:
+            raise DataError("utterance not in utt2lang", self.path, utt=utt) from None
+
+    def recording(self, utt: str) -> str:
+        """Recording id of an utterance (the utterance id itself without segments)."""
+        return self.segments[utt][0] if self.segments is not None else utt
+
+    # --- reading -----------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: PathLike, validate: bool = True) -> "DataDir":
+        """Read a data dir.
+
+        With ``validate`` the directory must first pass Kaldi's validator rules (wav.scp,
+        feats.scp and text optional, so text-only and audio-only dirs load); then every file is
+        parsed: numbers, language codes (canonicalised), translation key sets, segments within
+        the recording when reco2dur is known. Any problem raises DataError (file, line, utt).
+        Without ``validate`` a missing utt2spk means one speaker per utterance.
+        """
+        return cls._read(Path(path), validate=validate, lenient=False)
+
+    @classmethod
+    def _read(cls, path: Path, *, validate: bool, lenient: bool) -> "DataDir":
+        if not path.is_dir():
+            raise DataError("no such data directory", path)
+        if validate:
+            validate_data_dir(path, no_feats=True, no_wav=True,
+                              no_text=not (path / "text").is_file())
+
+        def opt(name, convert=None, **kw):
+            f = path / name
+            return _read_file(f, convert, lenient=lenient, **kw) if f.is_file() else None
+
+        utt2spk = opt("utt2spk")
+        text = opt("text", allow_empty=True)
+        if utt2spk is None:
+            keys = text or opt("feats.scp") or opt("segments") or opt("wav.scp")
+            if keys is None:
+                raise DataError("no utt2spk, text, feats.scp, segments or wav.scp", path)
+            utt2spk = {u: u for u in keys}
+        translations: Dict[str, Dict[str, str]] = {}
+        for f in sorted(path.glob("text.*")):
+            suffix = f.name[len("text."):]
+            if not _is_translation(f):
+                log.warning("%s: '%s' is not a language code: not read as a translation", f, suffix)
+                continue
+            translations[suffix] = _read_file(f, allow_empty=True, lenient=lenient)
+        meta = {m: (path / m).read_text(encoding="utf-8").strip()
+                for m in META_FILES if (path / m).is_file()}
+        dd = cls(
+            utt2spk, path=path, text=text, translations=translations, meta=meta,
+            wav_scp=opt("wav.scp"), segments=opt("segments", _segment),
+            utt2lang=opt("utt2lang", _language), utt2dur=opt("utt2dur", _positive_float),
+            utt2num_frames=opt("utt2num_frames", _positive_int), feats_scp=opt("feats.scp"),
+            reco2dur=opt("reco2dur", _positive_float), spk2gender=opt("spk2gender"),
+        )
+        if not lenient:
+            dd.check()
+        return dd
+
+    def check(self) -> None:
+        """Check that the key sets agree and segments lie inside their recordings."""
+        where = self.path or Path("<data dir>")
+        utts = self.utt2spk.keys()
+        for name, mapping in (("text", self.text), ("utt2lang", self.utt2lang),
+                              ("utt2dur", self.utt2dur), ("utt2num_frames", self.utt2num_frames),
+                              ("feats.scp", self.feats_scp), ("segments", self.segments),
+                              *((f"text.{lang}", m) for lang, m in self.translations.items())):
+            if mapping is not None:
+                _check_keys(where / name, mapping, utts, "utterance ids of utt2spk")
+        recordings = ({r for r, _, _ in self.segments.values()} if self.segments is not None
+                      else set(utts))
+        if self.segments is not None and self.wav_scp is None:
+            raise DataError("segments without wav.scp", where / "segments")
+        if self.wav_scp is not None:
+            _check_keys(where / "wav.scp", self.wav_scp, recordings,
+                        "recording ids" if self.segments is not None else "utterance ids")
+        if self.reco2dur is not None:
+            _check_keys(where / "reco2dur", self.reco2dur, recordings, "recording ids")
+        if self.spk2gender is not None:
+            _check_keys(where / "spk2gender", self.spk2gender, set(self.utt2spk.values()),
+                        "speakers of utt2spk")
+            for spk, g in self.spk2gender.items():
+                if g not in ("m", "f"):
+                    raise DataError(f"gender must be m or f, got '{g}'", where / "spk2gender",
+                                    utt=spk)
+        if self.segments is not None and self.reco2dur is not None:
+            for utt, (reco, _, end) in self.segments.items():
+                if end > self.reco2dur[reco] + SEGMENT_TOLERANCE_S:
+                    raise DataError(f"segment ends at {end} s, after the end of recording "
+                                    f"'{reco}' ({self.reco2dur[reco]} s)", where / "segments",
+                                    utt=utt)
+
+    # --- writing -----------------------------------------------------------------------------
+    def files(self) -> Dict[str, str]:
+        """The directory's files as ``name -> content`` (C-sorted, newline-terminated)."""
+        def fmt(x: float) -> str:
+            return repr(float(x)) if not float(x).is_integer() else f"{float(x):.1f}"
+
+        out = {"utt2spk": self.utt2spk, "spk2utt": self.spk2utt}
+        optional = {
+            "wav.scp": self.wav_scp, "text": self.text, "utt2lang": self.utt2lang,
+            "feats.scp": self.feats_scp, "spk2gender": self.spk2gender,
+            "segments": None if self.segments is None else {
+                u: f"{r} {fmt(s)} {fmt(e)}" for u, (r, s, e) in self.segments.items()},
+            "utt2dur": None if self.utt2dur is None else {
+                u: fmt(d) for u, d in self.utt2dur.items()},
+            "reco2dur": None if self.reco2dur is None else {
+                r: fmt(d) for r, d in self.reco2dur.items()},
+            "utt2num_frames": None if self.utt2num_frames is None else {
+                u: str(n) for u, n in self.utt2num_frames.items()},
+        }
+        out.update({k: v for k, v in optional.items() if v is not None})
+        out.update({f"text.{lang}": m for lang, m in self.translations.items()})
+        rendered = {name: format_kv(m, name) for name, m in out.items()}
+        rendered.update({name: value + "\n" for name, value in self.meta.items()})
+        return rendered
+
+    def write(self, path: PathLike) -> None:
+        """Write all files into ``path`` atomically and remove stale data-dir files there.
+
+        Everything is checked and rendered before the first file is replaced, so bad content
+        never overwrites a good directory.
+        """
+        path = Path(path)
+        self.check()
+        files = self.files()
+        path.mkdir(parents=True, exist_ok=True)
+        for name, content in files.items():
+            with atomic_open(path / name) as f:
+                f.write(content)
+        stale = [path / n for n in MANAGED_FILES if n not in files]
+        stale += [f for f in path.glob("text.*") if f.name not in files and _is_translation(f)]
+        for f in stale:
+            if f.is_file():
+                f.unlink()
+        self.path = path
+
+    # --- selections --------------------------------------------------------------------------
+    def subset(self, utts: Iterable[str]) -> "DataDir":
+        """A new DataDir with the given utterances (ids not in this dir are ignored); speakers
+        and recordings no longer used are dropped."""
+        keep = {u for u in utts if u in self.utt2spk}
+
+        def sel(m, keys):
+            return None if m is None else {k: v for k, v in m.items() if k in keys}
+
+        recordings = {self.recording(u) for u in keep}
+        speakers = {self.utt2spk[u] for u in keep}
+        return DataDir(
+            sel(self.utt2spk, keep), path=None, wav_scp=sel(self.wav_scp, recordings),
+            segments=sel(self.segments, keep), text=sel(self.text, keep),
+            utt2lang=sel(self.utt2lang, keep),
+            translations={lang: sel(m, keep) for lang, m in self.translations.items()},
+            utt2dur=sel(self.utt2dur, keep), utt2num_frames=sel(self.utt2num_frames, keep),
+            feats_scp=sel(self.feats_scp, keep), reco2dur=sel(self.reco2dur, recordings),
+            spk2gender=sel(self.spk2gender, speakers), meta=self.meta,
+        )
+
+    def map_ids(self, utt_map: Mapping[str, str], spk_map: Mapping[str, str]) -> "DataDir":
+        """A new DataDir with utterance and speaker ids renamed (recordings follow utterances
+        when there are no segments)."""
+        def ren(m, keymap):
+            return None if m is None else {keymap[k]: v for k, v in m.items()}
+
+        reco_map = utt_map if self.segments is None else {r: r for r in self.wav_scp}
+        return DataDir(
+            {utt_map[u]: spk_map[s] for u, s in self.utt2spk.items()},
+            wav_scp=ren(self.wav_scp, reco_map), text=ren(self.text, utt_map),
+            segments=ren(self.segments, utt_map), utt2lang=ren(self.utt2lang, utt_map),
+            translations={lang: ren(m, utt_map) for lang, m in self.translations.items()},
+            utt2dur=ren(self.utt2dur, utt_map), utt2num_frames=ren(self.utt2num_frames, utt_map),
+            feats_scp=ren(self.feats_scp, utt_map), reco2dur=ren(self.reco2dur, reco_map),
+            spk2gender=ren(self.spk2gender, spk_map), meta=self.meta,
+        )
+
+
+def _is_translation(f: Path) -> bool:
+    try:
+        langs.canonical(f.name[len("text."):])
+        return True
+    except langs.UnknownLanguageError:
+        return False
+
+
+# ------------------------------------------------------------------------------------------------
+# Directory operations (the utils/*.sh tools call these)
+# ------------------------------------------------------------------------------------------------
+
+def fix_data_dir(path: PathLike) -> None:
+    """Repair a data dir in place, like Kaldi's ``fix_data_dir.sh``.
+
+    Sorts every file, drops duplicate keys (keeping the first line) and malformed lines, keeps only
+    utterances present in every per-utterance file (and whose recording is in wav.scp), prunes
+    speaker and recording files to what is used, and regenerates spk2utt. Kaldi files not modelled
+    by :class:`DataDir` (cmvn.scp, vad.scp, utt2uniq, reco2file_and_channel, ...) are filtered to
+    the kept ids. The original files are copied to ``<path>/.backup/`` first.
+    """
+    path = Path(path)
+    if not (path / "utt2spk").is_file():
+        raise DataError("no such file", path / "utt2spk")
+    backup = path / ".backup"
+    extras = _EXTRA_UTT_FILES + _EXTRA_SPK_FILES + _EXTRA_RECO_FILES
+    for f in [path / n for n in MANAGED_FILES + extras] + sorted(path.glob("text.*")):
+        if f.is_file():
+            with atomic_open(backup / f.name, "wb") as out:
+                out.write(f.read_bytes())
+    dd = DataDir._read(path, validate=False, lenient=True)
+    keep = set(dd.utt2spk)
+    for mapping in (dd.text, dd.utt2lang, dd.utt2dur, dd.utt2num_frames, dd.feats_scp,
+                    dd.segments, *dd.translations.values()):
+        if mapping is not None:
+            keep &= mapping.keys()
+    for f in (path / n for n in _EXTRA_UTT_FILES):
+        if f.is_file():
+            keep &= {k for _, k, _ in read_rows(f, allow_empty=True, lenient=True)}
+    if dd.wav_scp is not None:
+        keep = {u for u in keep if dd.recording(u) in dd.wav_scp}
+    if dd.reco2dur is not None:
+        keep = {u for u in keep if dd.recording(u) in dd.reco2dur}
+    if not keep:
+        raise DataError("no utterances remain after keeping those present in every file", path)
+    fixed = dd.subset(keep)
+    log.info("%s: kept %d of %d utterances; originals in %s", path, len(fixed), len(dd), backup)
+    fixed.write(path)
+    keys = {"utt": set(fixed.utt2spk), "spk": set(fixed.utt2spk.values()),
+            "reco": {fixed.recording(u) for u in fixed.utt2spk}}
+    for kind, names in (("utt", _EXTRA_UTT_FILES), ("spk", _EXTRA_SPK_FILES),
+                        ("reco", _EXTRA_RECO_FILES)):
+        for f in (path / n for n in names):
+            if f.is_file():
+                rows = read_rows(f, allow_empty=True, lenient=True)
+                write_kv(f, {k: v for _, k, v in rows if k in keys[kind]})
+
+
+def combine_data_dirs(out: PathLike, dirs: Sequence[PathLike]) -> None:
+    """Combine data dirs into ``out`` (like Kaldi's ``combine_data.sh``).
+
+    A file present in only some sources is left out (with a warning), except segments: sources
+    without segments get whole-recording segments from their utt2dur or reco2dur. An utterance
+    (or recording) id found in two sources with different content is an error.
+    """
+    if not dirs:
+        raise DataError("no source directories to combine", out)
+    parts = [DataDir.load(d, validate=False) for d in dirs]
+    if any(p.segments is not None for p in parts):
+        parts = [_with_segments(p) for p in parts]
+    fields = ("wav_scp", "segments", "text", "utt2lang", "utt2dur", "utt2num_frames",
+              "feats_scp", "reco2dur", "spk2gender")
+    merged: Dict[str, Optional[Dict[str, object]]] = {}
+    for field in ("utt2spk",) + fields:
+        maps = [getattr(p, field) for p in parts]
+        if any(m is None for m in maps):
+            if any(m is not None for m in maps):
+                log.warning("%s: not combined (missing in some of the sources)", field)
+            merged[field] = None
+            continue
+        merged[field] = _merge(maps, dirs, field)
+    langs_all = set.intersection(*(set(p.translations) for p in parts))
+    translations = {lang: _merge([p.translations[lang] for p in parts], dirs, f"text.{lang}")
+                    for lang in langs_all}
+    meta = parts[0].meta if all(p.meta == parts[0].meta for p in parts) else {}
+    utt2spk = merged.pop("utt2spk")
+    DataDir(utt2spk, translations=translations, meta=meta, **merged).write(out)
+
+
+def _with_segments(dd: DataDir) -> DataDir:
+    """Give a dir without segments whole-recording segments (recording id = utterance id)."""
+    if dd.segments is not None:
+        return dd
+    durs = dd.reco2dur or dd.utt2dur
+    if durs is None or dd.wav_scp is None:
+        raise DataError("cannot combine a dir without segments with dirs that have them: "
+                        "it needs wav.scp and utt2dur or reco2dur", dd.path)
+    dd.segments = {u: (u, 0.0, durs[u]) for u in dd.utt2spk}
+    dd.reco2dur = dict(durs)
+    return dd
+
+
+def _merge(maps: Sequence[Mapping[str, object]], dirs: Sequence[PathLike], name: str) -> Dict:
+    out: Dict[str, object] = {}
+    where: Dict[str, PathLike] = {}
+    for m, d in zip(maps, dirs):
+        for k, v in m.items():
+            if k in out and out[k] != v:
+                raise DataError(f"'{k}' is in {where[k]} and {d} with different {name} entries",
+                                Path(d) / name, utt=k)
+            out[k] = v
+            where.setdefault(k, d)
+    return out
+
+
+def split_data_dir(path: PathLike, n: int, by_speaker: bool = True) -> List[Path]:
+    """Split a data dir into ``n`` parts ``<path>/split<n>/<1..n>`` (``split<n>utt`` per utterance).
+
+    By speaker (the default), each speaker's utterances stay in one part and the parts have
+    about the same number of utterances; this needs at least ``n`` speakers. Per utterance,
+    the parts are contiguous runs of utterances whose sizes differ by at most one.
+    """
+    path = Path(path)
+    dd = DataDir.load(path, validate=False)
+    if n < 1:
+        raise DataError(f"number of parts must be >= 1, got {n}", path)
+    if by_speaker:
+        groups = list(dd.spk2utt.values())
+        if n > len(groups):
+            raise DataError(f"cannot split {len(groups)} speakers into {n} parts "
+                            "(use per-utterance splitting)", path / "spk2utt")
+    else:
+        if n > len(dd):
+            raise DataError(f"cannot split {len(dd)} utterances into {n} parts", path)
+        groups = [[u] for u in dd.utts]
+    out_root = path / (f"split{n}" if by_speaker else f"split{n}utt")
+    parts = []
+    for i, chunk in enumerate(_balanced_chunks(groups, n), start=1):
+        part = out_root / str(i)
+        dd.subset([u for g in chunk for u in g]).write(part)
+        parts.append(part)
+    return parts
+
+
+def _balanced_chunks(groups: List[List[str]], n: int) -> List[List[List[str]]]:
+    """Cut ``groups`` (in order) into ``n`` non-empty contiguous runs of about equal total size:
+    run ``i`` ends at the group boundary closest to ``i/n`` of the total."""
+    sizes = [len(g) for g in groups]
+    total = sum(sizes)
+    cum = [0]
+    for s in sizes:
+        cum.append(cum[-1] + s)
+    cuts = [0]
+    for i in range(1, n):
+        target = total * i / n
+        # nearest boundary, leaving at least one group for each remaining run
+        lo, hi = cuts[-1] + 1, len(groups) - (n - i)
+        best = min(range(lo, hi + 1), key=lambda b: (abs(cum[b] - target), b))
+        cuts.append(best)
+    cuts.append(len(groups))
+    return [groups[a:b] for a, b in zip(cuts, cuts[1:])]
+
+
+def copy_data_dir(src: PathLike, dst: PathLike, utt_prefix: str = "", spk_prefix: str = "",
+                  utt_suffix: str = "") -> None:
+    """Copy a data dir, optionally renaming utterances (``<utt_prefix><utt><utt_suffix>``) and
+    speakers (``<spk_prefix><spk>``), like Kaldi's ``copy_data_dir.sh``. Recording ids change
+    with the utterance ids only when there is no segments file."""
+    dd = DataDir.load(src, validate=False)
+    utt_map = {u: f"{utt_prefix}{u}{utt_suffix}" for u in dd.utt2spk}
+    spk_map = {s: f"{spk_prefix}{s}" for s in set(dd.utt2spk.values())}
+    dd.map_ids(utt_map, spk_map).write(dst)
+
+
+def subset_data_dir(src: PathLike, dst: PathLike, *, first: Optional[int] = None,
+                    last: Optional[int] = None, utt_list: Optional[PathLike] = None,
+                    spk_list: Optional[PathLike] = None, random_n: Optional[int] = None,
+                    seed: int = 0) -> None:
+    """Write a subset of ``src`` to ``dst``: the first/last N utterances (C-sorted order), the
+    utterances or speakers listed in a file (first field of each line), or N utterances drawn at
+    random with ``seed``. Exactly one selector must be given."""
+    chosen = [x for x in (first, last, utt_list, spk_list, random_n) if x is not None]
+    if len(chosen) != 1:
+        raise DataError("give exactly one of first, last, utt_list, spk_list, random_n", src)
+    dd = DataDir.load(src, validate=False)
+    utts = dd.utts
+    for n in (first, last, random_n):
+        if n is not None and (n < 1 or n > len(utts)):
+            raise DataError(f"cannot select {n} of {len(utts)} utterances", src)
+    if first is not None:
+        keep = utts[:first]
+    elif last is not None:
+        keep = utts[-last:]
+    elif random_n is not None:
+        keep = random.Random(seed).sample(utts, random_n)
+    else:
+        ids = {line.split()[0] for _, line in iter_lines(utt_list or spk_list) if line.strip()}
+        keep = ([u for u in utts if u in ids] if utt_list is not None
+                else [u for u, s in dd.utt2spk.items() if s in ids])
+        if not keep:
+            raise DataError("none of the listed ids is in the source dir",
+                            utt_list or spk_list)
+    dd.subset(keep).write(dst)
+
