@@ -9,7 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-import kaldiio
 import numpy as np
 import pytest
 import torch
@@ -19,30 +18,9 @@ from partlib.common import ConfigError
 from partlib.data.datadir import DataDir
 from partlib.train.schedule import parse_schedule
 from partlib.train.trainer import Trainer
+from train_fixtures import SENTENCES, speech_dir as _speech_dir
 
 REPO = Path(__file__).resolve().parents[1]
-SENTENCES = {
-    "en": ["the cat sleeps", "a dog runs", "the bird sings", "a fish swims", "the cat runs", "a bird sleeps"],
-    "de": ["die katze schläft", "ein hund läuft", "der vogel singt", "ein fisch schwimmt", "die katze läuft",
-           "ein vogel schläft"],
-}
-
-
-def _speech_dir(path: Path, lang: str, idx, other: str, rng) -> None:
-    utts = [f"spk{lang}-{i:03d}" for i in idx]
-    feats = {}
-    for u, i in zip(utts, idx):
-        # Features that carry the sentence identity (a fixed pattern per sentence) plus noise.
-        base = np.random.default_rng(i).standard_normal((1, 80)).astype(np.float32)
-        feats[u] = base + 0.1 * rng.standard_normal((40 + 7 * i, 80)).astype(np.float32)
-    path.mkdir(parents=True)
-    kaldiio.save_ark(str(path / "feats.ark"), feats, scp=str(path / "feats_raw.scp"))
-    scp = dict(line.split(maxsplit=1) for line in (path / "feats_raw.scp").read_text().splitlines())
-    (path / "feats_raw.scp").unlink()
-    DataDir({u: f"spk{lang}" for u in utts}, feats_scp=scp,
-            text={u: SENTENCES[lang][i] for u, i in zip(utts, idx)}, utt2lang={u: lang for u in utts},
-            translations={other: {u: SENTENCES[other][i] for u, i in zip(utts, idx)}},
-            utt2num_frames={u: feats[u].shape[0] for u in utts}).write(path)
 
 
 @pytest.fixture(scope="module")

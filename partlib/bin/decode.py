@@ -10,6 +10,7 @@ skipped on re-run, and a finished decode (OUT_DIR/hyp present) is not redone.
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import subprocess
 import sys
@@ -35,7 +36,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-frames", type=int, default=60000, help="max padded encoder frames per batch")
     p.add_argument("--batch-size", type=int, default=16, help="max utterances per batch")
     p.add_argument("--audio", choices=["real", "shuffled", "none"], default="real",
-                   help="controls: shuffled = another utterance's audio; none = no speech embeddings")
+                   help="controls: shuffled = another utterance's audio (with --nj: from the same job's "
+                        "part); none = no speech embeddings")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--features", choices=["auto", "dumped", "on_the_fly"], default="auto")
     p.add_argument("--nj", type=int, default=1)
@@ -68,7 +70,8 @@ def main(argv=None) -> int:
 
             splits = split_data_dir(args.data_dir, args.nj, by_speaker=False)
             n = len(splits)
-            sub = _forward_args(args, str(Path(args.data_dir) / f"split{n}" / "JOB"), str(out / f"split{n}" / "JOB"))
+            # split_data_dir names the parent split<n>utt (per-utterance split): take it from its result
+            sub = _forward_args(args, str(splits[0].parent / "JOB"), str(out / f"split{n}" / "JOB"))
             cmd = shlex.split(args.cmd) + [f"JOB=1:{n}", str(out / "log" / "decode.JOB.log"),
                                            sys.executable, "-m", "partlib.bin.decode"] + sub
             subprocess.run(cmd, check=True)
@@ -76,10 +79,12 @@ def main(argv=None) -> int:
             for j in range(1, n + 1):
                 for name, table in merged.items():
                     table.update(read_kv(out / f"split{n}" / str(j) / name, allow_empty=True))
-            for extra in ("tgt_lang", "decode.json"):
-                src = out / f"split{n}" / "1" / extra
-                if src.is_file():
-                    atomic_write(out / extra, src.read_text())
+            tgt = out / f"split{n}" / "1" / "tgt_lang"
+            if tgt.is_file():
+                atomic_write(out / "tgt_lang", tgt.read_text())
+            opts = json.loads((out / f"split{n}" / "1" / "decode.json").read_text())
+            opts.update(num_utts=len(merged["hyp"]), nj=n)
+            atomic_write(out / "decode.json", json.dumps(opts, sort_keys=True, indent=1) + "\n")
             for name, table in merged.items():  # hyp last: its presence marks a finished decode
                 write_kv(out / name, table)
             return 0

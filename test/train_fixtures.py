@@ -1,0 +1,34 @@
+"""Tiny training corpora shared by the trainer and decoding tests: Kaldi data dirs with dumped
+features that carry the sentence identity, so that a tiny model learns them in a few steps."""
+from pathlib import Path
+from typing import Iterable
+
+import kaldiio
+import numpy as np
+
+from partlib.data.datadir import DataDir
+
+SENTENCES = {
+    "en": ["the cat sleeps", "a dog runs", "the bird sings", "a fish swims", "the cat runs", "a bird sleeps"],
+    "de": ["die katze schläft", "ein hund läuft", "der vogel singt", "ein fisch schwimmt", "die katze läuft",
+           "ein vogel schläft"],
+}
+
+
+def speech_dir(path: Path, lang: str, idx: Iterable[int], other: str, rng: np.random.Generator) -> None:
+    """Write a data dir of sentences ``idx`` of ``lang`` (translations into ``other`` in text.<other>)
+    with dumped 80-bin features (``feats_type`` whisper_mel 80): a fixed pattern per sentence plus noise, 40 + 7·i frames long."""
+    idx = list(idx)
+    utts = [f"spk{lang}-{i:03d}" for i in idx]
+    feats = {}
+    for u, i in zip(utts, idx):
+        base = np.random.default_rng(i).standard_normal((1, 80)).astype(np.float32)
+        feats[u] = base + 0.1 * rng.standard_normal((40 + 7 * i, 80)).astype(np.float32)
+    path.mkdir(parents=True)
+    kaldiio.save_ark(str(path / "feats.ark"), feats, scp=str(path / "feats_raw.scp"))
+    scp = dict(line.split(maxsplit=1) for line in (path / "feats_raw.scp").read_text().splitlines())
+    (path / "feats_raw.scp").unlink()
+    DataDir({u: f"spk{lang}" for u in utts}, feats_scp=scp,
+            text={u: SENTENCES[lang][i] for u, i in zip(utts, idx)}, utt2lang={u: lang for u in utts},
+            translations={other: {u: SENTENCES[other][i] for u, i in zip(utts, idx)}},
+            utt2num_frames={u: feats[u].shape[0] for u in utts}, meta={"feats_type": "whisper_mel 80"}).write(path)
