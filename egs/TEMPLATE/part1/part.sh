@@ -51,10 +51,12 @@ prepare_models_opts="" # options passed to local/prepare_models.sh
 
 # Stage 5
 model_config=conf/model.yaml
-schedules="part"       # conf/schedule_<name>.yaml for each name
+schedule_dir=conf      # where schedule_<name>.yaml are
+schedules="part"       # ${schedule_dir}/schedule_<name>.yaml for each name
 seeds="1"
 train_args=""          # extra options of partlib.bin.train (e.g. --set stages.0.max_steps=100)
 num_workers=0
+train_launcher=""      # replaces ${python} for training, e.g. "torchrun --standalone --nproc_per_node 8"
 
 # Stage 6
 asr_test_sets=""       # speech test sets decoded with task asr (default: $test_sets)
@@ -146,7 +148,7 @@ if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
   if [ -x local/prepare_models.sh ]; then
     log "Stage 4: model preparation (local/prepare_models.sh ${prepare_models_opts})"
     # shellcheck disable=SC2086
-    local/prepare_models.sh --data_root "${data_root}" --train_sets "${train_sets}" \
+    local/prepare_models.sh --data_root "${data_root}" --datadir "${datadir}" --train_sets "${train_sets}" \
       --dev_sets "${dev_sets}" --test_sets "${test_sets}" ${prepare_models_opts}
   else
     log "Stage 4: no local/prepare_models.sh: ${model_config} must point to pretrained models"
@@ -157,12 +159,12 @@ if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
   for sched in ${schedules}; do
     for seed in ${seeds}; do
       tag=${sched}_seed${seed}
-      log "Stage 5: training ${tag} (conf/schedule_${sched}.yaml) -> ${expdir}/${tag}"
+      log "Stage 5: training ${tag} (${schedule_dir}/schedule_${sched}.yaml) -> ${expdir}/${tag}"
       mkdir -p "${expdir}/${tag}"
       ${python} -c "from partlib.scoring.results import write_env_json; write_env_json('${expdir}/${tag}', overwrite=False)"
       # shellcheck disable=SC2086
       ${cuda_cmd} "${expdir}/${tag}/train.log" \
-        ${python} -m partlib.bin.train --schedule "conf/schedule_${sched}.yaml" \
+        ${train_launcher:-${python}} -m partlib.bin.train --schedule "${schedule_dir}/schedule_${sched}.yaml" \
           --model-config "${model_config}" --data-root "${data_root}" --exp-dir "${expdir}/${tag}" \
           --seed "${seed}" --num-workers "${num_workers}" ${train_args}
     done
@@ -236,17 +238,24 @@ if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
   done
 fi
 
-if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
-  log "Stage 8: ${expdir}/RESULTS.md"
-  exps=()
+# RESULTS.md from every scored decode (and links to the analysis reports that exist).
+make_results() {
+  local exps=() copts=() links=()
   for sched in ${schedules}; do for seed in ${seeds}; do exps+=("${expdir}/${sched}_seed${seed}"); done; done
   if [ "${controls}" = true ]; then
     for mode in shuffled none; do for seed in ${seeds}; do exps+=("${expdir}/control_${mode}_audio_seed${seed}"); done; done
   fi
-  copts=()
   for pair in ${results_compare}; do copts+=(--compare "${pair}"); done
-  ${python} -m partlib.bin.results --seeds "${copts[@]}" --out "${expdir}/RESULTS.md" "${exps[@]}"
-  log "$(cat "${expdir}/RESULTS.md" | head -n 60)"
+  for seed in ${seeds}; do
+    [ -f "${expdir}/analysis_seed${seed}/analysis.md" ] && \
+      links+=(--link "Seed ${seed}: language-specific vs shared representations=analysis_seed${seed}/analysis.md")
+  done
+  ${python} -m partlib.bin.results --seeds "${copts[@]}" "${links[@]}" --out "${expdir}/RESULTS.md" "${exps[@]}"
+}
+
+if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
+  log "Stage 8: ${expdir}/RESULTS.md"
+  make_results
 fi
 
 if [ ${stage} -le 9 ] && [ ${stop_stage} -ge 9 ] && [ -n "${analysis_sets}" ]; then
@@ -262,6 +271,7 @@ if [ ${stage} -le 9 ] && [ ${stop_stage} -ge 9 ] && [ -n "${analysis_sets}" ]; t
     # shellcheck disable=SC2086
     ${python} -m partlib.bin.analyze "${margs[@]}" "${dargs[@]}" ${analysis_args} "${expdir}/analysis_seed${seed}"
   done
+  make_results  # link the analysis from RESULTS.md
 fi
 
 log "Finished stages ${stage}-${stop_stage} in ${SECONDS} s"

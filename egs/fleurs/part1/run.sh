@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# FLEURS: multilingual ASR (WER; CER for Chinese and Japanese) with PART and its two baselines at
+# paper scale (conf/model.yaml: Whisper-large-v3 encoder + Qwen2.5-7B-Instruct). FLEURS sentences
+# are parallel across languages (utt2sent), so the test sets also feed the representation analysis.
+#   corpus path: db.sh (FLEURS)    locales: conf/data.conf    jobs: cmd.sh (+ conf/slurm.conf)
+#   ./run.sh                              every stage, the three schedules, seed 1
+#   ./run.sh --stage 5 --seeds "1 2 3"    training onwards with three seeds
+# Options of egs/TEMPLATE/part1/part.sh can be added and override the settings below (--help).
+set -euo pipefail
+
+# shellcheck disable=SC1091
+. conf/data.conf  # locales
+# shellcheck disable=SC2086
+./part.sh \
+  --local_data_opts "--config conf/data.conf" \
+  --train_sets "$(printf 'fleurs_%s_train ' ${locales})" \
+  --dev_sets "$(printf 'fleurs_%s_dev ' ${locales})" \
+  --test_sets "$(printf 'fleurs_%s_test ' ${locales})" \
+  --feats_type dumped --n_mels 128 \
+  --schedules "part frozen_llm joint_lora" \
+  --results_compare "part/stage3_text:frozen_llm/frozen_all part/stage3_text:joint_lora/joint_lora" \
+  --analysis_sets "$(printf 'fleurs_%s_test ' ${locales})" \
+  "$@"

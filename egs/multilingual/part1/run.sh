@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The paper's combined setup (README.md): ASR on Common Voice 15 + FLEURS + WenetSpeech, speech
+# translation on CoVoST 2, text tasks on CoVoST 2 / FLEURS text pairs, with contamination removed;
+# PART and its two baselines at paper scale (conf/model.yaml: Whisper-large-v3 + Qwen2.5-7B-Instruct).
+#   corpus paths: db.sh    languages and directions: conf/data.conf    jobs: cmd.sh (+ conf/slurm.conf)
+#   ./run.sh                              every stage, the three schedules, seed 1
+#   ./run.sh --stage 5 --seeds "1 2 3"    training onwards with three seeds
+# Options of egs/TEMPLATE/part1/part.sh can be added and override the settings below (--help).
+set -euo pipefail
+
+case " $* " in *" --help "* | *" -h "*) exec ./part.sh --help ;; esac
+
+# Stage 1 runs first, on its own (it is skipped once data/.done exists): it prepares every corpus,
+# removes the contamination and lists the data sets of each role in data/sets/<split>_<task>, which
+# configure the later stages. (part.sh wants some --train_sets; stage 1 does not read it.)
+./part.sh --stage 1 --stop_stage 1 --train_sets data/sets --local_data_opts "--config conf/data.conf"
+
+sets() {  # sets <list>...: the data sets named in data/sets/<list>, on one line
+  local f
+  for f in "$@"; do tr '\n' ' ' < "data/sets/${f}"; done
+}
+s2tt_tests=""  # "set:tgt" pairs, the target from each set's text.<tgt>
+for s in $(sets test_s2tt); do
+  for f in "data/${s}"/text.*; do
+    if [ -f "${f}" ]; then s2tt_tests+=" ${s}:${f##*.}"; fi
+  done
+done
+fleurs_tests=""  # FLEURS sentences are parallel across languages (utt2sent): representation analysis
+for s in $(sets test_asr); do
+  if [[ ${s} == fleurs_* ]]; then fleurs_tests+=" ${s}"; fi
+done
+
+./part.sh \
+  --local_data_opts "--config conf/data.conf" \
+  --train_sets "$(sets train_asr train_s2tt train_t2tt)" \
+  --dev_sets "$(sets dev_asr dev_s2tt)" \
+  --test_sets "$(sets test_asr test_s2tt)" \
+  --asr_test_sets "$(sets test_asr)" \
+  --s2tt_test_sets "${s2tt_tests}" \
+  --feats_type dumped --n_mels 128 \
+  --schedules "part frozen_llm joint_lora" \
+  --results_compare "part/stage3_text:frozen_llm/frozen_all part/stage3_text:joint_lora/joint_lora" \
+  --analysis_sets "${fleurs_tests}" \
+  "$@"
