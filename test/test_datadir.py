@@ -338,3 +338,18 @@ def test_meta_files_travel_with_subsets(speech_dir: Path, tmp_path: Path) -> Non
     (speech_dir / "feats_type").write_text("whisper_mel 80\n")
     subset_data_dir(speech_dir, tmp_path / "s", first=1)
     assert (tmp_path / "s" / "feats_type").read_text() == "whisper_mel 80\n"
+
+
+def test_utt2sent_survives_subset_copy_and_write(tmp_path):
+    utts = ["s1-a", "s1-b", "s2-c"]
+    d = DataDir({u: u.split("-")[0] for u in utts}, text={u: "x" for u in utts},
+                utt2sent={"s1-a": "7", "s1-b": "9", "s2-c": "7"})
+    d.write(tmp_path / "d")
+    assert (tmp_path / "d" / "utt2sent").read_text() == "s1-a 7\ns1-b 9\ns2-c 7\n"
+    sub = DataDir.load(tmp_path / "d").subset(["s1-b", "s2-c"])
+    assert sub.utt2sent == {"s1-b": "9", "s2-c": "7"}
+    copy_data_dir(tmp_path / "d", tmp_path / "c", utt_prefix="p-", spk_prefix="p-")
+    assert DataDir.load(tmp_path / "c").utt2sent == {"p-s1-a": "7", "p-s1-b": "9", "p-s2-c": "7"}
+    (tmp_path / "d" / "utt2sent").write_text("s1-a 7\n")
+    with pytest.raises(DataError, match="utt2sent"):
+        DataDir.load(tmp_path / "d")

@@ -37,6 +37,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", action="append", default=[], metavar="A:B",
                    help="add a paired bootstrap comparison of <system>/<stage> pairs (repeatable)")
     p.add_argument("--n-bootstrap", type=int, default=1000, help="resamples for --compare")
+    p.add_argument("--link", action="append", default=[], metavar="TITLE=PATH",
+                   help="list a report (e.g. an analysis.md) in a final section; PATH as written (relative "
+                        "to the output file); repeatable")
     p.add_argument("--out", default="-", help="output file (default: stdout)")
     return p
 
@@ -46,7 +49,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = get_parser().parse_args(argv)
     try:
         text = results.build_results(args.exp_dirs, seeds=args.seeds, systems=parse_systems(args.systems),
-                                     compare=args.compare, n_bootstrap=args.n_bootstrap)
+                                     compare=args.compare, n_bootstrap=args.n_bootstrap,
+                                     links=[tuple(x.split("=", 1)) for x in args.link if "=" in x])
         if args.out == "-":
             sys.stdout.write(text)
         else:

@@ -137,7 +137,7 @@ META_FILES = ("feats_type", "frame_shift")
 _EXTRA_UTT_FILES = ("vad.scp", "utt2uniq", "utt2warp")
 _EXTRA_SPK_FILES = ("cmvn.scp", "spk2warp")
 _EXTRA_RECO_FILES = ("reco2file_and_channel",)
-MANAGED_FILES = ("wav.scp", "segments", "text", "utt2spk", "spk2utt", "utt2lang", "utt2dur",
+MANAGED_FILES = ("wav.scp", "segments", "text", "utt2spk", "spk2utt", "utt2lang", "utt2sent", "utt2dur",
                  "utt2num_frames", "feats.scp", "reco2dur", "spk2gender") + META_FILES
 
 
@@ -227,6 +227,7 @@ class DataDir:
         reco2dur: Optional[Mapping[str, float]] = None,
         spk2gender: Optional[Mapping[str, str]] = None,
         meta: Optional[Mapping[str, str]] = None,
+        utt2sent: Optional[Mapping[str, str]] = None,
     ) -> None:
         def _sorted(m):
             return None if m is None else {k: m[k] for k in sorted(m, key=c_sort_key)}
@@ -253,6 +254,8 @@ class DataDir:
         self.reco2dur = _sorted(reco2dur)
         self.spk2gender = _sorted(spk2gender)
         self.meta: Dict[str, str] = dict(meta or {})
+        # utterance -> parallel sentence id (the same id across languages: Fleurs, mini_synth)
+        self.utt2sent = _sorted(utt2sent)
 
     # --- views -------------------------------------------------------------------------------
     @property
@@ -336,6 +339,7 @@ class DataDir:
             utt2lang=opt("utt2lang", _language), utt2dur=opt("utt2dur", _positive_float),
             utt2num_frames=opt("utt2num_frames", _positive_int), feats_scp=opt("feats.scp"),
             reco2dur=opt("reco2dur", _positive_float), spk2gender=opt("spk2gender"),
+            utt2sent=opt("utt2sent"),
         )
         if not lenient:
             dd.check()
@@ -346,7 +350,7 @@ class DataDir:
         where = self.path or Path("<data dir>")
         utts = self.utt2spk.keys()
         for name, mapping in (("text", self.text), ("utt2lang", self.utt2lang),
-                              ("utt2dur", self.utt2dur), ("utt2num_frames", self.utt2num_frames),
+                              ("utt2sent", self.utt2sent), ("utt2dur", self.utt2dur), ("utt2num_frames", self.utt2num_frames),
                               ("feats.scp", self.feats_scp), ("segments", self.segments),
                               *((f"text.{lang}", m) for lang, m in self.translations.items())):
             if mapping is not None:
@@ -383,7 +387,7 @@ class DataDir:
         out = {"utt2spk": self.utt2spk, "spk2utt": self.spk2utt}
         optional = {
             "wav.scp": self.wav_scp, "text": self.text, "utt2lang": self.utt2lang,
-            "feats.scp": self.feats_scp, "spk2gender": self.spk2gender,
+            "utt2sent": self.utt2sent, "feats.scp": self.feats_scp, "spk2gender": self.spk2gender,
             "segments": None if self.segments is None else {
                 u: f"{r} {fmt(s)} {fmt(e)}" for u, (r, s, e) in self.segments.items()},
             "utt2dur": None if self.utt2dur is None else {
@@ -438,6 +442,7 @@ class DataDir:
             utt2dur=sel(self.utt2dur, keep), utt2num_frames=sel(self.utt2num_frames, keep),
             feats_scp=sel(self.feats_scp, keep), reco2dur=sel(self.reco2dur, recordings),
             spk2gender=sel(self.spk2gender, speakers), meta=self.meta,
+            utt2sent=sel(self.utt2sent, keep),
         )
 
     def map_ids(self, utt_map: Mapping[str, str], spk_map: Mapping[str, str]) -> "DataDir":
@@ -455,6 +460,7 @@ class DataDir:
             utt2dur=ren(self.utt2dur, utt_map), utt2num_frames=ren(self.utt2num_frames, utt_map),
             feats_scp=ren(self.feats_scp, utt_map), reco2dur=ren(self.reco2dur, reco_map),
             spk2gender=ren(self.spk2gender, spk_map), meta=self.meta,
+            utt2sent=ren(self.utt2sent, utt_map),
         )
 
 
@@ -490,7 +496,7 @@ def fix_data_dir(path: PathLike) -> None:
                 out.write(f.read_bytes())
     dd = DataDir._read(path, validate=False, lenient=True)
     keep = set(dd.utt2spk)
-    for mapping in (dd.text, dd.utt2lang, dd.utt2dur, dd.utt2num_frames, dd.feats_scp,
+    for mapping in (dd.text, dd.utt2lang, dd.utt2sent, dd.utt2dur, dd.utt2num_frames, dd.feats_scp,
                     dd.segments, *dd.translations.values()):
         if mapping is not None:
             keep &= mapping.keys()
@@ -528,7 +534,7 @@ def combine_data_dirs(out: PathLike, dirs: Sequence[PathLike]) -> None:
     parts = [DataDir.load(d, validate=False) for d in dirs]
     if any(p.segments is not None for p in parts):
         parts = [_with_segments(p) for p in parts]
-    fields = ("wav_scp", "segments", "text", "utt2lang", "utt2dur", "utt2num_frames",
+    fields = ("wav_scp", "segments", "text", "utt2lang", "utt2sent", "utt2dur", "utt2num_frames",
               "feats_scp", "reco2dur", "spk2gender")
     merged: Dict[str, Optional[Dict[str, object]]] = {}
     for field in ("utt2spk",) + fields:

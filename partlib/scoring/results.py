@@ -258,12 +258,14 @@ def _compare_section(pairs: Sequence[str], decodes: Sequence[Decode], systems: M
 
 def build_results(exp_dirs: Sequence[PathLike], *, seeds: bool = False,
                   systems: Optional[Mapping[str, str]] = None, compare: Sequence[str] = (),
-                  n_bootstrap: int = 1000) -> str:
+                  n_bootstrap: int = 1000, links: Sequence[Tuple[str, str]] = ()) -> str:
     """The text of RESULTS.md for the given experiment dirs.
 
     ``systems`` maps a system name (tag without ``_seed<k>``) to its column label and, if given,
     selects and orders the columns; otherwise systems appear in the order of ``exp_dirs``.
     ``compare`` holds ``A:B`` pairs of ``<system>/<stage>`` for the bootstrap section.
+    ``links`` holds ``(title, relative path)`` pairs listed in a final section (e.g. the
+    representation analysis reports).
     """
     exps = [load_experiment(d, seeds) for d in exp_dirs]
     decodes = [d for e in exps for d in e.decodes]
@@ -290,6 +292,8 @@ def build_results(exp_dirs: Sequence[PathLike], *, seeds: bool = False,
         lines += _render_table(t, columns, labels)
     if compare:
         lines += _compare_section(compare, decodes, labels, n_bootstrap)
+    if links:
+        lines += ["## Representation analysis", ""] + [f"- [{title}]({path})" for title, path in links] + [""]
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
