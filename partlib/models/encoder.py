@@ -1,0 +1,175 @@
+"""Whisper encoder for variable-length log-mel batches.
+
+Stock Whisper pads every input to 30 s (3000 frames) and attends over all of it. Here the
+positional table is sliced to the actual length and padded frames are removed from attention
+(key-padding mask) and zeroed between the convolutions, so an utterance encoded alone gives the
+same frames as inside a padded batch. ``pad_to_30s=True`` reproduces the stock conditions.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+from transformers import WhisperConfig, WhisperModel
+from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+from partlib.common import ConfigError, DataError, PathLike
+
+TrainSpec = Union[str, dict]
+
+
+def conv_output_lengths(lens: Tensor) -> Tensor:
+    """Frames after Whisper's conv stack: conv1 keeps T, conv2 (kernel 3, stride 2, padding 1)."""
+    return (lens - 1) // 2 + 1
+
+
+def load_whisper_encoder(path: PathLike, dtype: torch.dtype = torch.float32) -> WhisperEncoder:
+    """Load the encoder of a Whisper checkpoint (a full Whisper model or an encoder-only save)."""
+    path = str(path)
+    cfg_file = Path(path) / "config.json"
+    architectures = json.loads(cfg_file.read_text())["architectures"] if cfg_file.is_file() else None
+    if architectures == ["WhisperEncoder"]:
+        return WhisperEncoder.from_pretrained(path, dtype=dtype)
+    # A full Whisper checkpoint (local or hub id): keep only the encoder.
+    return WhisperModel.from_pretrained(path, dtype=dtype).get_encoder()
+
+
+def whisper_encoder_from_config(config: Union[dict, PathLike]) -> WhisperEncoder:
+    """A randomly initialised encoder from a WhisperConfig dict or a config.json file."""
+    if not isinstance(config, dict):
+        config = json.loads(Path(config).read_text())
+    return WhisperEncoder(WhisperConfig(**{k: v for k, v in config.items() if k != "model_type"}))
+
+
+class SpeechEncoder(nn.Module):
+    """Variable-length wrapper around a transformers ``WhisperEncoder``.
+
+    Args:
+        whisper: the encoder module (its parameters are used as they are).
+        pad_to_30s: pad every input to the full positional table and attend over all of it, as
+            stock Whisper does; the outputs are still cut to each utterance's real frames.
+        gradient_checkpointing: recompute layer activations in the backward pass.
+    """
+
+    def __init__(self, whisper: WhisperEncoder, pad_to_30s: bool = False,
+                 gradient_checkpointing: bool = False) -> None:
+        super().__init__()
+        self.whisper = whisper
+        self.pad_to_30s = pad_to_30s
+        self.gradient_checkpointing = gradient_checkpointing
+        cfg = whisper.config
+        self.n_mels: int = cfg.num_mel_bins
+        self.d_model: int = cfg.d_model
+        self.max_frames: int = cfg.max_source_positions * 2  # conv2 halves the frame rate
+
+    @property
+    def num_layers(self) -> int:
+        """Number of transformer layers."""
+        return len(self.whisper.layers)
+
+    def output_lengths(self, feat_lens: Tensor) -> Tensor:
+        """Exact number of encoder frames for each input length."""
+        return conv_output_lengths(feat_lens)
+
+    def set_trainable(self, spec: TrainSpec) -> None:
+        """``"frozen"``, ``"full"`` or ``{"top_k": N}`` (the top N layers and the final norm)."""
+        w = self.whisper
+        if spec == "frozen":
+            top = 0
+        elif spec == "full":
+            top = None
+        elif isinstance(spec, dict) and set(spec) == {"top_k"}:
+            top = spec["top_k"]
+            if not isinstance(top, int) or not 0 <= top <= self.num_layers:
+                raise ConfigError(f"encoder top_k must be an integer in [0, {self.num_layers}], got {top!r}")
+        else:
+            raise ConfigError(f"invalid encoder trainable spec {spec!r}: use frozen, full or {{top_k: N}}")
+        for p in w.parameters():
+            p.requires_grad_(top is None)
+        if top:
+            for layer in w.layers[self.num_layers - top:]:
+                layer.requires_grad_(True)
+            w.layer_norm.requires_grad_(True)
+        w.embed_positions.requires_grad_(False)  # fixed sinusoids in Whisper
+
+    def _first_trainable_stage(self) -> int:
+        """Index in [convs, layer 0..L-1, final norm] of the first stage with trainable weights."""
+        w = self.whisper
+        stages: list[Sequence[nn.Module]] = [(w.conv1, w.conv2), *[(l,) for l in w.layers], (w.layer_norm,)]
+        for i, mods in enumerate(stages):
+            if any(p.requires_grad for m in mods for p in m.parameters()):
+                return i
+        return len(stages)
+
+    def forward(self, feats: Tensor, feat_lens: Tensor) -> Tuple[Tensor, Tensor]:
+        """Encode ``feats`` [B, T, n_mels] with lengths [B] -> ([B, T', d_model], lengths [B]).
+
+        Frames beyond each output length are zero.
+        """
+        if feats.dim() != 3 or feats.shape[-1] != self.n_mels:
+            raise ConfigError(
+                f"encoder expects features [B, T, {self.n_mels}] (config num_mel_bins), got {tuple(feats.shape)}")
+        feat_lens = feat_lens.to(feats.device)
+        if int(feat_lens.max()) > self.max_frames or feats.shape[1] > self.max_frames:
+            raise DataError(
+                f"input of {int(max(feat_lens.max(), feats.shape[1]))} frames is longer than Whisper's "
+                f"{self.max_frames} frames ({self.max_frames // 100} s); segment the audio first")
+        out_lens = self.output_lengths(feat_lens)
+        t_in = feats.shape[1]
+        in_mask = torch.arange(t_in, device=feats.device)[None, :] < feat_lens[:, None]  # [B, T]
+        x = feats.masked_fill(~in_mask[..., None], 0.0)
+        if self.pad_to_30s:
+            x = _pad_like_whisper(x, in_mask, self.max_frames)
+        first = self._first_trainable_stage()
+        n_layers = self.num_layers
+        with torch.set_grad_enabled(torch.is_grad_enabled() and first == 0):
+            h = self._embed(x, in_mask)
+        t_out = h.shape[1]
+        out_mask = torch.arange(t_out, device=h.device)[None, :] < out_lens[:, None]  # [B, T']
+        attn_mask = None
+        if not self.pad_to_30s and not bool(out_mask.all()):
+            # Additive key-padding mask [B, 1, 1, T'], broadcast over heads and queries.
+            attn_mask = torch.zeros(out_mask.shape, dtype=h.dtype, device=h.device)
+            attn_mask = attn_mask.masked_fill(~out_mask, torch.finfo(h.dtype).min)[:, None, None, :]
+        for i, layer in enumerate(self.whisper.layers):
+            with torch.set_grad_enabled(torch.is_grad_enabled() and first <= i + 1):
+                if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                    h = checkpoint(layer, h, attn_mask, use_reentrant=False)
+                else:
+                    h = layer(h, attn_mask)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and first <= n_layers + 1):
+            h = self.whisper.layer_norm(h)
+        if self.pad_to_30s:
+            h = h[:, : int(out_lens.max())]
+            out_mask = out_mask[:, : h.shape[1]]
+        return h.masked_fill(~out_mask[..., None], 0.0), out_lens
+
+    def _embed(self, x: Tensor, in_mask: Tensor) -> Tensor:
+        """Convolutions + positions: [B, T, M] -> [B, T', D]."""
+        w = self.whisper
+        h = nn.functional.gelu(w.conv1(x.transpose(1, 2)))  # [B, D, T]
+        if not self.pad_to_30s:
+            # conv2 of the last real frame reads conv1's first padded frame: make it the zero
+            # padding that the utterance alone would see.
+            h = h * in_mask[:, None, :].to(h.dtype)
+        h = nn.functional.gelu(w.conv2(h)).transpose(1, 2)  # [B, T', D]
+        h = h + w.embed_positions.weight[: h.shape[1]].to(h.dtype)
+        return nn.functional.dropout(h, p=w.dropout, training=self.training)
+
+
+def _pad_like_whisper(x: Tensor, mask: Tensor, frames: int) -> Tensor:
+    """Pad normalised log-mels to ``frames`` with the value Whisper's feature extractor gives silence.
+
+    The extractor computes log10 mel of zero-padded audio (-10 after flooring at 1e-10), floors it
+    at max - 8 and maps l -> (l + 4) / 4; in normalised units that is max(x_max - 2, -1.5).
+    """
+    x_max = x.masked_fill(~mask[..., None], float("-inf")).amax(dim=(1, 2))  # [B]
+    pad_value = torch.clamp(x_max - 2.0, min=-1.5)  # [B]
+    out = pad_value[:, None, None].expand(x.shape[0], frames, x.shape[2]).clone()
+    t = x.shape[1]
+    out[:, :t] = torch.where(mask[..., None], x, pad_value[:, None, None])
+    return out

@@ -1,0 +1,151 @@
+"""Task prompts, shared by training and decoding.
+
+Every example becomes ``[chat prefix | speech span | instruction + assistant header | target]``:
+the LLM's own chat template renders one user turn whose content is a speech marker followed by the
+task instruction; the text is cut at the marker and the speech embeddings are spliced in between.
+Targets end with the end-of-turn token (``<|im_end|>`` for ChatML) and only target tokens carry
+labels, so the model learns to stop.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from partlib.common import ConfigError, DataError
+from partlib.data import langs
+
+SPEECH_TASKS = ("asr", "s2tt")
+TEXT_TASKS = ("t2tt", "lm")
+TASKS = SPEECH_TASKS + TEXT_TASKS
+IGNORE_INDEX = -100
+
+DEFAULT_TEMPLATES: Dict[str, str] = {
+    "asr": "Transcribe the {src_lang} speech.",
+    "s2tt": "Translate the {src_lang} speech into {tgt_lang}.",
+    "t2tt": "Translate the following {src_lang} text into {tgt_lang}.\n{text}",
+    "lm": "Continue this {src_lang} text.\n{text}",
+}
+_MARKER = "\u2063SPEECH\u2063"  # never produced by real text; only used to split the rendered prompt
+
+
+@dataclass
+class PromptExample:
+    """Token ids of one example; the speech span sits between ``prefix`` and ``suffix``."""
+
+    prefix: List[int]
+    n_speech: int
+    suffix: List[int]
+    target: List[int] = field(default_factory=list)  # includes the end-of-turn id when training
+
+    @property
+    def n_input(self) -> int:
+        """Length of the prompt without the target."""
+        return len(self.prefix) + self.n_speech + len(self.suffix)
+
+
+class PromptBuilder:
+    """Builds token ids, labels and padded batches for all tasks from the ``prompt`` config section.
+
+    Config keys: ``system`` (system message or null for the chat template's default),
+    ``templates`` (per task, with ``{src_lang}``, ``{tgt_lang}``, ``{text}`` fields),
+    ``end_token`` (end-of-turn token; default ``<|im_end|>`` when the vocabulary has it, else EOS).
+    """
+
+    def __init__(self, tokenizer, cfg: Optional[dict] = None) -> None:
+        cfg = dict(cfg or {})
+        unknown = set(cfg) - {"system", "templates", "end_token"}
+        if unknown:
+            raise ConfigError(f"unknown prompt option(s): {sorted(unknown)}")
+        if not getattr(tokenizer, "chat_template", None):
+            raise ConfigError("the LLM tokenizer has no chat template; use an instruction-tuned tokenizer")
+        self.tokenizer = tokenizer
+        self.system: Optional[str] = cfg.get("system")
+        templates = cfg.get("templates") or {}
+        bad = set(templates) - set(TASKS)
+        if bad:
+            raise ConfigError(f"prompt templates for unknown task(s) {sorted(bad)}; tasks are {TASKS}")
+        self.templates = {**DEFAULT_TEMPLATES, **templates}
+        for task, template in self.templates.items():
+            try:
+                template.format(src_lang="", tgt_lang="", text="")
+            except (KeyError, IndexError, ValueError, AttributeError) as e:
+                raise ConfigError(f"prompt template for {task} {template!r}: fields are "
+                                  f"{{src_lang}}, {{tgt_lang}}, {{text}} ({e!r})") from None
+        end = cfg.get("end_token")
+        if end is None:
+            vocab = tokenizer.get_vocab()
+            end = "<|im_end|>" if "<|im_end|>" in vocab else tokenizer.eos_token
+        end_id = tokenizer.convert_tokens_to_ids(end)
+        if end_id is None or end_id == tokenizer.unk_token_id:
+            raise ConfigError(f"end-of-turn token {end!r} is not in the tokenizer vocabulary")
+        self.end_token: str = end
+        self.end_id: int = int(end_id)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.pad_id: int = int(pad if pad is not None else self.end_id)
+        self.stop_ids: List[int] = sorted({self.end_id} | ({tokenizer.eos_token_id} - {None}))
+
+    def _encode(self, text: str) -> List[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+
+    def instruction(self, task: str, src_lang: str, tgt_lang: Optional[str], src_text: Optional[str]) -> str:
+        """The task instruction with language names (and the source text for text tasks)."""
+        src = langs.name(src_lang)
+        tgt = langs.name(tgt_lang) if tgt_lang else src
+        return self.templates[task].format(src_lang=src, tgt_lang=tgt, text=src_text or "")
+
+    def build(self, task: str, src_lang: str, tgt_lang: Optional[str], *, n_speech: int = 0,
+              src_text: Optional[str] = None, target: Optional[str] = None,
+              utt: Optional[str] = None) -> PromptExample:
+        """Token ids of one example. ``target=None`` builds a decoding prompt.
+
+        A speech task with ``n_speech=0`` gets the same prompt with an empty speech span.
+        """
+        if task not in TASKS:
+            raise DataError(f"unknown task {task!r}; tasks are {TASKS}", utt=utt)
+        if task in TEXT_TASKS and not src_text:
+            raise DataError(f"task {task} needs a source text", utt=utt)
+        instruction = self.instruction(task, src_lang, tgt_lang, src_text)
+        content = (_MARKER if task in SPEECH_TASKS else "") + instruction
+        messages = ([{"role": "system", "content": self.system}] if self.system is not None else [])
+        messages.append({"role": "user", "content": content})
+        rendered = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        if task in SPEECH_TASKS:
+            head, tail = rendered.split(_MARKER)
+        else:
+            head, tail = rendered, ""
+        tgt_ids = [] if target is None else self._encode(target) + [self.end_id]
+        return PromptExample(self._encode(head), n_speech if task in SPEECH_TASKS else 0,
+                             self._encode(tail), tgt_ids)
+
+    def collate(self, examples: Sequence[PromptExample], left_pad: bool) -> Dict[str, Tensor]:
+        """Pad examples into one batch.
+
+        Returns ``input_ids`` [B, L] (speech positions hold the pad id), ``speech_mask`` [B, L]
+        (True where speech embeddings go, in order), ``attention_mask`` [B, L], ``position_ids``
+        [B, L] (0.. over real tokens) and ``labels`` [B, L] (IGNORE_INDEX except target tokens).
+        Training uses right padding; generation uses left padding so all prompts end together.
+        """
+        seqs, spm, labs = [], [], []
+        for ex in examples:
+            ids = ex.prefix + [self.pad_id] * ex.n_speech + ex.suffix + ex.target
+            seqs.append(ids)
+            spm.append([False] * len(ex.prefix) + [True] * ex.n_speech + [False] * (len(ex.suffix) + len(ex.target)))
+            labs.append([IGNORE_INDEX] * ex.n_input + ex.target)
+        n = max(len(s) for s in seqs)
+        b = len(seqs)
+        input_ids = torch.full((b, n), self.pad_id, dtype=torch.long)
+        speech_mask = torch.zeros((b, n), dtype=torch.bool)
+        attention_mask = torch.zeros((b, n), dtype=torch.long)
+        labels = torch.full((b, n), IGNORE_INDEX, dtype=torch.long)
+        for i, (ids, sm, lab) in enumerate(zip(seqs, spm, labs)):
+            sl = slice(n - len(ids), n) if left_pad else slice(0, len(ids))
+            input_ids[i, sl] = torch.tensor(ids, dtype=torch.long)
+            speech_mask[i, sl] = torch.tensor(sm, dtype=torch.bool)
+            attention_mask[i, sl] = 1
+            labels[i, sl] = torch.tensor(lab, dtype=torch.long)
+        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        return {"input_ids": input_ids, "speech_mask": speech_mask, "attention_mask": attention_mask,
+                "position_ids": position_ids, "labels": labels}

@@ -1,0 +1,409 @@
+"""SpeechLLM: Whisper encoder -> adapter -> causal LLM, trained with task prompts.
+
+Shapes: feats [B, T, M] -> encoder [B, ceil(T/2), D] -> adapter [B, N, H] spliced into the prompt
+embeddings [B, L, H] at the speech placeholder -> LLM.
+
+Model YAML (``path``: pretrained local dir or hub id; ``arch``: config.json for random weights)::
+
+    encoder: {path: openai/whisper-large-v3, pad_to_30s: false, gradient_checkpointing: false}
+    adapter: {type: stack, stack: 4, hidden: 1024}          # or type: conv
+    llm: {path: Qwen/Qwen2.5-7B-Instruct, dtype: bfloat16, tokenizer: <default: path>}
+    lora: {r: 8, alpha: 16, dropout: 0.05, target_modules: [q_proj, v_proj], layers: all}
+    prompt: {system: null, templates: {asr: "Transcribe the {src_lang} speech."}}
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import yaml
+from peft import set_peft_model_state_dict
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from transformers import GenerationConfig
+
+from partlib.common import ConfigError, DataError, PathLike, atomic_write
+from partlib.models.adapter import adapter_output_lengths, build_adapter
+from partlib.models.encoder import SpeechEncoder, load_whisper_encoder, whisper_encoder_from_config
+from partlib.models.llm import backbone_and_head, load_causal_lm, load_tokenizer, parse_dtype
+from partlib.models.lora import (LORA_KEYS, inject_lora, lora_params_by_layer, merged_state_dict,
+                                 normalize_lora_config, parse_layers, unwrap)
+from partlib.models.prompt import IGNORE_INDEX, SPEECH_TASKS, PromptBuilder, PromptExample
+
+# Default decoding budget: speech arrives at 12.5 embeddings/s (Whisper x2, adapter x4), far more
+# than any language's tokens/s; text tasks get a multiple of the source length.
+_NEW_TOKENS_MIN = 16
+_NEW_TOKENS_PER_SPEECH_EMBED = 1.0
+_NEW_TOKENS_PER_SOURCE_TOKEN = 3.0
+_NEW_TOKENS_CAP = 512
+
+_SECTIONS = {"encoder", "adapter", "llm", "lora", "prompt"}
+_ENCODER_KEYS = {"path", "arch", "pad_to_30s", "gradient_checkpointing", "dtype"}
+_LLM_KEYS = {"path", "arch", "tokenizer", "dtype", "gradient_checkpointing", "autocast"}
+
+
+def _resolve(value: Optional[str], base_dir: Optional[Path]) -> Optional[str]:
+    """A path relative to ``base_dir`` when it exists there; otherwise unchanged (e.g. a hub id)."""
+    if value is None or base_dir is None or os.path.isabs(value):
+        return value
+    candidate = base_dir / value
+    return str(candidate) if candidate.exists() else value
+
+
+def _reference(path: str) -> str:
+    """How a saved model refers to unchanged pretrained weights: an absolute local path or the hub id."""
+    return os.path.abspath(path) if os.path.exists(path) else path
+
+
+def _check_keys(section: str, cfg: dict, allowed: set) -> None:
+    unknown = set(cfg) - allowed
+    if unknown:
+        raise ConfigError(f"unknown {section} option(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+
+
+class SpeechLLM(nn.Module):
+    """Speech encoder + adapter + causal LLM with LoRA and task prompts.
+
+    Build with :meth:`from_config` (model YAML) or :meth:`from_pretrained` (a saved directory).
+    A new model trains the adapter only (encoder and LLM frozen) until :meth:`apply_trainable`.
+    """
+
+    def __init__(self, encoder: SpeechEncoder, adapter: nn.Module, llm: nn.Module, tokenizer,
+                 config: dict) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.adapter = adapter
+        self.llm = llm
+        self.tokenizer = tokenizer
+        self.config = config
+        self.n_mels: int = encoder.n_mels
+        self.prompt: Optional[PromptBuilder] = (
+            PromptBuilder(tokenizer, config.get("prompt")) if tokenizer is not None else None)
+        self.lora_config: Optional[dict] = None  # normalised lora section once adapters exist
+        # Weights that were trained (or are random) are saved; untouched pretrained ones are referenced.
+        self.encoder_weights_modified = False
+        self.llm_weights_modified = False
+        self.register_buffer("lora_active", torch.zeros(self.num_llm_layers(), dtype=torch.bool))
+        self.register_load_state_dict_post_hook(lambda module, _keys: module._sync_lora_grads())
+        if config.get("lora") is not None:
+            self._add_lora(config["lora"])
+        self.apply_trainable({"encoder": "frozen", "adapter": "full", "llm": "frozen"})
+
+    # ----------------------------------------------------------------- construction
+    @classmethod
+    def from_config(cls, cfg: dict, base_dir: Optional[PathLike] = None,
+                    device: Optional[str] = None) -> "SpeechLLM":
+        """Build from a model config (sections encoder/adapter/llm/lora/prompt).
+
+        ``encoder``/``llm`` take ``path`` (pretrained: a local dir or hub id) or ``arch`` (a config.json
+        for random weights). Relative paths are looked up in ``base_dir`` first. ``device="meta"``
+        builds random-weight modules without allocating memory.
+        """
+        _check_keys("model config", cfg, _SECTIONS)
+        base = Path(base_dir) if base_dir is not None else None
+        enc_cfg = dict(cfg.get("encoder") or {})
+        llm_cfg = dict(cfg.get("llm") or {})
+        _check_keys("encoder", enc_cfg, _ENCODER_KEYS)
+        _check_keys("llm", llm_cfg, _LLM_KEYS)
+        for name, sec in (("encoder", enc_cfg), ("llm", llm_cfg)):
+            if ("path" in sec) == ("arch" in sec):
+                raise ConfigError(f"{name} needs exactly one of 'path' (pretrained) or 'arch' (config.json)")
+            for key in ("path", "arch", "tokenizer"):
+                if key in sec:
+                    sec[key] = _resolve(sec[key], base)
+        with torch.device(device or "cpu"):
+            if "path" in enc_cfg:
+                whisper = load_whisper_encoder(enc_cfg["path"], parse_dtype(enc_cfg.get("dtype")))
+            else:
+                whisper = whisper_encoder_from_config(enc_cfg["arch"]).to(parse_dtype(enc_cfg.get("dtype")))
+            encoder = SpeechEncoder(whisper, bool(enc_cfg.get("pad_to_30s", False)),
+                                    bool(enc_cfg.get("gradient_checkpointing", False)))
+            llm = load_causal_lm(llm_cfg.get("path"), llm_cfg.get("arch"), parse_dtype(llm_cfg.get("dtype")))
+            adapter = build_adapter(dict(cfg.get("adapter") or {}), encoder.d_model, llm.config.hidden_size)
+        tokenizer = load_tokenizer(llm_cfg.get("tokenizer", llm_cfg.get("path")))
+        if llm_cfg.get("gradient_checkpointing"):
+            if hasattr(llm, "activation_checkpointing_enable"):  # transformers >= 5
+                llm.activation_checkpointing_enable({"use_reentrant": False})
+            else:
+                llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        resolved = {**cfg, "encoder": enc_cfg, "llm": llm_cfg}
+        return cls(encoder, adapter, llm, tokenizer, resolved)
+
+    @classmethod
+    def from_pretrained(cls, path: PathLike) -> "SpeechLLM":
+        """Load a directory written by :meth:`save_pretrained`."""
+        path = Path(path)
+        cfg = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8"))
+        model = cls.from_config(cfg, base_dir=path)
+        # weights stored inside this directory are copied on the next save, never referenced
+        model.encoder_weights_modified = (path / "encoder").is_dir()
+        model.llm_weights_modified = (path / "llm").is_dir()
+        model.adapter.load_state_dict(load_file(str(path / "adapter.safetensors")))
+        if model.lora_config is not None:
+            set_peft_model_state_dict(model.llm, load_file(str(path / "lora" / "adapter_model.safetensors")))
+            state = json.loads((path / "state.json").read_text())
+            model.set_lora_active_layers(state["lora_active_layers"])
+        return model
+
+    def save_pretrained(self, path: PathLike, merge_lora: bool = False) -> None:
+        """Write config.yaml, adapter.safetensors, tokenizer/, state.json, encoder/ (if its weights
+        were trained or are random; else config.yaml refers to the pretrained ones) and either lora/
+        (peft format, over a referenced base LLM) or llm/ (full weights: trained, merged or random).
+
+        The directory is assembled next to ``path`` and renamed into place.
+        """
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        try:
+            self._write(tmp, merge_lora)
+            if path.exists():
+                shutil.rmtree(path)
+            os.replace(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    def _write(self, out: Path, merge_lora: bool) -> None:
+        cfg = copy.deepcopy(self.config)
+        enc_cfg = {k: v for k, v in cfg["encoder"].items() if k != "arch"}
+        if self.encoder_weights_modified or "path" not in cfg["encoder"]:
+            self.encoder.whisper.save_pretrained(out / "encoder")
+            enc_cfg["path"] = "encoder"
+        else:
+            enc_cfg["path"] = _reference(cfg["encoder"]["path"])
+        cfg["encoder"] = enc_cfg
+        save_file({k: v.contiguous() for k, v in self.adapter.state_dict().items()}, str(out / "adapter.safetensors"))
+        llm_cfg = {k: v for k, v in cfg["llm"].items() if k not in ("arch", "tokenizer")}
+        has_lora = self.lora_config is not None
+        save_llm = merge_lora or self.llm_weights_modified or "path" not in cfg["llm"]
+        if save_llm:
+            base = unwrap(self.llm)
+            if has_lora and merge_lora:
+                state = merged_state_dict(self.llm)
+            elif has_lora:  # LoRA stays separate (lora/): save the base weights without it
+                state = {k.replace(".base_layer.", "."): v for k, v in base.state_dict().items() if "lora_" not in k}
+            else:
+                state = base.state_dict()
+            base.save_pretrained(out / "llm", state_dict=state)
+            if self.tokenizer is not None:
+                self.tokenizer.save_pretrained(out / "llm")
+            llm_cfg["path"] = "llm"
+        else:
+            llm_cfg["path"] = _reference(cfg["llm"]["path"])
+        if self.tokenizer is not None:
+            self.tokenizer.save_pretrained(out / "tokenizer")
+            llm_cfg["tokenizer"] = "tokenizer"
+        cfg["llm"] = llm_cfg
+        if has_lora and not merge_lora:
+            self.llm.save_pretrained(out / "lora")
+            cfg["lora"] = dict(self.lora_config)
+        else:
+            cfg.pop("lora", None)
+        active = self.lora_active_layers if has_lora and not merge_lora else []
+        atomic_write(out / "state.json", json.dumps({"lora_active_layers": active}) + "\n")
+        atomic_write(out / "config.yaml", yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
+
+    # ----------------------------------------------------------------- trainable parts
+    def num_llm_layers(self) -> int:
+        """Number of transformer layers of the LLM."""
+        return int(unwrap(self.llm).config.num_hidden_layers)
+
+    @property
+    def lora_active_layers(self) -> List[int]:
+        """LLM layers whose LoRA adapters are trained (saved in the state dict)."""
+        return [int(i) for i in torch.nonzero(self.lora_active).flatten().tolist()]
+
+    def _add_lora(self, lora_cfg: dict) -> None:
+        if not isinstance(lora_cfg, dict):
+            raise ConfigError(f"lora must be a mapping with keys {list(LORA_KEYS)}, got {lora_cfg!r}")
+        norm = normalize_lora_config(lora_cfg, unwrap(self.llm), self.num_llm_layers())
+        self.llm = inject_lora(self.llm, norm)
+        self.lora_config = norm
+        self.config["lora"] = dict(norm)
+
+    def set_lora_active_layers(self, layers: Sequence[int]) -> None:
+        """Train LoRA on ``layers`` only (a subset of the layers that have adapters)."""
+        if self.lora_config is None:
+            raise ConfigError("the model has no LoRA adapters (add a lora section to the model config)")
+        idx = parse_layers(list(layers), self.num_llm_layers(), "active LoRA layers")
+        outside = sorted(set(idx) - set(self.lora_config["layers"]))
+        if outside:
+            raise ConfigError(f"LoRA layers {outside} have no adapters; candidates are {self.lora_config['layers']}")
+        self.lora_active.zero_()
+        self.lora_active[idx] = True
+        self._sync_lora_grads()
+
+    def _sync_lora_grads(self) -> None:
+        """requires_grad of LoRA parameters follows the active set."""
+        if self.lora_config is None:
+            return
+        active = set(self.lora_active_layers)
+        for layer, params in lora_params_by_layer(self.llm).items():
+            for p in params:
+                p.requires_grad_(layer in active)
+
+    def apply_trainable(self, spec: dict) -> None:
+        """Set what trains: ``{"encoder": "frozen"|"full"|{"top_k": N}, "adapter": "full"|"frozen",
+        "llm": "frozen"|"full"|{"lora": {...}}}``; a missing key means frozen.
+
+        ``{"lora": {...}}`` uses the lora schema; its ``layers`` is the active set. Adapters are added
+        if the model has none; otherwise r/alpha/dropout/target_modules must match the existing ones.
+        """
+        unknown = set(spec) - {"encoder", "adapter", "llm"}
+        if unknown:
+            raise ConfigError(f"unknown module(s) {sorted(unknown)} in trainable spec; use encoder, adapter, llm")
+        self.encoder.set_trainable(spec.get("encoder", "frozen"))
+        self.encoder_weights_modified |= spec.get("encoder", "frozen") != "frozen"
+        adapter = spec.get("adapter", "frozen")
+        if adapter not in ("full", "frozen"):
+            raise ConfigError(f"adapter trainable spec must be full or frozen, got {adapter!r}")
+        self.adapter.requires_grad_(adapter == "full")
+        llm = spec.get("llm", "frozen")
+        if llm in ("frozen", "full"):
+            unwrap(self.llm).requires_grad_(llm == "full")
+            self.llm_weights_modified |= llm == "full"
+            if self.lora_config is not None:
+                self.set_lora_active_layers([])
+            return
+        if not (isinstance(llm, dict) and set(llm) == {"lora"} and isinstance(llm["lora"], dict)):
+            raise ConfigError(f"llm trainable spec must be frozen, full or {{lora: {{...}}}}, got {llm!r}")
+        lora = llm["lora"]
+        if self.lora_config is None:
+            self._add_lora(lora)
+        else:
+            unknown = set(lora) - set(LORA_KEYS)
+            if unknown:
+                raise ConfigError(f"unknown lora option(s) {sorted(unknown)}; allowed: {list(LORA_KEYS)}")
+            given = {k: ([v] if k == "target_modules" and isinstance(v, str) else v)
+                     for k, v in lora.items() if k != "layers"}
+            changed = [k for k, v in given.items() if v != self.lora_config[k]]
+            if changed:
+                raise ConfigError(f"lora {changed} differ from the model's LoRA adapters; they are fixed at build time")
+        unwrap(self.llm).requires_grad_(False)
+        self.set_lora_active_layers(parse_layers(lora.get("layers", "all"), self.num_llm_layers()))
+
+    # ----------------------------------------------------------------- computation
+    @property
+    def device(self) -> torch.device:
+        """Device of the LLM weights."""
+        return next(self.llm.parameters()).device
+
+    def _autocast(self):
+        enabled = self.device.type == "cuda" and self.config["llm"].get("autocast", True)
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+    def speech_embed_length(self, num_frames: int) -> int:
+        """Number of speech embeddings the encoder + adapter make of ``num_frames`` log-mel frames."""
+        enc = self.encoder.output_lengths(torch.tensor([int(num_frames)]))
+        return int(adapter_output_lengths(enc, self.adapter.k)[0])
+
+    def encode_speech(self, feats: Tensor, feat_lens: Tensor) -> Tuple[Tensor, Tensor]:
+        """Encoder + adapter: feats [B, T, M], lengths [B] -> embeddings [B, N, H], lengths [B]."""
+        if feats.shape[-1] != self.n_mels:
+            raise ConfigError(f"features have {feats.shape[-1]} mel bins but the encoder expects {self.n_mels}")
+        enc_dtype = next(self.encoder.parameters()).dtype
+        h, lens = self.encoder(feats.to(self.device, enc_dtype), feat_lens.to(self.device))
+        adapter_trains = any(p.requires_grad for p in self.adapter.parameters())
+        with torch.set_grad_enabled(torch.is_grad_enabled() and (adapter_trains or h.requires_grad)):
+            emb, lens = self.adapter(h.to(next(self.adapter.parameters()).dtype), lens)
+        return emb, lens
+
+    def _prompt_batch(self, batch: dict, train: bool) -> Tuple[Dict[str, Tensor], List[PromptExample]]:
+        """Token/label tensors and ``inputs_embeds`` with speech spliced in."""
+        if self.prompt is None:
+            raise ConfigError("the model has no tokenizer (set llm.tokenizer)")
+        n = len(batch["tasks"])
+        # A speech-task row with 0 frames gets the prompt without speech embeddings (no-audio control).
+        speech_rows = [i for i, t in enumerate(batch["tasks"])
+                       if t in SPEECH_TASKS and (batch.get("feat_lens") is None or int(batch["feat_lens"][i]) > 0)]
+        n_speech = [0] * n
+        speech: List[Tensor] = []
+        if speech_rows:
+            if batch.get("feats") is None:
+                raise ConfigError("speech tasks in a batch without feats")
+            rows = torch.tensor(speech_rows)
+            lens = batch["feat_lens"][rows]
+            too_long = [batch["utt_ids"][i] for i, n in zip(speech_rows, lens.tolist()) if n > self.encoder.max_frames]
+            if too_long:
+                raise DataError(f"longer than the encoder's {self.encoder.max_frames} frames "
+                                f"({self.encoder.max_frames // 100} s); segment the audio first", utt=too_long[0])
+            feats = batch["feats"][rows, : int(lens.max())]
+            emb, emb_lens = self.encode_speech(feats, lens)
+            for j, i in enumerate(speech_rows):
+                n_speech[i] = int(emb_lens[j])
+                speech.append(emb[j, : n_speech[i]])
+        targets = batch.get("targets") if train else None
+        examples = [
+            self.prompt.build(batch["tasks"][i], batch["src_langs"][i], batch["tgt_langs"][i],
+                              n_speech=n_speech[i], src_text=(batch.get("src_texts") or [None] * n)[i],
+                              target=None if targets is None else targets[i], utt=batch["utt_ids"][i])
+            for i in range(n)]
+        if train and targets is None:
+            raise ConfigError("training batch without targets")
+        t = {k: v.to(self.device) for k, v in self.prompt.collate(examples, left_pad=not train).items()}
+        embed = unwrap(self.llm).get_input_embeddings()
+        embeds = embed(t["input_ids"])
+        if speech:
+            flat = torch.cat(speech).to(embeds.dtype)
+            embeds = embeds.masked_scatter(t["speech_mask"][..., None], flat)
+        t["inputs_embeds"] = embeds
+        return t, examples
+
+    def forward(self, batch: dict) -> dict:
+        """Summed NLL of the target tokens (incl. end-of-turn): ``{"loss_sum", "n_tokens"}``."""
+        with self._autocast():
+            t, _ = self._prompt_batch(batch, train=True)
+            backbone, head = backbone_and_head(unwrap(self.llm))
+            hidden = backbone(inputs_embeds=t["inputs_embeds"], attention_mask=t["attention_mask"],
+                              position_ids=t["position_ids"], use_cache=False).last_hidden_state
+            labels = t["labels"][:, 1:]
+            sel = labels != IGNORE_INDEX  # logits only where a target token is predicted
+            logits = head(hidden[:, :-1][sel]).float()
+            loss_sum = nn.functional.cross_entropy(logits, labels[sel], reduction="sum")
+        return {"loss_sum": loss_sum, "n_tokens": int(sel.sum())}
+
+    def _budget(self, ex: PromptExample, src_text: Optional[str]) -> int:
+        if ex.n_speech:
+            n = _NEW_TOKENS_PER_SPEECH_EMBED * ex.n_speech
+        else:
+            n = _NEW_TOKENS_PER_SOURCE_TOKEN * len(self.tokenizer(src_text or "", add_special_tokens=False)["input_ids"])
+        return min(_NEW_TOKENS_CAP, _NEW_TOKENS_MIN + int(n))
+
+    @torch.no_grad()
+    def generate(self, batch: dict, max_new_tokens: Optional[int] = None, num_beams: int = 1,
+                 length_penalty: float = 1.0, repetition_penalty: float = 1.0,
+                 no_repeat_ngram_size: int = 0) -> List[str]:
+        """Decode one hypothesis per example (greedy or beam search, KV cache), special tokens removed.
+
+        Without ``max_new_tokens`` each example gets a budget from its input length; hypotheses
+        are cut to their own budget, so greedy results do not depend on the batch composition.
+        """
+        with self._autocast():
+            t, examples = self._prompt_batch(batch, train=False)
+            src_texts = batch.get("src_texts") or [None] * len(examples)
+            budgets = [max_new_tokens or self._budget(ex, s) for ex, s in zip(examples, src_texts)]
+            gen_cfg = GenerationConfig(
+                max_new_tokens=max(budgets), num_beams=num_beams, do_sample=False,
+                length_penalty=length_penalty, repetition_penalty=repetition_penalty,
+                no_repeat_ngram_size=no_repeat_ngram_size, eos_token_id=self.prompt.stop_ids,
+                pad_token_id=self.prompt.pad_id, use_cache=True)
+            with warnings.catch_warnings():
+                # penalties apply to the hypothesis only, which is what we want: silence the notice
+                warnings.filterwarnings("ignore", message=r"Passing `\w+` with `inputs_embeds`")
+                out = unwrap(self.llm).generate(inputs_embeds=t["inputs_embeds"],
+                                                attention_mask=t["attention_mask"], generation_config=gen_cfg)
+        hyps = []
+        stops = set(self.prompt.stop_ids)
+        for row, budget in zip(out.tolist(), budgets):
+            row = row[:budget]
+            cut = next((j for j, tok in enumerate(row) if tok in stops), len(row))
+            hyps.append(self.tokenizer.decode(row[:cut], skip_special_tokens=True).strip())
+        return hyps
