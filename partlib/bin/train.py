@@ -42,6 +42,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
     p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda if available)")
     p.add_argument("--no-amp", action="store_true", help="disable bf16 autocast on GPU")
+    p.add_argument("--strategy", choices=["ddp", "fsdp"], default="ddp",
+                   help="ddp: full replicas, summed gradient all-reduce; fsdp: shard parameters, gradients "
+                        "and optimizer state over ranks (fully_shard per transformer layer); one process: same")
     p.add_argument("--no-tensorboard", action="store_true")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads on CPU")
     return p
@@ -70,7 +73,7 @@ def main(argv=None) -> int:
         features = {"auto": None, "dumped": False, "on_the_fly": True}[args.features]
         trainer = Trainer(schedule, model_cfg, exp, data_root=args.data_root, device=args.device,
                           num_workers=args.num_workers, features=features, amp=not args.no_amp,
-                          tensorboard=not args.no_tensorboard)
+                          tensorboard=not args.no_tensorboard, strategy=args.strategy)
         for d in trainer.run():
             logger.info("exported: %s", d)
     except PartError as e:

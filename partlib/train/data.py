@@ -355,11 +355,16 @@ class BatchDataset(torch.utils.data.Dataset):
     def __getitem__(self, m: int) -> Dict:
         global_batch = self.sampler.batch(m)
         mine = global_batch[self.rank :: self.world_size]
+        # A rank whose slice of a small global batch is empty still runs forward/backward (sharded
+        # training needs every rank in its collectives): it gets one example whose loss counts 0.
+        weight = 1.0 if mine else 0.0
+        mine = mine or global_batch[:1]
         feats = None
         if mine and mine[0].task in SPEECH_TASKS:
             feats = self.features.load([(e.dir_index, e.utt) for e in mine])
         batch = collate(mine, feats)
         batch["global_n_examples"] = len(global_batch)
+        batch["loss_weight"] = weight
         if self.specaug and batch["feats"] is not None:
             gen = torch.Generator().manual_seed(self.seed * 1_000_003 + m)
             batch["feats"] = spec_augment(batch["feats"], batch["feat_lens"], self.specaug, gen)

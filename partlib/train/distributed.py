@@ -2,6 +2,7 @@
 
 One command serves one CPU process, several CPU processes (gloo) and many GPUs across nodes
 (nccl): ``torchrun --nproc_per_node=N -m partlib.bin.train ...`` sets RANK/WORLD_SIZE/LOCAL_RANK.
+The gradient all-reduce here serves the ``ddp`` strategy; ``fsdp`` is in :mod:`partlib.train.fsdp`.
 """
 from __future__ import annotations
 

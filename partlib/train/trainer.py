@@ -8,7 +8,21 @@ early stopping; finally export a ``from_pretrained`` model directory (``<exp>/<s
 Loss normalisation: every rank back-propagates its *summed* token NLL; after all micro-batches of
 a step the gradients are summed over ranks and divided by the global number of target tokens.
 The update is therefore that of one process seeing the whole global batch, whatever the number of
-processes or micro-batches.
+processes or micro-batches. A rank whose slice of a small global batch is empty runs a stand-in
+example with loss weight 0, so that every rank takes part in every collective.
+
+Strategies (``--strategy``): ``ddp`` keeps a full replica per rank and all-reduces (sums) the
+gradients; ``fsdp`` shards parameters, gradients and optimizer state with FSDP2 ``fully_shard``
+(one unit per encoder and LLM transformer layer plus the root; see :mod:`partlib.train.fsdp`),
+with gradients summed by the reduce-scatter. Under ``fsdp`` checkpoints hold full tensors gathered
+to rank 0, the export is written from an unsharded copy, and the dev decode gathers the root unit
+while it generates. With one process both strategies are the same. Launch::
+
+    torchrun --nproc_per_node=8 -m partlib.bin.train --strategy fsdp --schedule ... --exp-dir ...
+    # across nodes, one torchrun per node from a Slurm batch script (#SBATCH --ntasks-per-node=1):
+    HEAD=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+    srun torchrun --nnodes "$SLURM_NNODES" --nproc_per_node 8 --rdzv_id "$SLURM_JOB_ID" \\
+        --rdzv_backend c10d --rdzv_endpoint "$HEAD:29500" -m partlib.bin.train --strategy fsdp ...
 
 Exact resume: a checkpoint holds the trainable parameters, the LoRA active set, optimizer,
 scheduler, step and RNG states; the sampler is a pure function of the micro-batch index. Rerunning
@@ -32,6 +46,7 @@ import torch
 from partlib.common import ConfigError, PartError, PathLike, get_logger
 from partlib.data.datadir import DataDir
 from partlib.train import distributed as dist_utils
+from partlib.train import fsdp
 from partlib.train.checkpoint import CheckpointManager, rng_state, set_rng_state
 from partlib.train.data import (
     BatchDataset, Example, FeatureSource, MixtureSampler, build_examples, collate, make_batches,
@@ -188,13 +203,17 @@ class Trainer:
 
     def __init__(self, schedule: Schedule, model_cfg: Dict[str, Any], exp_dir: PathLike,
                  data_root: Optional[str] = None, device: Optional[str] = None, num_workers: int = 0,
-                 features: Optional[bool] = None, amp: bool = True, tensorboard: bool = True) -> None:
+                 features: Optional[bool] = None, amp: bool = True, tensorboard: bool = True,
+                 strategy: str = "ddp") -> None:
+        if strategy not in fsdp.STRATEGIES:
+            raise ConfigError(f"unknown strategy {strategy!r} ({' | '.join(fsdp.STRATEGIES)})")
         self.schedule = schedule
         self.model_cfg = model_cfg
         self.exp_dir = Path(exp_dir)
         self.data_root = data_root
         self.ctx = dist_utils.init()
         self.device = torch.device(device) if device else self.ctx.device
+        self.sharded = strategy == "fsdp" and self.ctx.world_size > 1  # one process: nothing to shard
         self.num_workers = num_workers
         self.features = features
         self.amp = amp and self.device.type == "cuda"
@@ -253,6 +272,18 @@ class Trainer:
             model.set_lora_active_layers(layers)
             logger.info("stage %s step %d: LoRA active on LLM layers %s", stage.name, step, layers)
 
+    def _prepare_model(self, index: int, stage: StageConfig):
+        """The stage's initial model with every LoRA layer of the stage active, built after seeding
+        torch with the stage seed: the same weights on every call (and every rank)."""
+        torch.manual_seed(self.schedule.seed * 1000 + index)
+        model = self._init_model(index)
+        # Every parameter that trains at some step of the stage goes into the optimizer; LoRA layers
+        # outside the active set simply have requires_grad=False (no grad, no update) until activated.
+        model.apply_trainable(stage.trainable)
+        if stage.uses_lora:
+            model.set_lora_active_layers(lora_layers_union(stage, model.num_llm_layers()))
+        return model
+
     def train_stage(self, index: int) -> Path:
         stage = self.schedule.stages[index]
         sdir = self.stage_dir(stage)
@@ -267,20 +298,22 @@ class Trainer:
 
     def _train_stage(self, index: int, stage: StageConfig, sdir: Path) -> Path:
         seed = self.schedule.seed * 1000 + index
-        torch.manual_seed(seed)
         np.random.seed(seed % 2**32)
-        model = self._init_model(index)
-        # Every parameter that trains at some step of the stage goes into the optimizer; LoRA layers
-        # outside the active set simply have requires_grad=False (no grad, no update) until activated.
-        model.apply_trainable(stage.trainable)
-        if stage.uses_lora:
-            model.set_lora_active_layers(lora_layers_union(stage, model.num_llm_layers()))
+        model = self._prepare_model(index, stage)  # seeds torch with the same seed
         names = [n for n, p in model.named_parameters() if p.requires_grad]
         params = [p for p in model.parameters() if p.requires_grad]
         if not params:
             raise ConfigError(f"stage {stage.name}: nothing is trainable")
         self._set_trainable(model, stage, 0)
-        model.to(self.device)
+        if self.sharded:
+            # fully_shard moves each unit to the device as it shards it (no full copy on one device)
+            # and replaces the parameters: collect them again, in the same order.
+            fsdp.shard(model, self.ctx.world_size, self.device)
+            wanted = set(names)
+            params = [p for n, p in model.named_parameters() if n in wanted]
+            logger.info("stage %s: FSDP, parameters sharded over %d ranks", stage.name, self.ctx.world_size)
+        else:
+            model.to(self.device)
         trainable, total = count_params(model)
         logger.info("stage %s: %d / %d parameters trainable (%.2f%%) at step 0; optimizer holds %d tensors",
                     stage.name, trainable, total, 100.0 * trainable / total, len(params))
@@ -301,8 +334,14 @@ class Trainer:
             missing = set(names) - set(state["model"])
             if missing:
                 raise PartError(f"{latest}: checkpoint lacks trainable parameters {sorted(missing)[:5]}...")
-            model.load_state_dict(state["model"], strict=False)
-            opt.load_state_dict(state["optimizer"])
+            if bool(state.get("sharded", False)) != self.sharded:
+                raise PartError(f"{latest}: written {'with' if state.get('sharded') else 'without'} FSDP "
+                                f"sharding; resume with the same --strategy (fsdp needs WORLD_SIZE > 1)")
+            if self.sharded:
+                fsdp.load_full_state(model, opt, state["model"], state["optimizer"])
+            else:
+                model.load_state_dict(state["model"], strict=False)
+                opt.load_state_dict(state["optimizer"])
             sched.load_state_dict(state["scheduler"])
             step, stats = state["step"], state["stats"]
             set_rng_state(state["rng"])
@@ -337,24 +376,25 @@ class Trainer:
             self._set_trainable(model, stage, step)
             loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
             n_tokens = torch.zeros((), device=self.device, dtype=torch.float64)
-            for _ in range(accum):
+            for micro in range(accum):
                 batch = move_batch(next(it), self.device)
-                if batch["utt_ids"]:
-                    with amp_ctx():
-                        out = model(batch)
-                    out["loss_sum"].backward()
-                    loss_sum += out["loss_sum"].detach().double()
-                    n_tokens += float(out["n_tokens"])
-                else:  # this rank got no example of a small global batch: still take part below
-                    loss_sum += 0.0
+                # 0 for the stand-in example of a rank whose slice of the global batch is empty
+                weight = float(batch.get("loss_weight", 1.0))
+                fsdp.set_gradient_sync(model, micro == accum - 1)
+                with amp_ctx():
+                    out = model(batch)
+                (out["loss_sum"] * weight).backward()
+                if weight:
+                    loss_sum += out["loss_sum"].detach().double() * weight
+                    n_tokens += float(out["n_tokens"]) * weight
             dist_utils.all_reduce_(loss_sum)
             dist_utils.all_reduce_(n_tokens)
+            if not self.sharded:  # FSDP has summed (reduce-scattered) the gradients in backward
+                dist_utils.all_reduce_grads(params)
             active = [p for p in params if p.grad is not None]
-            dist_utils.all_reduce_grads(params)
             for p in active:
-                p.grad.div_(n_tokens.clamp(min=1).to(p.grad.dtype))
-            grad_norm = (torch.nn.utils.clip_grad_norm_(active, stage.clip_grad) if stage.clip_grad > 0
-                         else torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in active])))
+                p.grad.div_(float(n_tokens.clamp(min=1)))
+            grad_norm = fsdp.grad_norm(active, stage.clip_grad)
             loss = float(loss_sum / n_tokens.clamp(min=1))
             if not (math.isfinite(loss) and math.isfinite(float(grad_norm))):
                 consecutive_bad += 1
@@ -406,18 +446,25 @@ class Trainer:
         if step == stage.max_steps or stopped_early:
             self._save(ckpts, model, names, opt, sched, step, stats, None)
         dist_utils.barrier()
+        if self.sharded and self.ctx.is_main:  # export from an unsharded copy, same build as above
+            model = self._prepare_model(index, stage)
         return self.export(model, names, stage, ckpts)
 
     def _save(self, ckpts: CheckpointManager, model, names, opt, sched, step, stats, metric) -> None:
         if metric is not None:
             ckpts.record_metric(metric, step)
+        keep = set(names) | {n for n, _ in model.named_buffers()}
+        if self.sharded:  # gathering full tensors is a collective: every rank takes part
+            model_state, opt_state = fsdp.full_model_state(model, keep), fsdp.full_optimizer_state(model, opt)
         if not self.ctx.is_main:
             return
-        sd = model.state_dict()
-        keep = set(names) | {n for n, _ in model.named_buffers()}
+        if not self.sharded:
+            model_state = {k: v.detach().cpu() for k, v in model.state_dict().items() if k in keep}
+            opt_state = opt.state_dict()
         state = {
-            "model": {k: v.detach().cpu() for k, v in sd.items() if k in keep},
-            "optimizer": opt.state_dict(),
+            "model": model_state,
+            "optimizer": opt_state,
+            "sharded": self.sharded,
             "scheduler": sched.state_dict(),
             "step": step,
             "stats": stats,
@@ -452,7 +499,9 @@ class Trainer:
                 tot_loss += float(out["loss_sum"])
                 tot_tok += float(out["n_tokens"])
                 if speech:
-                    for e, h in zip(part, model.generate(dict(batch, targets=None))):
+                    with fsdp.unsharded_root(model):  # generate bypasses the root forward
+                        generated = model.generate(dict(batch, targets=None))
+                    for e, h in zip(part, generated):
                         hyps[e.key] = h
         model.train()
         loss = tot_loss / max(1.0, tot_tok)
