@@ -1,0 +1,1 @@
+"""Text side of the recipes: tokenizer training and train/held-out overlap checks."""
