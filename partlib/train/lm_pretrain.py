@@ -7,7 +7,10 @@ message, task instruction, target + ``<|im_end|>``; loss on the target only):
 - ``lm``: "Continue this German text.\\n<first words>" -> the rest of the sentence;
 - ``t2tt``: "Translate the following German text into English.\\n<src>" -> translation, for
   every ``text.<lang>`` translation file of the data dirs (X->en and en->X in the recipes);
-- ``plain``: the bare sentence after ``<|endoftext|>`` (loss on every token), plain LM.
+- ``plain``: the bare sentence after ``<|endoftext|>`` (loss on every token), plain LM;
+- ``copy``: the t2tt prompt with the source language as target ("Translate the following German
+  text into German.") -> the same sentence: the repeat-what-you-read ability that instruction-tuned
+  LLMs have and that a frozen LLM needs to turn aligned speech embeddings into a transcript.
 
 Before training, :func:`check_contamination` refuses to train when any held-out sentence occurs in
 the training text.
@@ -62,6 +65,7 @@ class LMPretrainConfig:
     seed: int = 1
     plain_per_sentence: int = 1  # plain-LM examples per sentence
     lm_per_sentence: int = 1  # "Continue this text" examples per sentence (random cut points)
+    copy_per_sentence: int = 1  # "Translate ... into the same language" (copy) examples per sentence
     eval_batch: int = 64
     num_translate_examples: int = 5  # dev sentences translated greedily in the log
     max_eval_sentences: int = 200  # dev examples for loss/accuracy and for the X->en BLEU
@@ -139,7 +143,7 @@ def _lm_cut(text: str, lang: str, rng: random.Random) -> Optional[Tuple[str, str
 
 def build_examples(sentences: Sequence[TextSentence], prompt: PromptBuilder, cfg: LMPretrainConfig,
                    rng: random.Random) -> List[Tuple[str, PromptExample]]:
-    """(kind, example) pairs: plain, lm and one t2tt per translation of every sentence."""
+    """(kind, example) pairs: plain, lm, copy and one t2tt per translation of every sentence."""
     tok = prompt.tokenizer
     bos = tok.convert_tokens_to_ids("<|endoftext|>")
     out: List[Tuple[str, PromptExample]] = []
@@ -151,6 +155,8 @@ def build_examples(sentences: Sequence[TextSentence], prompt: PromptBuilder, cfg
             cut = _lm_cut(s.text, s.lang, rng)
             if cut:
                 out.append(("lm", prompt.build("lm", s.lang, s.lang, src_text=cut[0], target=cut[1], utt=s.utt)))
+        for _ in range(cfg.copy_per_sentence):
+            out.append(("copy", prompt.build("t2tt", s.lang, s.lang, src_text=s.text, target=s.text, utt=s.utt)))
         for tgt, t in s.translations.items():
             out.append((f"t2tt_{s.lang}-{tgt}", prompt.build("t2tt", s.lang, tgt, src_text=s.text, target=t, utt=s.utt)))
     return out

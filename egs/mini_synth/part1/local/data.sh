@@ -7,12 +7,12 @@ set -euo pipefail
 
 nj=2             # parallel synthesis jobs
 seed=1           # corpus seed (sentences, speakers)
-fast=false       # small preset for the quick run: 60 train / 10 dev / 10 test sentences
+fast=false       # small preset for the quick run: 60 train / 10 dev / 10 test sentences (+1500 text-only)
 langs="en de fr es zh"
 num_train=300    # training sentences, spoken in every language
 num_dev=40
 num_test=40
-num_text_extra=200   # text-only training sentences (LLM pretraining and text tasks)
+num_text_extra=3000  # text-only training sentences (LLM pretraining and text tasks)
 num_spk_train=4  # synthetic speakers per language
 num_spk_dev=2
 num_spk_test=2
@@ -30,8 +30,8 @@ if [ $# -ne 0 ]; then
 fi
 
 if "${fast}"; then
-  num_train=60; num_dev=10; num_test=10; num_text_extra=60
-  num_spk_train=2; num_spk_dev=1; num_spk_test=1
+  num_train=60; num_dev=10; num_test=10; num_text_extra=1500
+  num_spk_train=2; num_spk_dev=1; num_spk_test=2
 fi
 
 command -v espeak-ng >/dev/null || { echo "$0: espeak-ng is not installed (apt-get install espeak-ng)" >&2; exit 1; }
