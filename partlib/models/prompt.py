@@ -50,7 +50,8 @@ class PromptBuilder:
     """Builds token ids, labels and padded batches for all tasks from the ``prompt`` config section.
 
     Config keys: ``system`` (system message or null for the chat template's default),
-    ``templates`` (per task, with ``{src_lang}``, ``{tgt_lang}``, ``{text}`` fields),
+    ``templates`` (per task, with ``{src_lang}``, ``{tgt_lang}``, ``{text}`` fields and, for speech
+    tasks, an optional ``{speech}`` field that places the speech span; default: before the text),
     ``end_token`` (end-of-turn token; default ``<|im_end|>`` when the vocabulary has it, else EOS).
     """
 
@@ -70,10 +71,10 @@ class PromptBuilder:
         self.templates = {**DEFAULT_TEMPLATES, **templates}
         for task, template in self.templates.items():
             try:
-                template.format(src_lang="", tgt_lang="", text="")
+                template.format(src_lang="", tgt_lang="", text="", speech="")
             except (KeyError, IndexError, ValueError, AttributeError) as e:
                 raise ConfigError(f"prompt template for {task} {template!r}: fields are "
-                                  f"{{src_lang}}, {{tgt_lang}}, {{text}} ({e!r})") from None
+                                  f"{{src_lang}}, {{tgt_lang}}, {{text}}, {{speech}} ({e!r})") from None
         end = cfg.get("end_token")
         if end is None:
             vocab = tokenizer.get_vocab()
@@ -94,7 +95,7 @@ class PromptBuilder:
         """The task instruction with language names (and the source text for text tasks)."""
         src = langs.name(src_lang)
         tgt = langs.name(tgt_lang) if tgt_lang else src
-        return self.templates[task].format(src_lang=src, tgt_lang=tgt, text=src_text or "")
+        return self.templates[task].format(src_lang=src, tgt_lang=tgt, text=src_text or "", speech=_MARKER)
 
     def build(self, task: str, src_lang: str, tgt_lang: Optional[str], *, n_speech: int = 0,
               src_text: Optional[str] = None, target: Optional[str] = None,
@@ -108,7 +109,8 @@ class PromptBuilder:
         if task in TEXT_TASKS and not src_text:
             raise DataError(f"task {task} needs a source text", utt=utt)
         instruction = self.instruction(task, src_lang, tgt_lang, src_text)
-        content = (_MARKER if task in SPEECH_TASKS else "") + instruction
+        # Speech goes where the template says ``{speech}``, else before the instruction.
+        content = instruction if _MARKER in instruction or task not in SPEECH_TASKS else _MARKER + instruction
         messages = ([{"role": "system", "content": self.system}] if self.system is not None else [])
         messages.append({"role": "user", "content": content})
         rendered = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

@@ -184,10 +184,18 @@ for s in cfg["schedule"]["stages"]:
 PYEOF
 }
 
-# Decode one model on every test set and task into <out_root>/decode_<set>[_to_<tgt>]_<task>.
+# Decode one model on every test set and task into <out_root>/decode_<set>[_to_<tgt>]_<task>:
+# in one process (model loaded once) by default, or split into --decode_nj jobs per set.
 decode_all() {
   local model=$1 out_root=$2; shift 2
   local extra="$*"
+  if [ "${decode_nj}" -le 1 ]; then
+    # shellcheck disable=SC2086
+    ${decode_cmd} "${out_root}/logs/decode_sets.log" ${python} -m partlib.bin.decode_sets \
+      --model-dir "${model}" --data-root "${data_root}" --asr "${asr_test_sets}" --s2tt "${s2tt_test_sets}" \
+      ${decode_args} ${extra} "${out_root}"
+    return
+  fi
   for dset in ${asr_test_sets}; do
     # shellcheck disable=SC2086
     ${decode_cmd} "${out_root}/logs/decode_${dset}_asr.log" ${python} -m partlib.bin.decode \
@@ -228,14 +236,9 @@ fi
 
 if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
   log "Stage 7: scoring"
-  for d in "${expdir}"/*/*/decode_*; do
-    [ -f "${d}/hyp" ] || continue
-    [ "${d}/scores.json" -nt "${d}/hyp" ] && continue
-    opts=""
-    [ -f "${d}/tgt_lang" ] && opts="--tgt-lang $(cat "${d}/tgt_lang")"
-    # shellcheck disable=SC2086
-    ${python} -m partlib.bin.score --ref "${d}/ref" --hyp "${d}/hyp" --utt2lang "${d}/utt2lang" ${opts} "${d}"
-  done
+  dirs=()
+  for d in "${expdir}"/*/*/decode_*; do [ -f "${d}/hyp" ] && dirs+=("${d}"); done
+  [ ${#dirs[@]} -gt 0 ] && ${python} -m partlib.bin.score_decode_dirs "${dirs[@]}"
 fi
 
 # RESULTS.md from every scored decode (and links to the analysis reports that exist).

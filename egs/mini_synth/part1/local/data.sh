@@ -30,8 +30,8 @@ if [ $# -ne 0 ]; then
 fi
 
 if "${fast}"; then
-  num_train=60; num_dev=10; num_test=10; num_text_extra=1500
-  num_spk_train=2; num_spk_dev=1; num_spk_test=2
+  num_train=200; num_dev=20; num_test=20; num_text_extra=1500
+  num_spk_train=3; num_spk_dev=1; num_spk_test=2
 fi
 
 command -v espeak-ng >/dev/null || { echo "$0: espeak-ng is not installed (apt-get install espeak-ng)" >&2; exit 1; }

@@ -1,0 +1,1 @@
+../../TEMPLATE/part1/cmd.sh
