@@ -7,9 +7,9 @@ set -euo pipefail
 
 nj=2             # parallel synthesis jobs
 seed=1           # corpus seed (sentences, speakers)
-fast=false       # small preset for the quick run: 60 train / 10 dev / 10 test sentences (+1500 text-only)
+fast=false       # small preset for the quick run (600 / 20 / 20 sentences, +1500 text-only)
 langs="en de fr es zh"
-num_train=300    # training sentences, spoken in every language
+num_train=1000   # training sentences, spoken in every language
 num_dev=40
 num_test=40
 num_text_extra=3000  # text-only training sentences (LLM pretraining and text tasks)
@@ -30,7 +30,7 @@ if [ $# -ne 0 ]; then
 fi
 
 if "${fast}"; then
-  num_train=200; num_dev=20; num_test=20; num_text_extra=1500
+  num_train=600; num_dev=20; num_test=20; num_text_extra=1500
   num_spk_train=3; num_spk_dev=1; num_spk_test=2
 fi
 

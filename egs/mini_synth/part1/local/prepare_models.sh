@@ -39,6 +39,7 @@ if [ ! -f "${out}/llm/config.json" ]; then
     --dev "${dev_text[@]}" --check-heldout "${heldout[@]}" --config "${conf}/lm_pretrain.yaml" "${out}/llm"
 fi
 # shellcheck disable=SC1091
-. "${conf}/encoder_pretrain.conf"   # encoder_steps, encoder_lr
+. "${conf}/encoder_pretrain.conf"   # encoder_steps, encoder_lr, encoder_max_frames
 ${python} -m partlib.bin.pretrain_encoder --arch conf/encoder_arch.json --train "${speech_train[@]}" \
-  --dev "${dev_speech[@]}" --steps "${encoder_steps}" --lr "${encoder_lr}" "${out}/encoder"
+  --dev "${dev_speech[@]}" --steps "${encoder_steps}" --lr "${encoder_lr}" --max-frames "${encoder_max_frames}" \
+  "${out}/encoder"
