@@ -11,7 +11,7 @@ import soundfile as sf
 
 from partlib.data.datadir import read_kv, read_kv_list
 from partlib.data.validate import validate_data_dir
-from partlib.text.overlap import data_dir_texts, find_overlap
+from partlib.text.overlap import find_overlap
 
 LOCAL = Path(__file__).resolve().parents[1] / "egs" / "mini_synth" / "part1" / "local"
 sys.path.insert(0, str(LOCAL))

@@ -9,7 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import yaml
@@ -18,7 +17,7 @@ from partlib.common import ConfigError
 from partlib.data.datadir import DataDir
 from partlib.train.schedule import parse_schedule
 from partlib.train.trainer import Trainer
-from train_fixtures import SENTENCES, speech_dir as _speech_dir
+from train_fixtures import SENTENCES, speech_data
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,10 +27,7 @@ def setup(tmp_path_factory):
     from partlib.models.builders import tiny_model_config
 
     root = tmp_path_factory.mktemp("train")
-    rng = np.random.default_rng(0)
-    for lang, other in (("en", "de"), ("de", "en")):
-        _speech_dir(root / "data" / f"train_{lang}", lang, range(6), other, rng)
-        _speech_dir(root / "data" / f"dev_{lang}", lang, range(3), other, rng)
+    speech_data(root, n_train=6, n_dev=3)
     utts = [f"txt-{i:03d}" for i in range(6)]
     DataDir({u: "txt" for u in utts}, text={u: SENTENCES["de"][i] for i, u in enumerate(utts)},
             utt2lang={u: "de" for u in utts},

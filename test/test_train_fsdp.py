@@ -9,13 +9,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import yaml
 
 from partlib.train.data import BatchDataset
-from train_fixtures import speech_dir
+from train_fixtures import speech_data
 
 LORA = {"lora": {"r": 2, "alpha": 4, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"], "layers": "all"}}
 BATCH = {"max_frames": 400, "max_tokens": 2000}
@@ -43,10 +42,7 @@ def setup(tmp_path_factory):
     from partlib.models.builders import tiny_model_config
 
     root = tmp_path_factory.mktemp("fsdp")
-    rng = np.random.default_rng(0)
-    for lang, other in (("en", "de"), ("de", "en")):
-        speech_dir(root / "data" / f"train_{lang}", lang, range(6), other, rng)
-        speech_dir(root / "data" / f"dev_{lang}", lang, range(2), other, rng)
+    speech_data(root, n_train=6, n_dev=2)
     (root / "model.yaml").write_text(yaml.safe_dump(tiny_model_config(root / "models", lora=False)))
     (root / "schedule.yaml").write_text(yaml.safe_dump(SCHEDULE))
     return root

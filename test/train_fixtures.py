@@ -32,3 +32,11 @@ def speech_dir(path: Path, lang: str, idx: Iterable[int], other: str, rng: np.ra
             text={u: SENTENCES[lang][i] for u, i in zip(utts, idx)}, utt2lang={u: lang for u in utts},
             translations={other: {u: SENTENCES[other][i] for u, i in zip(utts, idx)}},
             utt2num_frames={u: feats[u].shape[0] for u in utts}, meta={"feats_type": "whisper_mel 80"}).write(path)
+
+
+def speech_data(root: Path, n_train: int, n_dev: int, seed: int = 0) -> None:
+    """``root/data/{train,dev}_{en,de}``: speech dirs with en<->de translations."""
+    rng = np.random.default_rng(seed)
+    for lang, other in (("en", "de"), ("de", "en")):
+        speech_dir(root / "data" / f"train_{lang}", lang, range(n_train), other, rng)
+        speech_dir(root / "data" / f"dev_{lang}", lang, range(n_dev), other, rng)
