@@ -14,7 +14,6 @@ every rank of a distributed run draws the same global batch, then takes its own 
 from __future__ import annotations
 
 import glob
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -369,8 +368,3 @@ class BatchDataset(torch.utils.data.Dataset):
             gen = torch.Generator().manual_seed(self.seed * 1_000_003 + m)
             batch["feats"] = spec_augment(batch["feats"], batch["feat_lens"], self.specaug, gen)
         return batch
-
-
-def estimate_steps_per_epoch(sampler: MixtureSampler) -> float:
-    """Micro-batches needed to visit every group once on average (for logging)."""
-    return float(sum(len(g) for g in sampler.groups)) if sampler.groups else math.nan
