@@ -71,6 +71,26 @@ def test_tokenizer_roundtrip_and_chat_template(corpus):
     assert tok.apply_chat_template(sys_msgs, tokenize=False).startswith("<|im_start|>system\nBe brief.<|im_end|>\n")
 
 
+def test_weighted_prompts_shorten_the_instructions(tmp_path):
+    """Weighted instructions (with a model config's own templates) become a few tokens even when a
+    larger corpus competes for the merges; added once, they stay split into many pieces."""
+    import random
+
+    from partlib.text.tokenizer import prompt_texts, train_tokenizer as train_bpe
+    rng = random.Random(0)
+    words = ["".join(rng.choice("aeioulmnrstkp") for _ in range(rng.randint(3, 8))) for _ in range(300)]
+    corpus = [" ".join(rng.choice(words) for _ in range(8)) + "." for _ in range(3000)]
+    templates = {"asr": "Transcribe the following {src_lang} speech.\n{speech}"}
+    lengths = {}
+    for weight in (1, 20):
+        tok = train_bpe(corpus + prompt_texts(["en", "de", "zh"], templates, weight), 600, tmp_path / f"t{weight}")
+        lengths[weight] = {t: len(tok(t, add_special_tokens=False)["input_ids"]) for t in (
+            "Transcribe the following German speech.", "You are a helpful assistant.", "assistant")}
+    assert lengths[20]["Transcribe the following German speech."] <= 6 < lengths[1]["Transcribe the following German speech."]
+    assert lengths[20]["You are a helpful assistant."] <= 6 < lengths[1]["You are a helpful assistant."]
+    assert lengths[20]["assistant"] == 1
+
+
 def test_contamination_check_fails_on_planted_overlap(corpus, tmp_path):
     root, train, dev, tok_dir = corpus
     assert check_contamination(train, dev) == 0

@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+import yaml
+
 from partlib.common import DataError, get_logger
 from partlib.data.datadir import iter_lines, read_kv
 from partlib.text.overlap import data_dir_texts
@@ -41,6 +43,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--langs", default="en de fr es zh",
                    help="languages whose task instructions are added to the training text")
     p.add_argument("--plain", action="store_true", help="text files hold one sentence a line (no utt id)")
+    p.add_argument("--model-config", type=Path,
+                   help="SpeechLLM config whose prompt.templates are added to the instructions")
+    p.add_argument("--prompt-weight", type=int, default=1,
+                   help="times the instructions are added (more: shorter prompts in tokens)")
     args = p.parse_args(argv)
     if len(args.inputs) < 2:
         p.error("give at least one input and the output directory")
@@ -49,8 +55,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         texts = list(dict.fromkeys(read_texts(inputs, args.plain)))  # a sentence once, whatever its copies
         if not texts:
             raise DataError("no training text found", inputs[0])
-        tok = train_tokenizer(texts + prompt_texts(args.langs.split()), args.vocab_size, out_dir,
-                              args.min_frequency)
+        templates = None
+        if args.model_config:
+            templates = (yaml.safe_load(args.model_config.read_text(encoding="utf-8")).get("prompt") or {}).get(
+                "templates")
+        tok = train_tokenizer(texts + prompt_texts(args.langs.split(), templates, args.prompt_weight),
+                              args.vocab_size, out_dir, args.min_frequency)
     except DataError as e:
         log.error("%s", e)
         return 1

@@ -9,7 +9,7 @@ tokens ``<|endoftext|>`` (EOS and padding, as in the base models), ``<|im_start|
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, List, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence
 
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
@@ -26,15 +26,19 @@ QWEN2_SPLIT_PATTERN = (
 )
 
 
-def prompt_texts(lang_codes: Sequence[str]) -> List[str]:
-    """The task instructions for every language and direction, plus the chat roles and default
-    system message, so that the words of prompts get merges of their own."""
-    out = ["system", "user", "assistant", "You are a helpful assistant."]
+def prompt_texts(lang_codes: Sequence[str], templates: Optional[Dict[str, str]] = None,
+                 weight: int = 1) -> List[str]:
+    """The task instructions (``templates`` over the defaults) for every language and direction,
+    plus the chat roles and default system message, each ``weight`` times, so that the words of
+    prompts get merges of their own (a pretrained LLM's tokenizer has seen them often)."""
+    # the roles and the system message occur in every prompt: as often as each instruction
+    out = ["system", "user", "assistant", "You are a helpful assistant."] * len(lang_codes) ** 2
     for src in lang_codes:
         for tgt in lang_codes:
-            for template in DEFAULT_TEMPLATES.values():
-                out.append(template.format(src_lang=langs.name(src), tgt_lang=langs.name(tgt), text=""))
-    return out
+            for template in {**DEFAULT_TEMPLATES, **(templates or {})}.values():
+                out.append(template.format(src_lang=langs.name(src), tgt_lang=langs.name(tgt), text="",
+                                           speech="").strip())
+    return out * weight
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: PathLike,

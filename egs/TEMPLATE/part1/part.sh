@@ -56,6 +56,7 @@ schedules="part"       # ${schedule_dir}/schedule_<name>.yaml for each name
 seeds="1"
 train_args=""          # extra options of partlib.bin.train (e.g. --set stages.0.max_steps=100)
 num_workers=0
+train_nj=1             # trainings (schedule x seed) run at once; on a small CPU each with fewer threads
 train_launcher=""      # replaces ${python} for training, e.g. "torchrun --standalone --nproc_per_node 8"
 
 # Stage 6
@@ -78,7 +79,8 @@ Options (defaults in the script):
                              6 decode, 7 score, 8 RESULTS.md, 9 analysis)
   --schedules "part frozen_llm joint_lora"   --seeds "1 2 3"
   --feats_type dumped|on_the_fly   --n_mels 80|128   --nj N   --decode_nj N
-  --model_config FILE   --train_args "..."   --decode_args "..."   --controls true|false
+  --model_config FILE   --train_args "..."   --train_nj N (trainings at once)
+  --decode_args "..."   --controls true|false
 EOF
 )
 
@@ -156,19 +158,31 @@ if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
 fi
 
 if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
+  failed=()
   for sched in ${schedules}; do
     for seed in ${seeds}; do
       tag=${sched}_seed${seed}
       log "Stage 5: training ${tag} (${schedule_dir}/schedule_${sched}.yaml) -> ${expdir}/${tag}"
       mkdir -p "${expdir}/${tag}"
+      rm -f "${expdir}/${tag}/.failed"
       ${python} -c "from partlib.scoring.results import write_env_json; write_env_json('${expdir}/${tag}', overwrite=False)"
       # shellcheck disable=SC2086
       ${cuda_cmd} "${expdir}/${tag}/train.log" \
         ${train_launcher:-${python}} -m partlib.bin.train --schedule "${schedule_dir}/schedule_${sched}.yaml" \
           --model-config "${model_config}" --data-root "${data_root}" --exp-dir "${expdir}/${tag}" \
-          --seed "${seed}" --num-workers "${num_workers}" ${train_args}
+          --seed "${seed}" --num-workers "${num_workers}" ${train_args} \
+        || touch "${expdir}/${tag}/.failed" &
+      # at most train_nj trainings at once
+      while [ "$(jobs -rp | wc -l)" -ge "${train_nj}" ]; do wait -n || true; done
     done
   done
+  wait
+  for sched in ${schedules}; do
+    for seed in ${seeds}; do
+      [ -f "${expdir}/${sched}_seed${seed}/.failed" ] && failed+=("${expdir}/${sched}_seed${seed}/train.log")
+    done
+  done
+  [ ${#failed[@]} -eq 0 ] || { log "Stage 5: training failed, see ${failed[*]}"; exit 1; }
 fi
 
 # The exported models of an experiment, in schedule order: "<stage name> <model dir>" lines.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # mini_synth: a synthetic five-language parallel speech corpus (en de fr es zh, espeak-ng) and the
 # full PART recipe — PART and both baselines — end to end on a CPU.
-#   ./run.sh                      default: about 30 minutes on 2 cores, one seed
+#   ./run.sh                      default: about 25 minutes on 2 cores, one seed
 #   ./run.sh --seeds "1 2 3"      what RESULTS.md reports
 #   ./run.sh --fast true          every stage in a few minutes (the test suite runs this)
 set -euo pipefail
@@ -36,7 +36,7 @@ fi
 
 ./part.sh \
   --local_data_opts "${data_opts}" \
-  --prepare_models_opts "--conf ${conf}" \
+  --prepare_models_opts "--conf ${conf} --nj 2" \
   --train_sets "$(printf 'train_%s text_train_%s ' ${langs} ${langs})" \
   --dev_sets "$(printf 'dev_%s ' ${langs})" \
   --test_sets "$(printf 'test_%s ' ${langs})" \
@@ -44,7 +44,8 @@ fi
   --schedules "part frozen_llm joint_lora" \
   --schedule_dir "${conf}" \
   --model_config conf/model.yaml \
-  --feats_type on_the_fly --n_mels 80 --nj 2 \
+  --feats_type dumped --n_mels 80 --nj 2 \
+  --train_nj 3 --train_args "--threads 1" \
   --results_compare "part/stage3_text:frozen_llm/frozen_all part/stage3_text:joint_lora/joint_lora" \
   --analysis_sets "$(printf 'test_%s ' ${langs})" \
   "${args[@]}"

@@ -13,7 +13,7 @@ num_train=1000   # training sentences, spoken in every language
 num_dev=40
 num_test=40
 num_text_extra=3000  # text-only training sentences (LLM pretraining and text tasks)
-num_spk_train=4  # synthetic speakers per language
+num_spk_train=24 # synthetic speakers per language (many voices: the encoder must generalise to new ones)
 num_spk_dev=2
 num_spk_test=2
 data_dir=data
@@ -31,7 +31,7 @@ fi
 
 if "${fast}"; then
   num_train=600; num_dev=20; num_test=20; num_text_extra=1500
-  num_spk_train=3; num_spk_dev=1; num_spk_test=2
+  num_spk_train=12; num_spk_dev=1; num_spk_test=2
 fi
 
 command -v espeak-ng >/dev/null || { echo "$0: espeak-ng is not installed (apt-get install espeak-ng)" >&2; exit 1; }

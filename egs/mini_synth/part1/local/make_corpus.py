@@ -222,7 +222,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--num-test", type=int, default=40)
     p.add_argument("--num-text-extra", type=int, default=200,
                    help="extra training sentences that exist as text only (LLM pretraining, text tasks)")
-    p.add_argument("--num-spk-train", type=int, default=4, help="speakers per language in train")
+    p.add_argument("--num-spk-train", type=int, default=24, help="speakers per language in train")
     p.add_argument("--num-spk-dev", type=int, default=2)
     p.add_argument("--num-spk-test", type=int, default=2)
     p.add_argument("--nj", type=int, default=2, help="parallel synthesis jobs")

@@ -6,6 +6,7 @@
 #      occurs in its training text;
 #   3. a Whisper-architecture encoder pretrained with character CTC on the training speech of all
 #      languages (what a pretrained Whisper brings: acoustic representations, no LLM alignment).
+# With --nj 2 the LLM and the encoder are pretrained at the same time, one CPU thread each.
 set -euo pipefail
 
 data_root=dump/raw   # data dirs after stage 2/3 (speech sets)
@@ -15,7 +16,9 @@ dev_sets=""
 test_sets=""
 conf=conf            # directory with lm_pretrain.yaml and encoder_pretrain.conf
 out=exp/pretrained
-vocab_size=1000
+vocab_size=1200
+model_config=conf/model.yaml  # its prompt templates are part of the tokenizer's training text
+nj=1                 # 2: pretrain the LLM and the encoder at once
 python=python3
 
 . utils/parse_options.sh
@@ -32,14 +35,22 @@ dev_text=(); for d in "${datadir}"/text_dev_*; do [ -d "${d}" ] && dev_text+=("$
 
 mkdir -p "${out}"
 if [ ! -f "${out}/tokenizer/tokenizer.json" ]; then
-  ${python} -m partlib.bin.train_tokenizer --vocab-size "${vocab_size}" "${text_train[@]}" "${out}/tokenizer"
+  ${python} -m partlib.bin.train_tokenizer --vocab-size "${vocab_size}" --model-config "${model_config}" \
+    --prompt-weight 20 "${text_train[@]}" "${out}/tokenizer"
 fi
+threads=0; [ "${nj}" -ge 2 ] && threads=1
+pids=()
 if [ ! -f "${out}/llm/config.json" ]; then
   ${python} -m partlib.bin.pretrain_lm --tokenizer "${out}/tokenizer" --data "${text_train[@]}" \
-    --dev "${dev_text[@]}" --check-heldout "${heldout[@]}" --config "${conf}/lm_pretrain.yaml" "${out}/llm"
+    --dev "${dev_text[@]}" --check-heldout "${heldout[@]}" --config "${conf}/lm_pretrain.yaml" \
+    --threads "${threads}" "${out}/llm" &
+  pids+=($!)
+  [ "${nj}" -ge 2 ] || { wait "${pids[-1]}"; pids=(); }
 fi
 # shellcheck disable=SC1091
 . "${conf}/encoder_pretrain.conf"   # encoder_steps, encoder_lr, encoder_max_frames
 ${python} -m partlib.bin.pretrain_encoder --arch conf/encoder_arch.json --train "${speech_train[@]}" \
   --dev "${dev_speech[@]}" --steps "${encoder_steps}" --lr "${encoder_lr}" --max-frames "${encoder_max_frames}" \
-  "${out}/encoder"
+  --threads "${threads}" "${out}/encoder" &
+pids+=($!)
+for pid in "${pids[@]}"; do wait "${pid}"; done
