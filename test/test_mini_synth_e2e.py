@@ -84,9 +84,9 @@ def test_part_uses_the_speech(run):
     exp = run / "exp"
     part = _asr_error(exp / "part_seed1" / "stage3_text")
     shuffled = _asr_error(exp / "control_shuffled_audio_seed1" / "stage3_text")
-    # The fast preset's models are weak (mean WER/CER around 85%), but they clearly use the speech:
-    # another utterance's audio costs about 18 points. 10 points leaves room for run-to-run noise.
-    assert shuffled - part >= 10.0, f"PART {part:.1f} vs shuffled-audio control {shuffled:.1f}"
+    # The fast preset's models are weak (mean WER/CER around 80%), but they clearly use the speech:
+    # another utterance's audio costs them about 25 points (PART 79.8 vs 105.5 in one run).
+    assert shuffled - part >= 20.0, f"PART {part:.1f} vs shuffled-audio control {shuffled:.1f}"
 
 
 @pytest.mark.slow

@@ -336,7 +336,13 @@ def test_covost2_stages_1_to_5_on_a_miniature_corpus(tmp_path: Path) -> None:
     one_step = "--threads 1 --no-tensorboard --set stages.0.max_steps=1"
     run(*common, "--schedules", "part", "--train_args",
         f"{one_step} --set stages.1.max_steps=1 --set stages.2.max_steps=1")
-    run(*common, "--schedules", "frozen_llm joint_lora", "--train_args", one_step)
+    run(*common, "--schedules", "frozen_llm joint_lora", "--train_nj", "2", "--train_args", one_step)
     for sched in SCHEDULES:
         for stage in load_schedule(d / "conf" / f"schedule_{sched}.yaml").stages:
             assert (d / "exp" / f"{sched}_seed1" / stage.name / "model" / "done").is_file(), (sched, stage.name)
+    # trainings run at once (--train_nj) that fail make the stage fail, naming their logs
+    bad = subprocess.run(["./run.sh", "--nj", "1", "--test_sets", "", *common, "--schedules", "frozen_llm joint_lora",
+                          "--seeds", "7", "--train_nj", "2", "--train_args", f"{one_step} --set stages.0.no_such_option=1"],
+                         cwd=d, env=env, capture_output=True, text=True, timeout=600)
+    assert bad.returncode != 0
+    assert "exp/frozen_llm_seed7/train.log" in bad.stderr and "exp/joint_lora_seed7/train.log" in bad.stderr

@@ -86,6 +86,28 @@ def test_results_without_seeds_and_errors(exp_tree):
         results.build_results(exp_tree, seeds=True, compare=["base/final"])
 
 
+TIME_LOG = """2026-01-02 run output that is not part of the report: 12
+\tCommand being timed: "./run.sh --seeds 1 2 3"
+\tUser time (seconds): 3203.50
+\tPercent of CPU this job got: 184%
+\tElapsed (wall clock) time (h:mm:ss or m:ss): 29:47.99
+\tMaximum resident set size (kbytes): 1802672
+\tExit status: 0
+"""
+
+
+def test_results_run_section_from_a_gnu_time_report(exp_tree, tmp_path):
+    log = tmp_path / "time.log"
+    log.write_text(TIME_LOG, encoding="utf-8")
+    out = tmp_path / "R.md"
+    assert results_cli.main([*map(str, exp_tree), "--seeds", "--time-log", str(log), "--out", str(out)]) == 0
+    text = out.read_text(encoding="utf-8")
+    assert ("## Run\n\n| command | wall time | peak memory (largest process) | CPU use | exit status |\n|---|---|---|---|---|\n"
+            "| `./run.sh --seeds 1 2 3` | 29:47.99 | 1.72 GiB | 184% | 0 |\n\n## Environment") in text
+    log.write_text("Command being timed: \"x\"\n", encoding="utf-8")
+    assert results_cli.main([*map(str, exp_tree), "--time-log", str(log)]) == 1  # not a time -v report
+
+
 def test_write_env_json(tmp_path):
     pytest.importorskip("torch")
     path = results.write_env_json(tmp_path)

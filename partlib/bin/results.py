@@ -40,6 +40,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--link", action="append", default=[], metavar="TITLE=PATH",
                    help="list a report (e.g. an analysis.md) in a final section; PATH as written (relative "
                         "to the output file); repeatable")
+    p.add_argument("--time-log", help="report of /usr/bin/time -v for the run (command, wall time, peak memory)")
     p.add_argument("--out", default="-", help="output file (default: stdout)")
     return p
 
@@ -50,7 +51,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         text = results.build_results(args.exp_dirs, seeds=args.seeds, systems=parse_systems(args.systems),
                                      compare=args.compare, n_bootstrap=args.n_bootstrap,
-                                     links=[tuple(x.split("=", 1)) for x in args.link if "=" in x])
+                                     links=[tuple(x.split("=", 1)) for x in args.link if "=" in x],
+                                     run_info=results.parse_time_log(args.time_log) if args.time_log else None)
         if args.out == "-":
             sys.stdout.write(text)
         else:

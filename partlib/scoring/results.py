@@ -256,16 +256,49 @@ def _compare_section(pairs: Sequence[str], decodes: Sequence[Decode], systems: M
     return out
 
 
+_TIME_FIELDS = {  # GNU time -v line prefix -> key
+    "Command being timed": "command",
+    "Elapsed (wall clock) time (h:mm:ss or m:ss)": "wall",
+    "Maximum resident set size (kbytes)": "max_rss_kb",
+    "Percent of CPU this job got": "cpu",
+    "Exit status": "exit_status",
+}
+
+
+def parse_time_log(path: PathLike) -> Dict[str, str]:
+    """The run's command, wall time, peak memory (largest resident set of any one process), CPU use
+    and exit status from the report of ``/usr/bin/time -v`` (GNU time) in ``path``; other lines
+    (the run's own output) are ignored."""
+    info: Dict[str, str] = {}
+    for line in Path(path).read_text(encoding="utf-8", errors="replace").splitlines():
+        key, sep, value = line.strip().rpartition(": ")
+        if sep and key in _TIME_FIELDS:
+            info[_TIME_FIELDS[key]] = value.strip().strip('"')
+    missing = sorted(set(_TIME_FIELDS.values()) - set(info))
+    if missing:
+        raise DataError(f"not a GNU time -v report (no {', '.join(missing)})", path)
+    return info
+
+
+def _run_section(info: Mapping[str, str]) -> List[str]:
+    rss_gib = int(info["max_rss_kb"]) / 2**20
+    return ["## Run", "", "| command | wall time | peak memory (largest process) | CPU use | exit status |",
+            "|---|---|---|---|---|",
+            f"| `{info['command']}` | {info['wall']} | {rss_gib:.2f} GiB | {info['cpu']} | {info['exit_status']} |", ""]
+
+
 def build_results(exp_dirs: Sequence[PathLike], *, seeds: bool = False,
                   systems: Optional[Mapping[str, str]] = None, compare: Sequence[str] = (),
-                  n_bootstrap: int = 1000, links: Sequence[Tuple[str, str]] = ()) -> str:
+                  n_bootstrap: int = 1000, links: Sequence[Tuple[str, str]] = (),
+                  run_info: Optional[Mapping[str, str]] = None) -> str:
     """The text of RESULTS.md for the given experiment dirs.
 
     ``systems`` maps a system name (tag without ``_seed<k>``) to its column label and, if given,
     selects and orders the columns; otherwise systems appear in the order of ``exp_dirs``.
     ``compare`` holds ``A:B`` pairs of ``<system>/<stage>`` for the bootstrap section.
     ``links`` holds ``(title, relative path)`` pairs listed in a final section (e.g. the
-    representation analysis reports).
+    representation analysis reports). ``run_info`` (:func:`parse_time_log`) adds a section with
+    the command, wall time and peak memory of the run.
     """
     exps = [load_experiment(d, seeds) for d in exp_dirs]
     decodes = [d for e in exps for d in e.decodes]
@@ -283,7 +316,7 @@ def build_results(exp_dirs: Sequence[PathLike], *, seeds: bool = False,
     for d in decodes:
         seed_counts.setdefault((d.system, d.stage, d.testset, d.task), set()).add(d.seed)
     n_seeds = sorted({len(v) for v in seed_counts.values()})
-    lines = ["# RESULTS", "", *_env_section(exps), "## Results", ""]
+    lines = ["# RESULTS", "", *(_run_section(run_info) if run_info else []), *_env_section(exps), "## Results", ""]
     if seeds:
         lines += [f"Seeds per cell: {', '.join(map(str, n_seeds))}; cells are mean ± sample std.", ""]
     lines += ["Best value of each row in bold. Error rates and the wrong-language rate: lower is "

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # mini_synth: a synthetic five-language parallel speech corpus (en de fr es zh, espeak-ng) and the
 # full PART recipe — PART and both baselines — end to end on a CPU.
-#   ./run.sh                      default: about 25 minutes on 2 cores, one seed
-#   ./run.sh --seeds "1 2 3"      what RESULTS.md reports
-#   ./run.sh --fast true          every stage in a few minutes (the test suite runs this)
+#   ./run.sh                      default config, one seed
+#   ./run.sh --seeds "1 2 3"      what RESULTS.md reports (30 minutes on 2 cores)
+#   ./run.sh --fast true          every stage, smaller (about 9 minutes; the test suite runs this)
 set -euo pipefail
 
 fast=false

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Publish a finished run with the recipe: copy the scoring files of exp/ (hypotheses, references,
+# scores, env.json, config.yaml; no weights, checkpoints or logs) and one seed's representation
+# analysis into results/, then regenerate RESULTS.md from results/ alone. With --time_log, the
+# report of GNU time (command, wall time, peak memory) is kept as results/time.log and shown.
+# test/test_mini_synth_results.py checks that RESULTS.md regenerates byte-identically.
+#
+#   /usr/bin/time -v -o exp/time.log ./run.sh --seeds "1 2 3"
+#   local/publish_results.sh --seeds "1 2 3" --time_log exp/time.log
+set -euo pipefail
+
+seeds="1 2 3"
+analysis_seed=1      # the seed whose analysis report (with its plots) is committed and linked
+exp=exp
+out=results
+schedules="part frozen_llm joint_lora"
+controls="control_shuffled_audio control_none_audio"
+compare="part/stage3_text:frozen_llm/frozen_all part/stage3_text:joint_lora/joint_lora"
+time_log=""          # output of /usr/bin/time -v for the run (may be mixed with the run's own output)
+python=python3
+
+. ./path.sh
+. utils/parse_options.sh
+
+tmp=${out}.tmp
+rm -rf "${tmp}"
+mkdir -p "${tmp}"
+tags=()
+# the order of part.sh's make_results: schedules x seeds, then controls x seeds
+for name in ${schedules} ${controls}; do
+  for seed in ${seeds}; do
+    tag=${name}_seed${seed}
+    src=${exp}/${tag}
+    [ -f "${src}/env.json" ] || { echo "$0: ${src} is not a finished experiment (no env.json)" >&2; exit 1; }
+    mkdir -p "${tmp}/${tag}"
+    cp "${src}/env.json" "${tmp}/${tag}/"
+    [ -f "${src}/config.yaml" ] && cp "${src}/config.yaml" "${tmp}/${tag}/"
+    for d in "${src}"/*/decode_*; do
+      dst=${tmp}/${tag}/${d#"${src}"/}
+      mkdir -p "${dst}"
+      for f in hyp ref scores.json scores.md utt2lang tgt_lang; do
+        [ -f "${d}/${f}" ] && cp "${d}/${f}" "${dst}/"
+      done
+    done
+    tags+=("${out}/${tag}")
+  done
+done
+analysis=${exp}/analysis_seed${analysis_seed}
+mkdir -p "${tmp}/analysis_seed${analysis_seed}"
+cp -r "${analysis}/analysis.md" "${analysis}/metrics.json" "${analysis}/plots" "${tmp}/analysis_seed${analysis_seed}/"
+copts=()
+if [ -n "${time_log}" ]; then
+  sed -n '/Command being timed:/,/Exit status:/p' "${time_log}" > "${tmp}/time.log"
+  copts+=(--time-log "${out}/time.log")
+fi
+rm -rf "${out}"
+mv "${tmp}" "${out}"
+
+for pair in ${compare}; do copts+=(--compare "${pair}"); done
+${python} -m partlib.bin.results --seeds "${copts[@]}" \
+  --link "Seed ${analysis_seed}: language-specific vs shared representations=${out}/analysis_seed${analysis_seed}/analysis.md" \
+  --out RESULTS.md "${tags[@]}"
+echo "$0: ${out}/ and RESULTS.md written from ${exp}/ (seeds ${seeds})"
