@@ -57,6 +57,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise DataError("no training text found", inputs[0])
         templates = None
         if args.model_config:
+            if not args.model_config.is_file():
+                raise DataError("model config not found", args.model_config)
             templates = (yaml.safe_load(args.model_config.read_text(encoding="utf-8")).get("prompt") or {}).get(
                 "templates")
         tok = train_tokenizer(texts + prompt_texts(args.langs.split(), templates, args.prompt_weight),
