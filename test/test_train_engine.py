@@ -6,7 +6,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from partlib.common import ConfigError
 from partlib.data.datadir import DataDir
 from partlib.train.schedule import parse_schedule
 from partlib.train.trainer import Trainer
-from train_fixtures import SENTENCES, speech_data
+from train_fixtures import SENTENCES, speech_data, wait_for_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -152,12 +151,7 @@ def test_exact_resume_after_kill(setup):
     exp = root / "exp" / "killed"
     proc = subprocess.Popen(_train_cmd(root, exp, f), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     latest = exp / "s1" / "checkpoints" / "latest"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if latest.is_file() and latest.read_text().strip() >= "ckpt-000004.pt":
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "training finished before it could be killed; lengthen the run"
+    wait_for_checkpoint(proc, latest, "ckpt-000004.pt")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (exp / "s1" / "model").exists()

@@ -6,7 +6,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ import torch
 import yaml
 
 from partlib.train.data import BatchDataset
-from train_fixtures import speech_data
+from train_fixtures import speech_data, wait_for_checkpoint
 
 LORA = {"lora": {"r": 2, "alpha": 4, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"], "layers": "all"}}
 BATCH = {"max_frames": 400, "max_tokens": 2000}
@@ -125,12 +124,7 @@ def test_fsdp_resume_after_kill(runs):
     proc = subprocess.Popen(_cmd(root, exp, 2, port=29542), env=ENV, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     latest = exp / "lora" / "checkpoints" / "latest"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if latest.is_file() and latest.read_text().strip() >= "ckpt-000002.pt":
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "training finished before it could be killed"
+    wait_for_checkpoint(proc, latest, "ckpt-000002.pt")
     for pid in [*_children(proc.pid), proc.pid]:  # the workers mid-step, then torchrun
         os.kill(pid, signal.SIGKILL)
     proc.wait()

@@ -1,5 +1,7 @@
 """Tiny training corpora shared by the trainer and decoding tests: Kaldi data dirs with dumped
 features that carry the sentence identity, so that a tiny model learns them in a few steps."""
+import subprocess
+import time
 from pathlib import Path
 from typing import Iterable
 
@@ -40,3 +42,14 @@ def speech_data(root: Path, n_train: int, n_dev: int, seed: int = 0) -> None:
     for lang, other in (("en", "de"), ("de", "en")):
         speech_dir(root / "data" / f"train_{lang}", lang, range(n_train), other, rng)
         speech_dir(root / "data" / f"dev_{lang}", lang, range(n_dev), other, rng)
+
+
+def wait_for_checkpoint(proc: subprocess.Popen, latest: Path, name: str, timeout: float = 120.0) -> None:
+    """Poll until the ``latest`` pointer of a running training names checkpoint ``name`` or later;
+    fails if the training ended first (it must still be running to be killed mid-way)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if latest.is_file() and latest.read_text().strip() >= name:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "training finished before it could be killed; lengthen the run"
