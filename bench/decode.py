@@ -22,8 +22,8 @@ from typing import Dict, Tuple
 import torch
 
 from partlib.data.datadir import DataDir
+from partlib.data.examples import utt_num_frames
 from partlib.infer.decode import decode_dir
-from partlib.train.data import utt_num_frames
 from train_step import synth_data_dir, tiny_config
 
 

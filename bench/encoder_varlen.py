@@ -1,7 +1,7 @@
 """Variable-length vs stock 30 s padded Whisper encoding: forward+backward time of encoder+adapter.
 
 64 utterances with durations uniform in 2-8 s are cut into the project's length-bucketed batches
-(partlib.train.data.make_batches); both variants run the very same batches with the same weights.
+(partlib.data.batching.make_batches); both variants run the very same batches with the same weights.
 Prints per-config times and the speed-up, for a tiny config and a whisper-base-sized one
 (random weights). With ``--paper`` on a CUDA machine it also times one training step of the paper
 preset (random weights, bf16 autocast) with the LLM frozen and with LoRA.
@@ -18,7 +18,8 @@ import torch
 
 from partlib.models.adapter import StackAdapter
 from partlib.models.encoder import SpeechEncoder, whisper_encoder_from_config
-from partlib.train.data import Example, make_batches
+from partlib.data.batching import make_batches
+from partlib.data.examples import Example
 
 CONFIGS: Dict[str, dict] = {
     "tiny": dict(num_mel_bins=80, d_model=32, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=64),

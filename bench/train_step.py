@@ -1,7 +1,7 @@
 """Training-step throughput and memory: dynamic (length-bucketed) vs fixed-count batches, and peak
 memory with the LLM frozen, under LoRA and fully trainable.
 
-Batches are built with the training data code (``partlib.train.data.make_batches`` bounded by
+Batches are built with the training data code (``partlib.data.batching.make_batches`` bounded by
 encoder frames and LLM tokens, ``collate``) and fed straight to ``SpeechLLM.forward`` + backward;
 features are loaded before the clock starts, so the numbers are the model's. The fixed-count
 baseline uses the same examples in random order, cut into batches of the dynamic batches' mean size.
@@ -32,8 +32,9 @@ import torch
 import yaml
 
 from partlib.data.datadir import DataDir
-from partlib.train.data import Example, FeatureSource, build_examples, collate, make_batches, padding_fraction
-from partlib.train.schedule import TaskSpec
+from partlib.data.batching import collate, make_batches, padding_fraction
+from partlib.data.examples import Example, TaskSpec, build_examples
+from partlib.features.source import FeatureSource
 
 WORDS = ("the cat dog bird fish runs sleeps sings swims a big small red green blue house tree river "
          "stone light night day water fire").split()

@@ -127,7 +127,7 @@ def test_commonvoice15_sets(tmp_path: Path) -> None:
     assert opts["train_sets"].split() == [f"cv15_{l}_train" for l in locales]
     assert opts["dev_sets"].split() == [f"cv15_{l}_dev" for l in locales]
     assert opts["test_sets"].split() == [f"cv15_{l}_test" for l in locales]
-    assert "s2tt_test_sets" not in opts and "analysis_sets" not in opts
+    assert "test_decodes" not in opts and "analysis_sets" not in opts
 
 
 def test_fleurs_sets(tmp_path: Path) -> None:
@@ -149,10 +149,12 @@ def test_covost2_sets_and_decoding_directions(tmp_path: Path) -> None:
     assert opts["train_sets"].split() == [f"covost2_{d}_train" for d in dirs] + [f"covost2_{d}_train_text" for d in dirs]
     assert opts["test_sets"].split() == [f"covost2_{d}_test" for d in dirs]
     # English audio is shared by the en->X directions: ASR decodes it once.
-    assert opts["asr_test_sets"].split() == [f"covost2_{d}_test" for d in dirs[:7]]
-    pairs = opts["s2tt_test_sets"].split()
-    assert pairs[:6] == [f"covost2_{d}_test:en" for d in dirs[:6]]
-    assert pairs[6:] == ["covost2_en_de_test:de", "covost2_en_ja_test:ja", "covost2_en_zh-CN_test:zh"]
+    assert opts["test_tasks"] == ""
+    decodes = opts["test_decodes"].split()
+    assert decodes[:7] == [f"asr:covost2_{d}_test" for d in dirs[:7]]
+    pairs = decodes[7:]
+    assert pairs[:6] == [f"s2tt:covost2_{d}_test:en" for d in dirs[:6]]
+    assert pairs[6:] == ["s2tt:covost2_en_de_test:de", "s2tt:covost2_en_ja_test:ja", "s2tt:covost2_en_zh-CN_test:zh"]
 
 
 MULTI_LISTS = {
@@ -186,8 +188,9 @@ def test_multilingual_runs_stage1_then_reads_the_set_lists(tmp_path: Path) -> No
     assert second["train_sets"].split() == L["train_asr"] + L["train_s2tt"] + L["train_t2tt"]
     assert second["dev_sets"].split() == L["dev_asr"] + L["dev_s2tt"]
     assert second["test_sets"].split() == L["test_asr"] + L["test_s2tt"]
-    assert second["asr_test_sets"].split() == L["test_asr"]
-    assert second["s2tt_test_sets"].split() == ["covost2_de_en_test:en", "covost2_en_zh-CN_test:zh"]
+    assert second["test_tasks"] == ""
+    assert second["test_decodes"].split() == [f"asr:{s}" for s in L["test_asr"]] + [
+        "s2tt:covost2_de_en_test:en", "s2tt:covost2_en_zh-CN_test:zh"]
     assert second["analysis_sets"].split() == ["fleurs_de_de_test", "fleurs_en_us_test"]
     assert second["seeds"] == "1 2"  # run.sh's own arguments reach part.sh
 

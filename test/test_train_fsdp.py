@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from partlib.train.data import BatchDataset
+from partlib.train.loader import BatchDataset
 from train_fixtures import speech_data, wait_for_checkpoint
 
 LORA = {"lora": {"r": 2, "alpha": 4, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"], "layers": "all"}}
@@ -142,7 +142,7 @@ def test_empty_slice_gets_a_weightless_stand_in():
         def batch(self, m):
             return [ex]
 
-    from partlib.train.data import Example
+    from partlib.data.examples import Example
 
     ex = Example(key="d/u/lm/en", utt="u", dir_index=0, task="lm", src_lang="en", tgt_lang="en", num_frames=0,
                  src_text="the cat", target="sleeps", n_tokens=30)

@@ -23,14 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-import kaldiio
 import numpy as np
 import torch
 
 from partlib.common import DataError, PathLike, atomic_write, get_logger
-from partlib.data.audio import AudioReader
+from partlib.data.batching import collate
 from partlib.data.datadir import DataDir, read_kv
-from partlib.features.whisper_mel import WhisperMel
+from partlib.data.examples import Example
+from partlib.features.source import FeatureSource, pad_features
 from partlib.models.lora import unwrap
 from partlib.models.speech_llm import SpeechLLM
 
@@ -150,43 +150,6 @@ def load_utterances(data_dir: PathLike, max_utts: Optional[int] = None) -> Utter
     )
 
 
-# ------------------------------------------------------------------------------------------
-# Features
-# ------------------------------------------------------------------------------------------
-class FeatureSource:
-    """Log-mel features of a data dir: from ``feats.scp`` when dumped, else computed from audio."""
-
-    def __init__(self, data_dir: PathLike, n_mels: int) -> None:
-        self.data_dir = Path(data_dir)
-        self.n_mels = n_mels
-        scp = self.data_dir / "feats.scp"
-        if scp.is_file():
-            self._feats = kaldiio.load_scp(str(scp))
-            self._audio = self._mel = None
-        else:
-            self._feats = None
-            self._audio = AudioReader(self.data_dir)
-            self._mel = WhisperMel(n_mels)
-
-    def batch(self, utts: Sequence[str]) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Padded features ``[B, T, n_mels]`` and frame counts ``[B]`` of ``utts``."""
-        if self._feats is not None:
-            mats = []
-            for u in utts:
-                if u not in self._feats:
-                    raise DataError("utterance missing", self.data_dir / "feats.scp", utt=u)
-                m = np.array(self._feats[u], dtype=np.float32)  # a writable copy for torch
-                if m.ndim != 2 or m.shape[1] != self.n_mels:
-                    raise DataError(f"features of shape {m.shape}, the model needs (T, {self.n_mels})",
-                                    self.data_dir / "feats.scp", utt=u)
-                mats.append(torch.from_numpy(m))
-            lens = torch.tensor([len(m) for m in mats])
-            return torch.nn.utils.rnn.pad_sequence(mats, batch_first=True), lens
-        wavs = [torch.from_numpy(np.asarray(self._audio[u], dtype=np.float32)) for u in utts]
-        lens = torch.tensor([len(w) for w in wavs])
-        return self._mel(torch.nn.utils.rnn.pad_sequence(wavs, batch_first=True), lens)
-
-
 def masked_mean(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of ``h[B, T, D]`` over the positions where ``mask[B, T]`` is True -> ``[B, D]``."""
     m = mask.to(h.dtype).unsqueeze(-1)
@@ -298,7 +261,7 @@ class Extractor:
         for p in points:
             if p.kind == "llm" and not -(n_layers + 1) <= p.layer <= n_layers:
                 raise ValueError(f"point {p}: the LLM has hidden states 0..{n_layers} (or -1..-{n_layers + 1})")
-        feats_src = FeatureSource(data.data_dir, model.n_mels)
+        feats_src = FeatureSource([DataDir.load(data.data_dir)], model.n_mels)
         order = _length_order(data)
         speech: Dict[Point, List[np.ndarray]] = {p: [] for p in points}
         text: Dict[Point, List[np.ndarray]] = {p: [] for p in points if p.kind == "llm"}
@@ -306,7 +269,7 @@ class Extractor:
         for start in range(0, len(order), self.batch_size):
             idx = order[start:start + self.batch_size]
             utts = [data.utts[i] for i in idx]
-            feats, lens = feats_src.batch(utts)
+            feats, lens = pad_features(feats_src.load([(0, u) for u in utts]))
             feats, lens = feats.to(self.device), lens.to(self.device)
             pooled = self._speech_batch(model, data, idx, feats, lens, points, llm_layers)
             for p in points:
@@ -332,16 +295,14 @@ class Extractor:
         if "mel" in kinds:
             vecs["mel"] = masked_mean(feats, length_mask(lens, feats.shape[1]))
         if kinds & {"encoder", "adapter", "llm"}:
-            # encode_speech in two steps, to read the encoder output on the way
-            enc, enc_lens = model.encoder(feats.to(next(model.encoder.parameters()).dtype), lens)
-            vecs["encoder"] = masked_mean(enc, length_mask(enc_lens, enc.shape[1]))
-            emb, emb_lens = model.adapter(enc.to(next(model.adapter.parameters()).dtype), enc_lens)
-            vecs["adapter"] = masked_mean(emb, length_mask(emb_lens, emb.shape[1]))
-            if llm_layers:
-                states, speech_mask = _asr_prompt_states(model, [data.langs[i] for i in idx],
-                                                         [data.utts[i] for i in idx], emb, emb_lens)
-                for k in llm_layers:
-                    hidden[k] = masked_mean(states[k], speech_mask)
+            # The ASR decoding prompt with the speech spliced in, as the model decodes it.
+            batch = collate([_asr_example(data, i) for i in idx], None)
+            batch.update(feats=feats, feat_lens=lens, targets=None)
+            states = model.hidden_states(batch, llm_layers)
+            vecs["encoder"] = masked_mean(states["encoder"], length_mask(states["encoder_lens"], states["encoder"].shape[1]))
+            vecs["adapter"] = masked_mean(states["adapter"], length_mask(states["adapter_lens"], states["adapter"].shape[1]))
+            for k in llm_layers:
+                hidden[k] = masked_mean(states["llm"][k], states["speech_mask"])
         return {p: (hidden[p.layer] if p.kind == "llm" else vecs[p.kind]).float().cpu().numpy() for p in points}
 
     def _text_batch(self, model: SpeechLLM, texts: Sequence[str], layers: List[int]) -> Dict[int, np.ndarray]:
@@ -359,22 +320,11 @@ class Extractor:
         return {k: masked_mean(hs[k], mask).float().cpu().numpy() for k in layers}
 
 
-def _asr_prompt_states(model: SpeechLLM, langs: Sequence[str], utts: Sequence[str], emb: torch.Tensor,
-                       emb_lens: torch.Tensor) -> Tuple[Tuple[torch.Tensor, ...], torch.Tensor]:
-    """LLM hidden states (embeddings + every layer) of the ASR decoding prompt with speech spliced in.
-
-    Returns the hidden-state tuple (each ``[B, L, H]``) and the ``[B, L]`` mask of speech positions.
-    """
-    examples = [model.prompt.build("asr", lang, lang, n_speech=int(n), utt=u)
-                for lang, u, n in zip(langs, utts, emb_lens.tolist())]
-    t = {k: v.to(emb.device) for k, v in model.prompt.collate(examples, left_pad=False).items()}
-    backbone = unwrap(model.llm).get_decoder()
-    embeds = backbone.get_input_embeddings()(t["input_ids"])
-    speech = torch.cat([emb[b, :n] for b, n in enumerate(emb_lens.tolist())]).to(embeds.dtype)
-    embeds = embeds.masked_scatter(t["speech_mask"][..., None], speech)
-    out = backbone(inputs_embeds=embeds, attention_mask=t["attention_mask"], position_ids=t["position_ids"],
-                   output_hidden_states=True, use_cache=False)
-    return out.hidden_states, t["speech_mask"]
+def _asr_example(data: Utterances, i: int) -> Example:
+    """The ASR example of utterance ``i`` (speech only: no target is needed to read states)."""
+    lang = data.langs[i]
+    return Example(key=data.utts[i], utt=data.utts[i], dir_index=0, task="asr", src_lang=lang, tgt_lang=lang,
+                   num_frames=0, src_text=None, target="", n_tokens=0)
 
 
 def _length_order(data: Utterances) -> List[int]:

@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from partlib import tasks
 from partlib.common import PartError, atomic_write, get_logger
 
 logger = get_logger("partlib.bin.decode")
@@ -25,8 +26,8 @@ def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model-dir", required=True)
     p.add_argument("--data-dir", required=True)
-    p.add_argument("--task", choices=["asr", "s2tt", "t2tt"], default="asr")
-    p.add_argument("--tgt-lang", default=None, help="target language of s2tt/t2tt")
+    p.add_argument("--task", choices=tasks.names(scored=True), default="asr")
+    p.add_argument("--tgt-lang", default=None, help="target language of a cross-lingual task (s2tt, t2tt)")
     p.add_argument("--beam", type=int, default=1, help="beam size (1: greedy)")
     p.add_argument("--length-penalty", type=float, default=1.0)
     p.add_argument("--repetition-penalty", type=float, default=1.0)

@@ -1,5 +1,6 @@
 """Score decode directories in place (one process for many): each DIR holds ``ref``, ``hyp``,
-``utt2lang`` and, for translation, ``tgt_lang``; scoring outputs are written next to them.
+``utt2lang``, ``decode.json`` and, for translation, ``tgt_lang``; each is scored with its task's
+scorer (``partlib.scoring.decodes``) and the scoring outputs are written next to them.
 
     python -m partlib.bin.score_decode_dirs [--force] DIR [DIR ...]
 
@@ -13,8 +14,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from partlib.common import PartError, get_logger
-from partlib.scoring import report
-from partlib.scoring.bootstrap import score_decode_dir
+from partlib.scoring.decodes import score_decode_dir, write_outputs
 
 log = get_logger("partlib.bin.score_decode_dirs")
 
@@ -31,7 +31,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             continue
         try:
             result, utts = score_decode_dir(d)
-            report.write_outputs(d, result, utts)
+            write_outputs(d, result, utts)
             overall = result["sets"]["overall"]
             log.info("%s: %s %.2f", d, overall["primary"], overall["scores"][overall["primary"]]["value"] or 0.0)
         except PartError as e:

@@ -14,7 +14,8 @@ from typing import List, Optional, Sequence
 
 import yaml
 
-from partlib.common import DataError, get_logger
+from partlib import tasks
+from partlib.common import DataError, PartError, get_logger
 from partlib.data.datadir import iter_lines, read_kv
 from partlib.text.overlap import data_dir_texts
 from partlib.text.tokenizer import prompt_texts, train_tokenizer
@@ -47,11 +48,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    help="SpeechLLM config whose prompt.templates are added to the instructions")
     p.add_argument("--prompt-weight", type=int, default=1,
                    help="times the instructions are added (more: shorter prompts in tokens)")
+    p.add_argument("--tasks", default=None,
+                   help="comma-separated tasks whose instructions are added (default: every registered task)")
     args = p.parse_args(argv)
     if len(args.inputs) < 2:
         p.error("give at least one input and the output directory")
     *inputs, out_dir = args.inputs
     try:
+        task_names = [t for t in (args.tasks or "").split(",") if t] or None
+        for t in task_names or ():
+            tasks.get(t)  # an unknown name is an error before any work
         texts = list(dict.fromkeys(read_texts(inputs, args.plain)))  # a sentence once, whatever its copies
         if not texts:
             raise DataError("no training text found", inputs[0])
@@ -61,9 +67,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 raise DataError("model config not found", args.model_config)
             templates = (yaml.safe_load(args.model_config.read_text(encoding="utf-8")).get("prompt") or {}).get(
                 "templates")
-        tok = train_tokenizer(texts + prompt_texts(args.langs.split(), templates, args.prompt_weight),
+        tok = train_tokenizer(texts + prompt_texts(args.langs.split(), templates, args.prompt_weight, task_names),
                               args.vocab_size, out_dir, args.min_frequency)
-    except DataError as e:
+    except PartError as e:
         log.error("%s", e)
         return 1
     n_tokens = sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts)

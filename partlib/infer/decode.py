@@ -1,6 +1,6 @@
 """Batched decoding of a data dir with an exported SpeechLLM.
 
-Examples are built by the same code as training examples (``partlib.train.data.build_examples``),
+Examples are built by the same code as training examples (``partlib.data.examples.build_examples``),
 sorted by length and cut into batches bounded by encoder frames and utterances, then decoded with
 the model's ``generate`` (KV cache; greedy or beam search). Outputs, in Kaldi text format::
 
@@ -23,10 +23,12 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 
+from partlib import tasks
 from partlib.common import ConfigError, PathLike, atomic_write, get_logger
+from partlib.data.batching import collate, make_batches
 from partlib.data.datadir import DataDir, write_kv
-from partlib.train.data import Example, FeatureSource, build_examples, collate, make_batches
-from partlib.train.schedule import SPEECH_TASKS, TaskSpec
+from partlib.data.examples import Example, TaskSpec, build_examples
+from partlib.features.source import FeatureSource
 
 logger = get_logger("partlib.infer")
 
@@ -46,11 +48,14 @@ def derangement(n: int, seed: int) -> np.ndarray:
 
 def decode_examples(model, data_dir: PathLike, task: str, tgt_lang: Optional[str]) -> List[Example]:
     """The examples of ``task`` (one per utterance) in a data dir."""
+    t = tasks.get(task)
+    if t.cross_lingual and not tgt_lang:
+        raise ConfigError(f"task {task} needs --tgt-lang")
+    if not t.cross_lingual and tgt_lang:
+        raise ConfigError(f"task {task} is within-language: --tgt-lang does not apply")
     d = DataDir.load(data_dir)
     spec = TaskSpec(task=task, weight=1.0, data=[str(data_dir)],
                     tgt_langs=[tgt_lang] if tgt_lang else None)
-    if task in ("s2tt", "t2tt") and not tgt_lang:
-        raise ConfigError(f"task {task} needs --tgt-lang")
 
     def count_tokens(texts: List[str]) -> List[int]:
         return [len(ids) for ids in model.tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
@@ -79,7 +84,8 @@ def decode_dir(
     """Decode every utterance of ``data_dir`` and write hyp/ref/utt2lang into ``out_dir``."""
     if audio not in AUDIO_MODES:
         raise ConfigError(f"audio must be one of {AUDIO_MODES}")
-    if audio != "real" and task not in SPEECH_TASKS:
+    speech = tasks.get(task).speech
+    if audio != "real" and not speech:
         raise ConfigError(f"audio={audio} is a control for speech tasks, not {task}")
     model.eval()
     examples = decode_examples(model, data_dir, task, tgt_lang)
@@ -97,7 +103,7 @@ def decode_dir(
     for b in batches:
         exs = [by_source[s.key] for s in b]  # the examples whose prompts/targets we decode
         feats = None
-        if task in SPEECH_TASKS:
+        if speech:
             if audio == "none":
                 feats = [torch.zeros(0, model.n_mels) for _ in b]
             else:

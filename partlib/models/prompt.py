@@ -14,20 +14,11 @@ from typing import Dict, List, Optional, Sequence
 import torch
 from torch import Tensor
 
+from partlib import tasks
 from partlib.common import ConfigError, DataError
 from partlib.data import langs
 
-SPEECH_TASKS = ("asr", "s2tt")
-TEXT_TASKS = ("t2tt", "lm")
-TASKS = SPEECH_TASKS + TEXT_TASKS
 IGNORE_INDEX = -100
-
-DEFAULT_TEMPLATES: Dict[str, str] = {
-    "asr": "Transcribe the {src_lang} speech.",
-    "s2tt": "Translate the {src_lang} speech into {tgt_lang}.",
-    "t2tt": "Translate the following {src_lang} text into {tgt_lang}.\n{text}",
-    "lm": "Continue this {src_lang} text.\n{text}",
-}
 _MARKER = "\u2063SPEECH\u2063"  # never produced by real text; only used to split the rendered prompt
 
 
@@ -50,8 +41,9 @@ class PromptBuilder:
     """Builds token ids, labels and padded batches for all tasks from the ``prompt`` config section.
 
     Config keys: ``system`` (system message or null for the chat template's default),
-    ``templates`` (per task, with ``{src_lang}``, ``{tgt_lang}``, ``{text}`` fields and, for speech
-    tasks, an optional ``{speech}`` field that places the speech span; default: before the text),
+    ``templates`` (per task, over the task registry's defaults; each task allows some of the fields
+    ``{src_lang}``, ``{tgt_lang}``, ``{text}`` and, for speech tasks, ``{speech}``, which places the
+    speech span; without it the speech goes before the instruction),
     ``end_token`` (end-of-turn token; default ``<|im_end|>`` when the vocabulary has it, else EOS).
     """
 
@@ -64,17 +56,19 @@ class PromptBuilder:
             raise ConfigError("the LLM tokenizer has no chat template; use an instruction-tuned tokenizer")
         self.tokenizer = tokenizer
         self.system: Optional[str] = cfg.get("system")
-        templates = cfg.get("templates") or {}
-        bad = set(templates) - set(TASKS)
-        if bad:
-            raise ConfigError(f"prompt templates for unknown task(s) {sorted(bad)}; tasks are {TASKS}")
-        self.templates = {**DEFAULT_TEMPLATES, **templates}
-        for task, template in self.templates.items():
+        templates = dict(cfg.get("templates") or {})
+        for name, template in templates.items():
+            try:
+                task = tasks.get(name)
+            except ConfigError as e:
+                raise ConfigError(f"prompt templates: {e}") from None
+            tasks.check_template(task, template)
             try:
                 template.format(src_lang="", tgt_lang="", text="", speech="")
             except (KeyError, IndexError, ValueError, AttributeError) as e:
-                raise ConfigError(f"prompt template for {task} {template!r}: fields are "
+                raise ConfigError(f"prompt template for {name} {template!r}: fields are "
                                   f"{{src_lang}}, {{tgt_lang}}, {{text}}, {{speech}} ({e!r})") from None
+        self.templates = templates
         end = cfg.get("end_token")
         if end is None:
             vocab = tokenizer.get_vocab()
@@ -91,11 +85,15 @@ class PromptBuilder:
     def _encode(self, text: str) -> List[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
 
+    def template(self, task: str) -> str:
+        """The instruction template of a task: the config's, else the task registry's default."""
+        return self.templates.get(task) or tasks.get(task).template
+
     def instruction(self, task: str, src_lang: str, tgt_lang: Optional[str], src_text: Optional[str]) -> str:
         """The task instruction with language names (and the source text for text tasks)."""
         src = langs.name(src_lang)
         tgt = langs.name(tgt_lang) if tgt_lang else src
-        return self.templates[task].format(src_lang=src, tgt_lang=tgt, text=src_text or "", speech=_MARKER)
+        return self.template(task).format(src_lang=src, tgt_lang=tgt, text=src_text or "", speech=_MARKER)
 
     def build(self, task: str, src_lang: str, tgt_lang: Optional[str], *, n_speech: int = 0,
               src_text: Optional[str] = None, target: Optional[str] = None,
@@ -104,22 +102,24 @@ class PromptBuilder:
 
         A speech task with ``n_speech=0`` gets the same prompt with an empty speech span.
         """
-        if task not in TASKS:
-            raise DataError(f"unknown task {task!r}; tasks are {TASKS}", utt=utt)
-        if task in TEXT_TASKS and not src_text:
+        try:
+            speech = tasks.get(task).speech
+        except ConfigError as e:
+            raise DataError(str(e), utt=utt) from None
+        if not speech and not src_text:
             raise DataError(f"task {task} needs a source text", utt=utt)
         instruction = self.instruction(task, src_lang, tgt_lang, src_text)
         # Speech goes where the template says ``{speech}``, else before the instruction.
-        content = instruction if _MARKER in instruction or task not in SPEECH_TASKS else _MARKER + instruction
+        content = instruction if _MARKER in instruction or not speech else _MARKER + instruction
         messages = ([{"role": "system", "content": self.system}] if self.system is not None else [])
         messages.append({"role": "user", "content": content})
         rendered = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        if task in SPEECH_TASKS:
+        if speech:
             head, tail = rendered.split(_MARKER)
         else:
             head, tail = rendered, ""
         tgt_ids = [] if target is None else self._encode(target) + [self.end_id]
-        return PromptExample(self._encode(head), n_speech if task in SPEECH_TASKS else 0,
+        return PromptExample(self._encode(head), n_speech if speech else 0,
                              self._encode(tail), tgt_ids)
 
     def collate(self, examples: Sequence[PromptExample], left_pad: bool) -> Dict[str, Tensor]:

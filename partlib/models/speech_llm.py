@@ -29,13 +29,14 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from transformers import GenerationConfig
 
+from partlib import tasks
 from partlib.common import ConfigError, DataError, PathLike, atomic_write
 from partlib.models.adapter import adapter_output_lengths, build_adapter
 from partlib.models.encoder import SpeechEncoder, load_whisper_encoder, whisper_encoder_from_config
 from partlib.models.llm import backbone_and_head, load_causal_lm, load_tokenizer, parse_dtype
 from partlib.models.lora import (LORA_KEYS, inject_lora, lora_params_by_layer, merged_state_dict,
                                  normalize_lora_config, parse_layers, unwrap)
-from partlib.models.prompt import IGNORE_INDEX, SPEECH_TASKS, PromptBuilder, PromptExample
+from partlib.models.prompt import IGNORE_INDEX, PromptBuilder, PromptExample
 
 # Default decoding budget: speech arrives at 12.5 embeddings/s (Whisper x2, adapter x4), far more
 # than any language's tokens/s; text tasks get a multiple of the source length.
@@ -307,25 +308,42 @@ class SpeechLLM(nn.Module):
 
     def encode_speech(self, feats: Tensor, feat_lens: Tensor) -> Tuple[Tensor, Tensor]:
         """Encoder + adapter: feats [B, T, M], lengths [B] -> embeddings [B, N, H], lengths [B]."""
+        return self._encode(feats, feat_lens)[2:]
+
+    def _encode(self, feats: Tensor, feat_lens: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Encoder states [B, T', D] and lengths, then adapter embeddings [B, N, H] and lengths."""
         if feats.shape[-1] != self.n_mels:
             raise ConfigError(f"features have {feats.shape[-1]} mel bins but the encoder expects {self.n_mels}")
         enc_dtype = next(self.encoder.parameters()).dtype
-        h, lens = self.encoder(feats.to(self.device, enc_dtype), feat_lens.to(self.device))
+        h, h_lens = self.encoder(feats.to(self.device, enc_dtype), feat_lens.to(self.device))
         adapter_trains = any(p.requires_grad for p in self.adapter.parameters())
         with torch.set_grad_enabled(torch.is_grad_enabled() and (adapter_trains or h.requires_grad)):
-            emb, lens = self.adapter(h.to(next(self.adapter.parameters()).dtype), lens)
-        return emb, lens
+            emb, lens = self.adapter(h.to(next(self.adapter.parameters()).dtype), h_lens)
+        return h, h_lens, emb, lens
 
-    def _prompt_batch(self, batch: dict, train: bool) -> Tuple[Dict[str, Tensor], List[PromptExample]]:
-        """Token/label tensors and ``inputs_embeds`` with speech spliced in."""
+    def _prompt_batch(self, batch: dict, train: bool, left_pad: Optional[bool] = None
+                      ) -> Tuple[Dict[str, Tensor], List[PromptExample]]:
+        """Token/label tensors and ``inputs_embeds`` with speech spliced in.
+
+        ``train`` adds the targets (and labels); padding is on the left for generation unless
+        ``left_pad`` says otherwise. The speech rows' encoder and adapter outputs come along as
+        ``encoder``/``encoder_lens``/``adapter``/``adapter_lens`` (rows in batch order).
+        """
         if self.prompt is None:
             raise ConfigError("the model has no tokenizer (set llm.tokenizer)")
         n = len(batch["tasks"])
+        speech_task = []
+        for name, utt in zip(batch["tasks"], batch["utt_ids"]):
+            try:
+                speech_task.append(tasks.get(name).speech)
+            except ConfigError as e:
+                raise DataError(str(e), utt=utt) from None
         # A speech-task row with 0 frames gets the prompt without speech embeddings (no-audio control).
-        speech_rows = [i for i, t in enumerate(batch["tasks"])
-                       if t in SPEECH_TASKS and (batch.get("feat_lens") is None or int(batch["feat_lens"][i]) > 0)]
+        speech_rows = [i for i in range(n) if speech_task[i]
+                       and (batch.get("feat_lens") is None or int(batch["feat_lens"][i]) > 0)]
         n_speech = [0] * n
         speech: List[Tensor] = []
+        encoded: Dict[str, Tensor] = {}
         if speech_rows:
             if batch.get("feats") is None:
                 raise ConfigError("speech tasks in a batch without feats")
@@ -336,7 +354,8 @@ class SpeechLLM(nn.Module):
                 raise DataError(f"longer than the encoder's {self.encoder.max_frames} frames "
                                 f"({self.encoder.max_frames // 100} s); segment the audio first", utt=too_long[0])
             feats = batch["feats"][rows, : int(lens.max())]
-            emb, emb_lens = self.encode_speech(feats, lens)
+            h, h_lens, emb, emb_lens = self._encode(feats, lens)
+            encoded = {"encoder": h, "encoder_lens": h_lens, "adapter": emb, "adapter_lens": emb_lens}
             for j, i in enumerate(speech_rows):
                 n_speech[i] = int(emb_lens[j])
                 speech.append(emb[j, : n_speech[i]])
@@ -348,14 +367,37 @@ class SpeechLLM(nn.Module):
             for i in range(n)]
         if train and targets is None:
             raise ConfigError("training batch without targets")
-        t = {k: v.to(self.device) for k, v in self.prompt.collate(examples, left_pad=not train).items()}
+        left = not train if left_pad is None else left_pad
+        t = {k: v.to(self.device) for k, v in self.prompt.collate(examples, left_pad=left).items()}
         embed = unwrap(self.llm).get_input_embeddings()
         embeds = embed(t["input_ids"])
         if speech:
             flat = torch.cat(speech).to(embeds.dtype)
             embeds = embeds.masked_scatter(t["speech_mask"][..., None], flat)
         t["inputs_embeds"] = embeds
+        t.update(encoded)
         return t, examples
+
+    def hidden_states(self, batch: dict, layers: Sequence[int]) -> Dict[str, object]:
+        """The states of a decoding prompt (no target) at every point of the model.
+
+        Returns ``encoder``/``encoder_lens`` and ``adapter``/``adapter_lens`` (the speech rows, in
+        batch order; absent without speech), ``llm``: ``{k: [B, L, H]}`` for each requested hidden
+        state ``k`` (0 = input embeddings, i = output of decoder layer i, negative from the end),
+        ``speech_mask`` and ``attention_mask`` ``[B, L]`` (right padding).
+        """
+        with self._autocast():
+            t, _ = self._prompt_batch(batch, train=False, left_pad=False)
+            hidden: Tuple[Tensor, ...] = ()
+            if layers:  # the LLM runs only when its states are asked for
+                backbone, _ = backbone_and_head(unwrap(self.llm))
+                hidden = backbone(inputs_embeds=t["inputs_embeds"], attention_mask=t["attention_mask"],
+                                  position_ids=t["position_ids"], output_hidden_states=True,
+                                  use_cache=False).hidden_states
+        states: Dict[str, object] = {k: t[k] for k in ("encoder", "encoder_lens", "adapter", "adapter_lens") if k in t}
+        states["llm"] = {k: hidden[k] for k in layers}
+        states["speech_mask"], states["attention_mask"] = t["speech_mask"], t["attention_mask"]
+        return states
 
     def forward(self, batch: dict) -> dict:
         """Summed NLL of the target tokens (incl. end-of-turn): ``{"loss_sum", "n_tokens"}``."""

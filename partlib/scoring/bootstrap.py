@@ -15,8 +15,6 @@ A decode directory holds Kaldi-format ``ref``, ``hyp``, ``utt2lang`` and, for tr
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -24,30 +22,10 @@ import numpy as np
 from partlib.common import DataError, PathLike
 from partlib.scoring import bleu as bleu_mod
 from partlib.scoring import report
-from partlib.scoring.report import TRANSLATION_METRICS, UttScore
+from partlib.scoring.decodes import decode_tgt_lang, score_decode_dir
+from partlib.scoring.report import TRANSLATION_METRICS
 
-LOWER_IS_BETTER = {"wer": True, "cer": True, "mixed": True, "bleu": False, "chrf": False}
-
-
-def decode_tgt_lang(decode_dir: PathLike) -> Optional[str]:
-    """Target language of a decode dir (``tgt_lang`` file, else ``scores.json``), None for ASR."""
-    d = Path(decode_dir)
-    if (d / "tgt_lang").is_file():
-        words = (d / "tgt_lang").read_text(encoding="utf-8").split()
-        if len(words) != 1:
-            raise DataError("expected one language code", d / "tgt_lang")
-        return words[0]
-    if (d / "scores.json").is_file():
-        return json.loads((d / "scores.json").read_text(encoding="utf-8")).get("tgt_lang")
-    return None
-
-
-def score_decode_dir(decode_dir: PathLike, tgt_lang: Optional[str] = None):
-    """Score a decode dir's ref/hyp; returns (scores dict, per-utterance results)."""
-    d = Path(decode_dir)
-    inputs = report.load_inputs(d / "ref", d / "hyp", utt2lang=d / "utt2lang")
-    tgt = tgt_lang if tgt_lang is not None else decode_tgt_lang(d)
-    return report.score(inputs, tgt_lang=tgt)
+LOWER_IS_BETTER = {"wer": True, "cer": True, "mixed": True, "bleu": False, "chrf": False, "accuracy": False}
 
 
 def resample_weights(n: int, n_bootstrap: int, seed: int) -> np.ndarray:
@@ -58,7 +36,10 @@ def resample_weights(n: int, n_bootstrap: int, seed: int) -> np.ndarray:
     return np.bincount(flat.ravel(), minlength=n_bootstrap * n).reshape(n_bootstrap, n).astype(np.float64)
 
 
-def _error_stats(utts: Sequence[UttScore], metric: str) -> np.ndarray:
+def _error_stats(utts: Sequence, metric: str) -> np.ndarray:
+    """(errors, units) per utterance; for ``accuracy``: (correct, 1)."""
+    if metric == "accuracy":
+        return np.asarray([(float(u.correct), 1.0) for u in utts], dtype=np.float64).reshape(len(utts), 2)
     rows = []
     for u in utts:
         unit = {"wer": "word", "cer": "char"}.get(metric, u.unit)
@@ -71,13 +52,15 @@ def _scores(metric: str, stats: np.ndarray, tgt_lang: Optional[str]) -> np.ndarr
     """Metric values of summed statistics (rows)."""
     if metric in TRANSLATION_METRICS:
         return np.array([bleu_mod.score_from_stats(metric, row, tgt_lang) for row in stats])
-    # A resample made only of empty references (tiny sets) counts its errors against 1 unit.
+    # Error rates and accuracy: a percentage of summed units. A resample made only of empty
+    # references (tiny sets) counts its errors against 1 unit.
     return 100.0 * stats[:, 0] / np.maximum(stats[:, 1], 1)
 
 
-def paired_bootstrap(a: Sequence[UttScore], b: Sequence[UttScore], metric: str,
+def paired_bootstrap(a: Sequence, b: Sequence, metric: str,
                      tgt_lang: Optional[str] = None, n_bootstrap: int = 1000, seed: int = 0) -> Dict:
-    """Compare systems A and B (same utterances, same order) on ``metric``."""
+    """Compare systems A and B (same utterances, same order) on ``metric``: per-utterance results
+    of ``partlib.scoring.report`` (error rates, BLEU, chrF) or ``partlib.scoring.accuracy``."""
     if [u.utt for u in a] != [u.utt for u in b]:
         raise DataError("the two systems were not decoded on the same utterances")
     if metric in TRANSLATION_METRICS:
@@ -113,13 +96,17 @@ def compare_dirs(dir_a: PathLike, dir_b: PathLike, n_bootstrap: int = 1000, seed
         diff = sorted(set(refs_a) ^ set(refs_b)) or [u for u in refs_a if refs_a[u] != refs_b[u]]
         raise DataError(f"the two decode dirs differ in references (e.g. {', '.join(diff[:5])})", dir_b)
     tgt = res_a["tgt_lang"]
+    labels = res_a["task"] == "accuracy"
     out: Dict[str, Dict] = {}
     for key, sec in res_a["sets"].items():
         keep = (lambda u: True) if key == "overall" else (
-            lambda u, k=key: report.set_key(u, tgt) == k)
+            (lambda u, k=key: u.src_lang == k) if labels else (lambda u, k=key: report.set_key(u, tgt) == k))
         sa = [u for u in utts_a if keep(u)]
         sb = [u for u in utts_b if keep(u)]
-        metrics: List[str] = list(TRANSLATION_METRICS) if tgt else [sec["error_metric"]]
+        if labels:
+            metrics: List[str] = ["accuracy"]
+        else:
+            metrics = list(TRANSLATION_METRICS) if tgt else [sec["error_metric"]]
         out[key] = {m: paired_bootstrap(sa, sb, m, tgt, n_bootstrap, seed) for m in metrics}
     return {"task": res_a["task"], "tgt_lang": tgt, "sets": out}
 

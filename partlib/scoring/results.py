@@ -11,14 +11,16 @@ Experiment layout read here (the recipes write it)::
   and their numbers are shown as mean ± sample standard deviation over seeds.
 * ``<stage>`` is the alignment stage directory of the checkpoint decoded (e.g. ``stage1_within``,
   ``stage2_cross``); stages sort by name, ``final`` last.
-* ``<task>`` is the last ``_``-separated part of the decode dir name: ``asr``, ``s2tt`` or ``t2tt``;
+* ``<task>`` is the last ``_``-separated part of the decode dir name, a scored task of the
+  registry (``asr``, ``s2tt``, ``t2tt``, ``lid``, ...; :func:`partlib.tasks.parse_decode_dir`);
   ``<testset>`` is the rest (it may contain ``_``).
 * A decode dir holds ``ref``, ``hyp``, ``utt2lang`` (and ``tgt_lang`` for translation) next to the
   scoring outputs, which is what ``--compare`` re-reads for paired bootstrap tests.
 
-Tables: one per task and metric (WER/CER for ASR, BLEU and chrF for translation, wrong-language
-rate for all), rows = test set x language (ASR) or direction (translation) plus ``all``, columns =
-system x stage. The best value of each row is bold. The output depends only on the files read (no
+Tables: one per task and metric (WER/CER for error-rate tasks such as ASR, BLEU and chrF for
+translation, the wrong-language rate for both, accuracy for label tasks such as LID), in the task
+registry's order; rows = test set x language (ASR, LID) or direction (translation) plus ``all``,
+columns = system x stage. The best value of each row is bold. The output depends only on the files read (no
 clock, no absolute paths), so regenerating it from the same ``scores.json`` files is byte-identical.
 """
 from __future__ import annotations
@@ -34,15 +36,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
+from partlib import tasks
 from partlib.common import ConfigError, DataError, PathLike, atomic_write
 from partlib.scoring import bootstrap
 
-TASKS = ("asr", "s2tt", "t2tt")
 FINAL_STAGE = "final"
 ENV_FIELDS = (("date", "date"), ("git_commit", "git commit"), ("python", "python"),
               ("torch", "torch"), ("transformers", "transformers"), ("device", "device"))
 _SEED = re.compile(r"^(?P<system>.+)_seed(?P<seed>\d+)$")
-_DECODE = re.compile(r"^decode_(?P<testset>.+)_(?P<task>asr|s2tt|t2tt)$")
+# The tables of each scorer, in order: (metric key, title, lower is better). "err" is each set's
+# headline error rate (WER or CER, named in the row).
+_TABLES = {
+    "error_rate": (("err", "WER / CER (%)", True), ("wrong_lang", "wrong-language rate (%)", True)),
+    "translation": (("bleu", "BLEU", False), ("chrf", "chrF", False),
+                    ("wrong_lang", "wrong-language rate (%)", True)),
+    "accuracy": (("accuracy", "accuracy (%)", False),),
+}
 
 
 def write_env_json(exp_dir: PathLike, *, overwrite: bool = True) -> Path:
@@ -126,14 +135,14 @@ def load_experiment(exp_dir: PathLike, seeds: bool = False) -> Experiment:
     candidates = [(FINAL_STAGE, d) for d in path.glob("decode_*")]
     candidates += [(d.parent.name, d) for d in path.glob("*/decode_*")]
     for stage, d in sorted(candidates, key=lambda sd: (sd[0], sd[1].name)):
-        m = _DECODE.match(d.name)
-        if not m or not (d / "scores.json").is_file():
+        parsed = tasks.parse_decode_dir(d.name)
+        if not parsed or not (d / "scores.json").is_file():
             continue
         try:
             scores = json.loads((d / "scores.json").read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
             raise DataError(f"invalid JSON ({e})", d / "scores.json") from None
-        exp.decodes.append(Decode(tag, system, seed, stage, m.group("testset"), m.group("task"), d, scores))
+        exp.decodes.append(Decode(tag, system, seed, stage, parsed[0], parsed[1], d, scores))
     return exp
 
 
@@ -175,29 +184,25 @@ def _row_name(testset: str, key: str, sec: Mapping, metric_label: bool) -> str:
 
 def _collect(decodes: Sequence[Decode]) -> List[_Table]:
     tables: Dict[Tuple[str, str], _Table] = {}
-
-    def table(task: str, metric: str, lower: bool) -> _Table:
-        titles = {"asr": "ASR", "s2tt": "Speech translation (s2tt)", "t2tt": "Text translation (t2tt)"}
-        names = {"err": "WER / CER (%)", "bleu": "BLEU", "chrf": "chrF",
-                 "wrong_lang": "wrong-language rate (%)"}
-        return tables.setdefault((task, metric), _Table(f"{titles[task]}: {names[metric]}", lower))
-
-    for d in sorted(decodes, key=lambda d: (TASKS.index(d.task), d.testset)):
+    order = tasks.names(scored=True)
+    for d in sorted(decodes, key=lambda d: (order.index(d.task), d.testset)):
+        task = tasks.get(d.task)
         col = (d.system, d.stage)
         for key in sorted(d.scores["sets"], key=lambda k: (k == "overall", k)):
             sec = d.scores["sets"][key]
-            if d.task == "asr":
-                table("asr", "err", True).add(_row_name(d.testset, key, sec, True), col,
-                                             sec["scores"][sec["primary"]]["value"])
-            else:
-                for m in ("bleu", "chrf"):
-                    if m in sec["scores"]:
-                        table(d.task, m, False).add(_row_name(d.testset, key, sec, False), col,
-                                                   sec["scores"][m]["value"])
-            table(d.task, "wrong_lang", True).add(_row_name(d.testset, key, sec, False), col,
-                                                 sec["diagnostics"]["wrong_lang"]["rate"])
-    order = [(t, m) for t in TASKS for m in ("err", "bleu", "chrf", "wrong_lang")]
-    return [tables[k] for k in order if k in tables]
+            for metric, title, lower in _TABLES[task.scorer]:
+                if metric == "err":
+                    row, value = _row_name(d.testset, key, sec, True), sec["scores"][sec["primary"]]["value"]
+                elif metric == "wrong_lang":
+                    row, value = _row_name(d.testset, key, sec, False), sec["diagnostics"]["wrong_lang"]["rate"]
+                elif metric in sec["scores"]:
+                    row, value = _row_name(d.testset, key, sec, False), sec["scores"][metric]["value"]
+                else:
+                    continue
+                table = tables.setdefault((d.task, metric), _Table(f"{task.title}: {title}", lower))
+                table.add(row, col, value)
+    keys = [(t, m) for t in order for m, _, _ in _TABLES[tasks.get(t).scorer]]
+    return [tables[k] for k in keys if k in tables]
 
 
 def _render_table(t: _Table, columns: Sequence[Tuple[str, str]], labels: Mapping[str, str]) -> List[str]:

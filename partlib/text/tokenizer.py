@@ -14,10 +14,10 @@ from typing import Dict, Iterable, List, Optional, Sequence
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
+from partlib import tasks
 from partlib.common import ConfigError, PathLike
 from partlib.data import langs
 from partlib.models.builders import CHATML_TEMPLATE, SPECIAL_TOKENS
-from partlib.models.prompt import DEFAULT_TEMPLATES
 
 # Qwen2's pre-tokenizer split pattern (tokenizer.json of the Qwen2/Qwen2.5 releases).
 QWEN2_SPLIT_PATTERN = (
@@ -27,15 +27,18 @@ QWEN2_SPLIT_PATTERN = (
 
 
 def prompt_texts(lang_codes: Sequence[str], templates: Optional[Dict[str, str]] = None,
-                 weight: int = 1) -> List[str]:
-    """The task instructions (``templates`` over the defaults) for every language and direction,
-    plus the chat roles and default system message, each ``weight`` times, so that the words of
-    prompts get merges of their own (a pretrained LLM's tokenizer has seen them often)."""
+                 weight: int = 1, task_names: Optional[Sequence[str]] = None) -> List[str]:
+    """The instructions of ``task_names`` (default: every registered task; ``templates`` over the
+    registry's defaults) for every language and direction, plus the chat roles and default system
+    message, each ``weight`` times, so that the words of prompts get merges of their own (a
+    pretrained LLM's tokenizer has seen them often)."""
+    templates = templates or {}
+    chosen = [templates.get(t) or tasks.get(t).template for t in (task_names or tasks.names())]
     # the roles and the system message occur in every prompt: as often as each instruction
     out = ["system", "user", "assistant", "You are a helpful assistant."] * len(lang_codes) ** 2
     for src in lang_codes:
         for tgt in lang_codes:
-            for template in {**DEFAULT_TEMPLATES, **(templates or {})}.values():
+            for template in chosen:
                 out.append(template.format(src_lang=langs.name(src), tgt_lang=langs.name(tgt), text="",
                                            speech="").strip())
     return out * weight

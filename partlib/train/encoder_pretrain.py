@@ -20,10 +20,11 @@ import torch
 from torch import nn
 
 from partlib.common import PathLike, atomic_write, get_logger
+from partlib.data.batching import collate, make_batches
 from partlib.data.datadir import DataDir
+from partlib.data.examples import Example, TaskSpec, build_examples
+from partlib.features.source import FeatureSource
 from partlib.models.encoder import SpeechEncoder, whisper_encoder_from_config
-from partlib.train.data import Example, FeatureSource, build_examples, collate, make_batches
-from partlib.train.schedule import TaskSpec
 
 logger = get_logger("partlib.train.encoder_pretrain")
 BLANK = "<blank>"

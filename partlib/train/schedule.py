@@ -35,10 +35,10 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import yaml
 
+from partlib import tasks
 from partlib.common import ConfigError, PathLike
+from partlib.data.examples import TaskSpec
 
-TASKS = ("asr", "s2tt", "t2tt", "lm")
-SPEECH_TASKS = ("asr", "s2tt")
 MODULES = ("encoder", "adapter", "llm")
 
 STAGE_DEFAULTS: Dict[str, Any] = {
@@ -59,25 +59,13 @@ STAGE_DEFAULTS: Dict[str, Any] = {
     "dev": {
         "data": [],
         "interval": 0,  # 0: only at the end of the stage
-        "metric": "loss",  # loss | wer | bleu (the quick greedy decode picks the best checkpoint)
+        "metric": "loss",  # loss or a task's dev metric (wer, bleu, accuracy): picks the best checkpoint
         "max_utts": 64,
         "best_n": 3,
         "average_n": 1,
         "patience": 0,  # early stopping after this many dev evaluations without improvement; 0: off
     },
 }
-
-
-@dataclass
-class TaskSpec:
-    """One task of a stage's mixture and the data that feeds it."""
-
-    task: str
-    weight: float
-    data: List[str]
-    langs: Optional[List[str]] = None  # restrict source languages
-    tgt_langs: Optional[List[str]] = None  # s2tt/t2tt: target languages (every available one if None)
-    directions: Optional[List[str]] = None  # s2tt/t2tt: explicit "src-tgt" pairs
 
 
 @dataclass
@@ -208,8 +196,10 @@ def _check_trainable(spec: Any, where: str) -> Dict[str, Any]:
 def _check_task(t: Any, where: str) -> TaskSpec:
     if not isinstance(t, dict) or "task" not in t:
         raise ConfigError(f"{where}: each task needs at least 'task' and 'data'")
-    if t["task"] not in TASKS:
-        raise ConfigError(f"{where}: unknown task {t['task']!r}; known tasks: {list(TASKS)}")
+    try:
+        task = tasks.get(t["task"])
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
     unknown = set(t) - {"task", "weight", "data", "langs", "tgt_langs", "directions"}
     if unknown:
         raise ConfigError(f"{where}: unknown task option(s) {sorted(unknown)}")
@@ -221,7 +211,7 @@ def _check_task(t: Any, where: str) -> TaskSpec:
     weight = float(t.get("weight", 1.0))
     if weight <= 0:
         raise ConfigError(f"{where}: task weight must be positive, got {weight}")
-    if t["task"] in ("asr", "lm") and (t.get("tgt_langs") or t.get("directions")):
+    if not task.cross_lingual and (t.get("tgt_langs") or t.get("directions")):
         raise ConfigError(f"{where}: task {t['task']!r} is within-language; tgt_langs/directions do not apply")
     return TaskSpec(
         task=t["task"], weight=weight, data=list(data), langs=t.get("langs"),
@@ -250,8 +240,8 @@ def parse_schedule(cfg: Dict[str, Any], where: str = "schedule") -> Schedule:
         if not name or not isinstance(name, str) or "/" in name or name in names:
             raise ConfigError(f"{w}: every stage needs a unique 'name' without '/'")
         names.add(name)
-        tasks = [_check_task(t, w) for t in (s.get("tasks") or [])]
-        if not tasks:
+        specs = [_check_task(t, w) for t in (s.get("tasks") or [])]
+        if not specs:
             raise ConfigError(f"{w}: no tasks")
         trainable = _check_trainable(s.get("trainable", {}), w)
         init_from = s.get("init_from")
@@ -268,13 +258,13 @@ def parse_schedule(cfg: Dict[str, Any], where: str = "schedule") -> Schedule:
             raise ConfigError(f"{w}: 'activation' needs trainable.llm to be {{lora: ...}}")
         if int(s["accum_grad"]) < 1:
             raise ConfigError(f"{w}: accum_grad must be >= 1")
-        if s["dev"]["metric"] not in ("loss", "wer", "bleu"):
-            raise ConfigError(f"{w}: dev.metric must be loss | wer | bleu")
+        if s["dev"]["metric"] not in tasks.dev_metric_names():
+            raise ConfigError(f"{w}: dev.metric must be {' | '.join(tasks.dev_metric_names())}")
         if s["scheduler"].get("type", "cosine") not in ("cosine", "linear", "constant"):
             raise ConfigError(f"{w}: scheduler.type must be cosine | linear | constant")
         stages.append(
             StageConfig(
-                name=name, init_from=init_from, max_steps=max_steps, tasks=tasks, trainable=trainable,
+                name=name, init_from=init_from, max_steps=max_steps, tasks=specs, trainable=trainable,
                 activation=activation, optim=s["optim"], scheduler=s["scheduler"], batch=s["batch"],
                 accum_grad=int(s["accum_grad"]), clip_grad=float(s["clip_grad"] or 0.0),
                 specaug=s.get("specaug"), sampling=s["sampling"], log_interval=int(s["log_interval"]),

@@ -43,16 +43,17 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from partlib import tasks
 from partlib.common import ConfigError, PartError, PathLike, get_logger
+from partlib.data.batching import MixtureSampler, collate, make_batches, padding_fraction
 from partlib.data.datadir import DataDir
+from partlib.data.examples import Example, build_examples, resolve_data_dirs
+from partlib.features.source import FeatureSource
 from partlib.train import distributed as dist_utils
 from partlib.train import fsdp
 from partlib.train.checkpoint import CheckpointManager, rng_state, set_rng_state
-from partlib.train.data import (
-    BatchDataset, Example, FeatureSource, MixtureSampler, build_examples, collate, make_batches,
-    padding_fraction, resolve_data_dirs,
-)
-from partlib.train.schedule import SPEECH_TASKS, Schedule, StageConfig, active_layers_at, lora_layers_union
+from partlib.train.loader import BatchDataset
+from partlib.train.schedule import Schedule, StageConfig, active_layers_at, lora_layers_union
 
 logger = get_logger("partlib.train")
 
@@ -179,7 +180,7 @@ class StageData:
             dirs = self._load_dirs(dev["data"], data_root)
             exs: List[Example] = []
             for d in dirs:
-                if spec.task in SPEECH_TASKS and not d.has_audio():
+                if tasks.get(spec.task).speech and not d.has_audio():
                     continue
                 try:
                     exs += build_examples(spec, [d], count_tokens, model.speech_embed_length,
@@ -476,9 +477,10 @@ class Trainer:
     # -- evaluation -------------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self, model, data: StageData, stage: StageConfig, step: int, writer=None) -> float:
-        """Dev loss over the dev subset, and a quick greedy decode (WER for asr, BLEU for s2tt).
+        """Dev loss over the dev subset, and a quick greedy decode of the tasks with a dev metric
+        (WER for asr, BLEU for s2tt, accuracy for lid: ``partlib.tasks``).
 
-        Returns the value of ``dev.metric`` (lower is better for loss/wer, higher for bleu).
+        Returns the value of ``dev.metric`` (lower is better for loss/wer, higher for bleu/accuracy).
         """
         from partlib.train.quick_eval import quick_scores
 
@@ -491,18 +493,23 @@ class Trainer:
             chunk = exs[i:i + bsz]
             by_kind: Dict[bool, List[Example]] = {}
             for e in chunk:
-                by_kind.setdefault(e.task in SPEECH_TASKS, []).append(e)
+                by_kind.setdefault(tasks.get(e.task).speech, []).append(e)
             for speech, part in by_kind.items():
                 feats = data.features.load([(e.dir_index, e.utt) for e in part]) if speech else None
                 batch = move_batch(collate(part, feats), self.device)
                 out = model(batch)
                 tot_loss += float(out["loss_sum"])
                 tot_tok += float(out["n_tokens"])
-                if speech:
-                    with fsdp.unsharded_root(model):  # generate bypasses the root forward
-                        generated = model.generate(dict(batch, targets=None))
-                    for e, h in zip(part, generated):
-                        hyps[e.key] = h
+                scored = [j for j, e in enumerate(part) if tasks.get(e.task).dev_metric]
+                if not scored:
+                    continue
+                if len(scored) < len(part):
+                    batch = move_batch(collate([part[j] for j in scored],
+                                               [feats[j] for j in scored] if feats else None), self.device)
+                with fsdp.unsharded_root(model):  # generate bypasses the root forward
+                    generated = model.generate(dict(batch, targets=None))
+                for j, h in zip(scored, generated):
+                    hyps[part[j].key] = h
         model.train()
         loss = tot_loss / max(1.0, tot_tok)
         scores = quick_scores(exs, hyps)

@@ -60,8 +60,8 @@ train_nj=1             # trainings (schedule x seed) run at once; on a small CPU
 train_launcher=""      # replaces ${python} for training, e.g. "torchrun --standalone --nproc_per_node 8"
 
 # Stage 6
-asr_test_sets=""       # speech test sets decoded with task asr (default: $test_sets)
-s2tt_test_sets=""      # "set:tgt" pairs decoded with task s2tt, e.g. "test_de:en test_en:de"
+test_tasks="asr"       # within-language tasks decoded on every test set (python -m partlib.bin.tasks list)
+test_decodes=""        # further decodes "<task>:<set>[:<tgt>]", e.g. "s2tt:test_de:en s2tt:test_en:de"
 decode_args=""         # extra options of partlib.bin.decode (e.g. --beam 4)
 controls=true          # decode the first schedule's last stage with shuffled audio and with no audio
 
@@ -80,6 +80,7 @@ Options (defaults in the script):
   --schedules "part frozen_llm joint_lora"   --seeds "1 2 3"
   --feats_type dumped|on_the_fly   --n_mels 80|128   --nj N   --decode_nj N
   --model_config FILE   --train_args "..."   --train_nj N (trainings at once)
+  --test_tasks "asr lid"   --test_decodes "s2tt:test_de:en ..."   (what stage 6 decodes)
   --decode_args "..."   --controls true|false
 EOF
 )
@@ -90,8 +91,14 @@ EOF
 
 [ $# -gt 0 ] && { log "unexpected arguments: $*"; log "${help_message}"; exit 2; }
 [ -z "${train_sets}" ] && { log "--train_sets is required"; exit 2; }
-asr_test_sets=${asr_test_sets:-${test_sets}}
 all_sets="${train_sets} ${dev_sets} ${test_sets}"
+# Stage 6's decodes, "<task>:<set>[:<tgt>]": the test tasks on every test set, then test_decodes;
+# checked against the task registry now, before any work.
+decodes=""
+for t in ${test_tasks}; do for dset in ${test_sets}; do decodes+=" ${t}:${dset}"; done; done
+decodes="${decodes# } ${test_decodes}"
+# shellcheck disable=SC2086
+[ -z "${decodes// /}" ] || ${python} -m partlib.bin.tasks decodes ${decodes} > /dev/null
 if [ "${feats_type}" = dumped ]; then data_root=${dumpdir}/whisper_mel${n_mels}; else data_root=${dumpdir}/raw; fi
 
 if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
@@ -198,31 +205,27 @@ for s in cfg["schedule"]["stages"]:
 PYEOF
 }
 
-# Decode one model on every test set and task into <out_root>/decode_<set>[_to_<tgt>]_<task>:
-# in one process (model loaded once) by default, or split into --decode_nj jobs per set.
+# Decode one model (every entry of ${decodes}) into <out_root>/decode_<set>[_to_<tgt>]_<task>: in one
+# process (model loaded once) by default, or split into --decode_nj jobs per set.
 decode_all() {
   local model=$1 out_root=$2; shift 2
   local extra="$*"
   if [ "${decode_nj}" -le 1 ]; then
     # shellcheck disable=SC2086
     ${decode_cmd} "${out_root}/logs/decode_sets.log" ${python} -m partlib.bin.decode_sets \
-      --model-dir "${model}" --data-root "${data_root}" --asr "${asr_test_sets}" --s2tt "${s2tt_test_sets}" \
+      --model-dir "${model}" --data-root "${data_root}" --decodes "${decodes}" \
       ${decode_args} ${extra} "${out_root}"
     return
   fi
-  for dset in ${asr_test_sets}; do
+  local task dset tgt name
+  # shellcheck disable=SC2086
+  while read -r task dset tgt name; do
+    local tgt_opt=(); [ "${tgt}" = - ] || tgt_opt=(--tgt-lang "${tgt}")
     # shellcheck disable=SC2086
-    ${decode_cmd} "${out_root}/logs/decode_${dset}_asr.log" ${python} -m partlib.bin.decode \
-      --model-dir "${model}" --data-dir "${data_root}/${dset}" --task asr --nj "${decode_nj}" \
-      --cmd "${decode_cmd}" ${decode_args} ${extra} "${out_root}/decode_${dset}_asr"
-  done
-  for pair in ${s2tt_test_sets}; do
-    dset=${pair%%:*}; tgt=${pair##*:}
-    # shellcheck disable=SC2086
-    ${decode_cmd} "${out_root}/logs/decode_${dset}_to_${tgt}_s2tt.log" ${python} -m partlib.bin.decode \
-      --model-dir "${model}" --data-dir "${data_root}/${dset}" --task s2tt --tgt-lang "${tgt}" \
-      --nj "${decode_nj}" --cmd "${decode_cmd}" ${decode_args} ${extra} "${out_root}/decode_${dset}_to_${tgt}_s2tt"
-  done
+    ${decode_cmd} "${out_root}/logs/${name}.log" ${python} -m partlib.bin.decode \
+      --model-dir "${model}" --data-dir "${data_root}/${dset}" --task "${task}" "${tgt_opt[@]}" \
+      --nj "${decode_nj}" --cmd "${decode_cmd}" ${decode_args} ${extra} "${out_root}/${name}"
+  done < <(${python} -m partlib.bin.tasks decodes ${decodes})
 }
 
 first_sched=${schedules%% *}

@@ -13,17 +13,17 @@ set -euo pipefail
 # shellcheck disable=SC1091
 . conf/data.conf  # directions
 # ASR is decoded once per source language (en->X directions share their English audio); s2tt
-# decoding takes "set:tgt" pairs with the canonical code of each direction's target.
+# decodes "set:tgt" with the canonical code of each direction's target.
 # shellcheck disable=SC2086
-decode_sets=$(python3 - ${directions} <<'PYEOF'
+decodes=$(python3 - ${directions} <<'PYEOF'
 import sys
 from partlib.data.langs import canonical
 directions = sys.argv[1:]
 first = {}
 for d in directions:
     first.setdefault(d.split("_", 1)[0], d)
-print(" ".join(f"covost2_{d}_test" for d in first.values()))
-print(" ".join(f"covost2_{d}_test:{canonical(d.split('_', 1)[1])}" for d in directions))
+print(" ".join([f"asr:covost2_{d}_test" for d in first.values()]
+               + [f"s2tt:covost2_{d}_test:{canonical(d.split('_', 1)[1])}" for d in directions]))
 PYEOF
 )
 # shellcheck disable=SC2086
@@ -32,8 +32,7 @@ PYEOF
   --train_sets "$(printf 'covost2_%s_train ' ${directions}) $(printf 'covost2_%s_train_text ' ${directions})" \
   --dev_sets "$(printf 'covost2_%s_dev ' ${directions})" \
   --test_sets "$(printf 'covost2_%s_test ' ${directions})" \
-  --asr_test_sets "$(sed -n 1p <<< "${decode_sets}")" \
-  --s2tt_test_sets "$(sed -n 2p <<< "${decode_sets}")" \
+  --test_tasks "" --test_decodes "${decodes}" \
   --feats_type dumped --n_mels 128 \
   --schedules "part frozen_llm joint_lora" \
   --results_compare "part/stage3_text:frozen_llm/frozen_all part/stage3_text:joint_lora/joint_lora" \

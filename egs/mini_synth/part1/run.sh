@@ -19,11 +19,11 @@ while [ $# -gt 0 ]; do
 done
 
 # Speech translation test directions: X->en and en->X (the fast preset: X->en and en->zh only).
-s2tt_sets=""
+s2tt_decodes=""
 for l in ${langs}; do
   [ "${l}" = en ] && continue
-  s2tt_sets+=" test_${l}:en"
-  if [ "${fast}" != true ] || [ "${l}" = zh ]; then s2tt_sets+=" test_en:${l}"; fi
+  s2tt_decodes+=" s2tt:test_${l}:en"
+  if [ "${fast}" != true ] || [ "${l}" = zh ]; then s2tt_decodes+=" s2tt:test_en:${l}"; fi
 done
 
 if [ "${fast}" = true ]; then
@@ -40,7 +40,7 @@ fi
   --train_sets "$(printf 'train_%s text_train_%s ' ${langs} ${langs})" \
   --dev_sets "$(printf 'dev_%s ' ${langs})" \
   --test_sets "$(printf 'test_%s ' ${langs})" \
-  --s2tt_test_sets "${s2tt_sets}" \
+  --test_tasks "asr" --test_decodes "${s2tt_decodes}" \
   --schedules "part frozen_llm joint_lora" \
   --schedule_dir "${conf}" \
   --model_config conf/model.yaml \

@@ -19,10 +19,11 @@ sets() {  # sets <list>...: the data sets named in data/sets/<list>, on one line
   local f
   for f in "$@"; do tr '\n' ' ' < "data/sets/${f}"; done
 }
-s2tt_tests=""  # "set:tgt" pairs, the target from each set's text.<tgt>
+decodes=""  # asr on the ASR test sets; s2tt "set:tgt", the target from each set's text.<tgt>
+for s in $(sets test_asr); do decodes+=" asr:${s}"; done
 for s in $(sets test_s2tt); do
   for f in "data/${s}"/text.*; do
-    if [ -f "${f}" ]; then s2tt_tests+=" ${s}:${f##*.}"; fi
+    if [ -f "${f}" ]; then decodes+=" s2tt:${s}:${f##*.}"; fi
   done
 done
 fleurs_tests=""  # FLEURS sentences are parallel across languages (utt2sent): representation analysis
@@ -35,8 +36,7 @@ done
   --train_sets "$(sets train_asr train_s2tt train_t2tt)" \
   --dev_sets "$(sets dev_asr dev_s2tt)" \
   --test_sets "$(sets test_asr test_s2tt)" \
-  --asr_test_sets "$(sets test_asr)" \
-  --s2tt_test_sets "${s2tt_tests}" \
+  --test_tasks "" --test_decodes "${decodes}" \
   --feats_type dumped --n_mels 128 \
   --schedules "part frozen_llm joint_lora" \
   --results_compare "part/stage3_text:frozen_llm/frozen_all part/stage3_text:joint_lora/joint_lora" \

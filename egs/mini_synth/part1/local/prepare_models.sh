@@ -18,6 +18,7 @@ conf=conf            # directory with lm_pretrain.yaml and encoder_pretrain.conf
 out=exp/pretrained
 vocab_size=1200
 model_config=conf/model.yaml  # its prompt templates are part of the tokenizer's training text
+tokenizer_tasks=""   # comma-separated tasks whose instructions the tokenizer learns (default: all)
 nj=1                 # 2: pretrain the LLM and the encoder at once
 python=python3
 
@@ -36,7 +37,7 @@ dev_text=(); for d in "${datadir}"/text_dev_*; do [ -d "${d}" ] && dev_text+=("$
 mkdir -p "${out}"
 if [ ! -f "${out}/tokenizer/tokenizer.json" ]; then
   ${python} -m partlib.bin.train_tokenizer --vocab-size "${vocab_size}" --model-config "${model_config}" \
-    --prompt-weight 20 "${text_train[@]}" "${out}/tokenizer"
+    --prompt-weight 20 ${tokenizer_tasks:+--tasks "${tokenizer_tasks}"} "${text_train[@]}" "${out}/tokenizer"
 fi
 threads=0; [ "${nj}" -ge 2 ] && threads=1
 pids=()

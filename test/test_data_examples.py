@@ -1,14 +1,13 @@
-"""Training data: examples per task, dynamic batches, the deterministic mixture sampler."""
+"""Examples per task, dynamic batches, the deterministic mixture sampler (partlib.data)."""
 from collections import Counter
 
 import pytest
 
 from partlib.common import ConfigError
 from partlib.data.datadir import DataDir
-from partlib.train.data import (
-    MixtureSampler, build_examples, make_batches, padding_fraction, resolve_data_dirs, split_for_lm,
-)
-from partlib.train.schedule import TaskSpec
+from partlib.data.batching import MixtureSampler, make_batches, padding_fraction
+from partlib.data.examples import TaskSpec, build_examples, resolve_data_dirs
+from partlib.tasks import split_for_lm
 
 
 def count_tokens(texts):

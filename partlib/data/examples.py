@@ -1,0 +1,145 @@
+"""Examples of a task over Kaldi data dirs: one per utterance (and target language).
+
+An :class:`Example` is what training, dev evaluation, decoding and encoder pretraining all feed the
+model: a source (the utterance's speech, or a source text), the task, the languages and the target
+text. What a task makes of an utterance is the task's own :attr:`partlib.tasks.Task.target`; this
+module only walks the data dirs, checks that they hold what the task needs and estimates the
+lengths that batching uses.
+"""
+from __future__ import annotations
+
+import glob
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence
+
+from partlib import tasks
+from partlib.common import ConfigError, DataError
+from partlib.data import langs
+from partlib.data.datadir import DataDir
+
+FRAME_RATE = 100  # Whisper log-mel frames per second (hop 160 at 16 kHz)
+# Tokens of chat template + instruction around the content; an estimate used only for batching.
+PROMPT_TOKENS = 24
+
+
+@dataclass(frozen=True)
+class Example:
+    """One training/decoding example: a source (speech or text) and a target text."""
+
+    key: str  # unique: "<data dir name>/<utt>/<task>/<tgt_lang>"
+    utt: str
+    dir_index: int  # index into the list of data dirs the examples were built from
+    task: str
+    src_lang: str
+    tgt_lang: str
+    num_frames: int  # log-mel frames (0 for text tasks)
+    src_text: Optional[str]
+    target: str
+    n_tokens: int  # estimated LLM sequence length (prompt + speech embeddings + text)
+
+
+@dataclass
+class TaskSpec:
+    """A task and the data that feeds it (a schedule's task entry; decoding makes one per set)."""
+
+    task: str
+    weight: float
+    data: List[str]
+    langs: Optional[List[str]] = None  # restrict source languages
+    tgt_langs: Optional[List[str]] = None  # cross-lingual tasks: target languages (every available one if None)
+    directions: Optional[List[str]] = None  # cross-lingual tasks: explicit "src-tgt" pairs
+
+
+def resolve_data_dirs(patterns: Sequence[str], data_root: Optional[str]) -> List[Path]:
+    """Expand data-dir patterns (globs allowed; relative to ``data_root``), sorted, de-duplicated."""
+    out: List[Path] = []
+    for pat in patterns:
+        full = pat if data_root is None or Path(pat).is_absolute() else str(Path(data_root) / pat)
+        hits = sorted(p for p in glob.glob(full) if Path(p).is_dir())
+        if not hits:
+            raise ConfigError(f"no data directory matches {pat!r} (looked for {full})")
+        for h in hits:
+            if Path(h) not in out:
+                out.append(Path(h))
+    return out
+
+
+def utt_num_frames(d: DataDir, utt: str) -> int:
+    """Log-mel frames of an utterance from utt2num_frames, else from utt2dur."""
+    if d.utt2num_frames is not None and utt in d.utt2num_frames:
+        return int(d.utt2num_frames[utt])
+    if d.utt2dur is not None and utt in d.utt2dur:
+        return int(round(float(d.utt2dur[utt]) * 16000)) // 160
+    raise DataError("no utt2num_frames or utt2dur entry (run stage 2 of the recipe, which writes utt2dur)",
+                    d.path, utt=utt)
+
+
+def _directions(spec: TaskSpec, src: str, available: Sequence[str]) -> List[str]:
+    if spec.directions:
+        targets = []
+        for d in spec.directions:
+            s, _, t = d.partition("-")
+            if not t:
+                raise ConfigError(f"direction {d!r} must look like src-tgt")
+            if langs.canonical(s) == src:
+                targets.append(langs.canonical(t))
+        return targets
+    if spec.tgt_langs:
+        return [langs.canonical(t) for t in spec.tgt_langs if langs.canonical(t) != src]
+    return [t for t in available if t != src]
+
+
+def build_examples(
+    spec: TaskSpec,
+    dirs: Sequence[DataDir],
+    count_tokens: Callable[[List[str]], List[int]],
+    speech_len: Callable[[int], int],
+    dir_offset: int = 0,
+) -> List[Example]:
+    """Examples of one task over the given data dirs.
+
+    ``count_tokens`` maps texts to token counts (the LLM tokenizer); ``speech_len`` maps log-mel
+    frames to the number of speech embeddings the adapter produces.
+    """
+    task = tasks.get(spec.task)
+    rows = []  # (dir_index, utt, src_lang, tgt_lang, frames, src_text, target)
+    want = None if spec.langs is None else {langs.canonical(x) for x in spec.langs}
+    for di, d in enumerate(dirs):
+        if task.speech and not d.has_audio():
+            raise ConfigError(f"task {task.name!r} needs speech, but {d.path} has no wav.scp or feats.scp")
+        if task.needs_text and d.text is None:
+            raise ConfigError(f"task {task.name!r}: {d.path} has no 'text' file")
+        for utt in d.utts:
+            src = d.lang(utt)
+            if want is not None and src not in want:
+                continue
+            frames = utt_num_frames(d, utt) if task.speech else 0
+            text = d.text[utt] if d.text is not None else None
+            if not task.cross_lingual:
+                made = task.target(tasks.Utterance(utt, src, text, src))
+                if made is not None:
+                    rows.append((di, utt, src, src, frames, *made))
+                continue
+            for tgt in _directions(spec, src, sorted(d.translations)):
+                if tgt not in d.translations:
+                    raise ConfigError(
+                        f"task {task.name!r} {src}->{tgt}: {d.path} has no text.{tgt} (translations present: "
+                        f"{sorted(d.translations) or 'none'})")
+                if utt not in d.translations[tgt]:
+                    raise DataError(f"no translation into {tgt}", d.path / f"text.{tgt}", utt=utt)
+                made = task.target(tasks.Utterance(utt, src, text, tgt, d.translations[tgt][utt]))
+                if made is not None:
+                    rows.append((di, utt, src, tgt, frames, *made))
+    if not rows:
+        raise ConfigError(f"task {task.name!r} has no examples in {[str(d.path) for d in dirs]}"
+                          + (f" for languages {sorted(want)}" if want else ""))
+    n_target = count_tokens([r[6] for r in rows])
+    n_src = count_tokens([r[5] or "" for r in rows])
+    out = []
+    for r, nt, ns in zip(rows, n_target, n_src):
+        di, utt, src, tgt, frames, src_text, target = r
+        n_tokens = PROMPT_TOKENS + nt + ns + (speech_len(frames) if frames else 0)
+        key = f"{dirs[di].path.name}/{utt}/{task.name}/{tgt}"
+        out.append(Example(key, utt, dir_offset + di, task.name, src, tgt, frames, src_text, target, n_tokens))
+    return out

@@ -1,0 +1,76 @@
+"""Scoring a decode directory with the scorer of its task.
+
+A decode dir (written by ``partlib.infer.decode``) holds Kaldi-format ``ref``, ``hyp``,
+``utt2lang``, ``decode.json`` (its options, the task among them) and, for a cross-lingual task,
+``tgt_lang``. The task comes from ``decode.json``, else from the dir name
+(``decode_<set>[_to_<tgt>]_<task>``, :func:`partlib.tasks.parse_decode_dir`); a dir that names
+neither is scored as translation when it has a target language and by error rate otherwise.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Mapping, Optional, Sequence
+
+from partlib import tasks
+from partlib.common import DataError, PathLike, atomic_write
+from partlib.scoring import accuracy, report
+
+
+def decode_tgt_lang(decode_dir: PathLike) -> Optional[str]:
+    """Target language of a decode dir (``tgt_lang`` file, else ``scores.json``), None for ASR."""
+    d = Path(decode_dir)
+    if (d / "tgt_lang").is_file():
+        words = (d / "tgt_lang").read_text(encoding="utf-8").split()
+        if len(words) != 1:
+            raise DataError("expected one language code", d / "tgt_lang")
+        return words[0]
+    if (d / "scores.json").is_file():
+        return json.loads((d / "scores.json").read_text(encoding="utf-8")).get("tgt_lang")
+    return None
+
+
+def decode_task(decode_dir: PathLike) -> Optional[str]:
+    """The task a decode dir was decoded with (``decode.json``, else its name), None if unknown."""
+    d = Path(decode_dir)
+    if (d / "decode.json").is_file():
+        try:
+            task = json.loads((d / "decode.json").read_text(encoding="utf-8")).get("task")
+        except json.JSONDecodeError as e:
+            raise DataError(f"invalid JSON ({e})", d / "decode.json") from None
+        if task is not None:
+            tasks.get(task)  # a task this installation does not know is an error, not a guess
+            return task
+    parsed = tasks.parse_decode_dir(d.name)
+    return parsed[1] if parsed else None
+
+
+def decode_scorer(decode_dir: PathLike, tgt_lang: Optional[str] = None) -> str:
+    """The scorer (a key of :data:`partlib.tasks.SCORERS`) of a decode dir."""
+    task = decode_task(decode_dir)
+    if task is not None:
+        return tasks.get(task).scorer or "error_rate"
+    tgt = tgt_lang if tgt_lang is not None else decode_tgt_lang(decode_dir)
+    return "translation" if tgt else "error_rate"
+
+
+def score_decode_dir(decode_dir: PathLike, tgt_lang: Optional[str] = None):
+    """Score a decode dir's ref/hyp; returns (scores dict, per-utterance results)."""
+    d = Path(decode_dir)
+    inputs = report.load_inputs(d / "ref", d / "hyp", utt2lang=d / "utt2lang")
+    if decode_scorer(d, tgt_lang) == "accuracy":
+        return accuracy.score(inputs.refs, inputs.hyps, inputs.utt2lang, len(inputs.missing), len(inputs.extra))
+    tgt = tgt_lang if tgt_lang is not None else decode_tgt_lang(d)
+    return report.score(inputs, tgt_lang=tgt)
+
+
+def write_outputs(out_dir: PathLike, result: Mapping, utts: Sequence) -> None:
+    """The scoring files of a result of :func:`score_decode_dir`, each written atomically."""
+    if result["task"] != "accuracy":
+        report.write_outputs(out_dir, result, utts)
+        return
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "result.txt", accuracy.format_result_txt(result, utts))
+    atomic_write(out / "scores.md", accuracy.format_markdown(result))
+    atomic_write(out / "scores.json", report.dumps_json(result))
