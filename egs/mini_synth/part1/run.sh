@@ -40,7 +40,7 @@ fi
   --train_sets "$(printf 'train_%s text_train_%s ' ${langs} ${langs})" \
   --dev_sets "$(printf 'dev_%s ' ${langs})" \
   --test_sets "$(printf 'test_%s ' ${langs})" \
-  --test_tasks "asr" --test_decodes "${s2tt_decodes}" \
+  --test_tasks "asr lid" --test_decodes "${s2tt_decodes}" \
   --schedules "part frozen_llm joint_lora" \
   --schedule_dir "${conf}" \
   --model_config conf/model.yaml \

@@ -38,7 +38,7 @@ for name in ${schedules} ${controls}; do
     for d in "${src}"/*/decode_*; do
       dst=${tmp}/${tag}/${d#"${src}"/}
       mkdir -p "${dst}"
-      for f in hyp ref scores.json scores.md utt2lang tgt_lang; do
+      for f in hyp ref scores.json scores.md utt2lang tgt_lang decode.json; do
         [ -f "${d}/${f}" ] && cp "${d}/${f}" "${dst}/"
       done
     done
