@@ -43,6 +43,7 @@ SCORERS: Dict[str, Tuple[str, ...]] = {
     "accuracy": ("accuracy",),
 }
 DEV_METRICS: Dict[str, str] = {"wer": "error_rate", "bleu": "translation", "accuracy": "accuracy"}
+_HIGHER_IS_BETTER = ("bleu", "accuracy")  # of the dev metrics; loss and wer: lower is better
 # Fields a prompt template may name; each task allows a subset (``Task.fields``).
 TEMPLATE_FIELDS = ("src_lang", "tgt_lang", "text", "speech")
 
@@ -140,6 +141,11 @@ def names(*, speech: Optional[bool] = None, cross_lingual: Optional[bool] = None
 def dev_metric_names() -> List[str]:
     """The ``dev.metric`` values a schedule may use: ``loss`` and every task's dev metric."""
     return ["loss"] + sorted({t.dev_metric for t in _REGISTRY.values() if t.dev_metric})
+
+
+def dev_metric_higher_is_better(metric: str) -> bool:
+    """Whether a larger value of a ``dev.metric`` is better (it picks the best checkpoints)."""
+    return metric in _HIGHER_IS_BETTER
 
 
 def check_template(task: Task, template: str) -> None:

@@ -9,8 +9,9 @@ import torch
 
 from partlib.analysis.extract import Extractor, Point, load_utterances, masked_mean, parse_points
 from partlib.bin import analyze
-from partlib.common import DataError
-from partlib.data.datadir import DataDir, write_kv
+from partlib.common import ConfigError, DataError
+from partlib.data.datadir import DataDir
+from partlib.data.kv import write_kv
 from partlib.features.whisper_mel import WhisperMel
 from partlib.models.builders import tiny_model_config
 from partlib.models.speech_llm import SpeechLLM
@@ -64,7 +65,7 @@ def test_points_parse():
     assert parse_points("mel, encoder,llm:-1,mel") == [Point("mel"), Point("encoder"), Point("llm", -1)]
     assert str(Point.parse("llm:3")) == "llm:3" and Point("llm", -1).slug == "llm_m1"
     for bad in ("llm", "llm:x", "mel:1", "decoder", ""):
-        with pytest.raises(ValueError):
+        with pytest.raises(ConfigError):
             parse_points(bad)
 
 
@@ -108,7 +109,7 @@ def test_extract_shapes_masks_splice_and_cache(model_dir, data_dir, tmp_path):
     assert again._model is None
     np.testing.assert_array_equal(cached[Point("mel")].speech, one[Point("mel")].speech)
     assert len(list((tmp_path / "c1").glob("*.npz"))) == len(points)
-    with pytest.raises(ValueError, match="hidden states"):
+    with pytest.raises(ConfigError, match="hidden states"):
         Extractor(model_dir, tmp_path / "c3").extract(data, [Point("llm", 9)])
 
 

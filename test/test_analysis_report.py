@@ -7,6 +7,7 @@ import pytest
 from partlib.analysis import plots
 from partlib.analysis.extract import Reps
 from partlib.analysis.report import cka_pairs, compute_metrics, draw_plots, metrics_json, render_markdown
+from partlib.common import ConfigError
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -95,5 +96,5 @@ def test_plots_and_markdown(tmp_path):
 
 
 def test_projection_rejects_unknown_method(tmp_path):
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError):
         plots.projection_2d(np.zeros((5, 3)), ["a"] * 5, "umap", "t", tmp_path / "x.png")

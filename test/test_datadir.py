@@ -7,9 +7,11 @@ from typing import Dict
 import pytest
 
 from partlib.common import DataError
-from partlib.data import datadir as dd_mod
-from partlib.data.datadir import (DataDir, combine_data_dirs, copy_data_dir, fix_data_dir,
-                                  read_kv, split_data_dir, subset_data_dir, validate_data_dir)
+from partlib.data import dirtools
+from partlib.data.datadir import DataDir
+from partlib.data.dirtools import combine_data_dirs, copy_data_dir, fix_data_dir, split_data_dir, subset_data_dir
+from partlib.data.kv import read_kv
+from partlib.data.validate import validate_data_dir
 
 
 def write_files(d: Path, files: Dict[str, str | bytes]) -> Path:
@@ -292,7 +294,7 @@ def test_split_more_parts_than_speakers_fails(tmp_path: Path) -> None:
 
 def test_balanced_chunks_are_contiguous_and_nonempty() -> None:
     groups = [["x"] * n for n in (10, 1, 1, 1)]
-    chunks = dd_mod._balanced_chunks(groups, 3)
+    chunks = dirtools._balanced_chunks(groups, 3)
     assert [sum(map(len, c)) for c in chunks] == [10, 1, 2]
 
 

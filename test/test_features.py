@@ -14,7 +14,8 @@ from transformers.audio_utils import mel_filter_bank
 
 from partlib.common import ConfigError, DataError, PartError
 from partlib.data.audio import AudioReader
-from partlib.data.datadir import DataDir, read_kv
+from partlib.data.datadir import DataDir
+from partlib.data.kv import read_kv
 from partlib.features import (
     FeatsType,
     WhisperMel,

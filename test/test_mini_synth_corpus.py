@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from partlib.data.datadir import read_kv, read_kv_list
+from partlib.data.kv import read_kv, read_kv_list
 from partlib.data.validate import validate_data_dir
 from partlib.text.overlap import find_overlap
 

@@ -95,7 +95,7 @@ def test_results_regenerate_byte_identically(run):
     text = results.read_text()
     assert "part" in text and "frozen_llm" in text and "control_shuffled_audio" in text
     results.unlink()
-    res = subprocess.run(["./run.sh", "--fast", "true", "--stage", "8", "--stop_stage", "8"], cwd=run,
+    res = subprocess.run(["./run.sh", "--fast", "true", "--stage", "9", "--stop_stage", "9"], cwd=run,
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-2000:]
     assert results.read_text() == text

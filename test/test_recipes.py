@@ -17,7 +17,7 @@ import torch
 import yaml
 
 from corpora_mini import RECIPES, default_covost2
-from partlib.data.datadir import read_kv
+from partlib.data.kv import read_kv
 from partlib.models.builders import CONFIG_DIR, build_tiny_encoder, build_tiny_llm
 from partlib.models.speech_llm import SpeechLLM
 from partlib.train.schedule import active_layers_at, load_schedule
@@ -198,7 +198,7 @@ def test_multilingual_runs_stage1_then_reads_the_set_lists(tmp_path: Path) -> No
 @pytest.mark.parametrize("name", RECIPES)
 def test_common_options_and_schedule_data_match_the_sets(tmp_path: Path, name: str) -> None:
     opts = run_sh_calls(tmp_path, name, _write_multilingual_stage1 if name == "multilingual" else None)[-1]
-    assert opts["feats_type"] == "dumped" and opts["n_mels"] == "128"
+    assert opts["features"] == "dumped" and opts["n_mels"] == "128"
     assert opts["local_data_opts"] == "--config conf/data.conf"
     assert opts["schedules"].split() == list(SCHEDULES) and opts["seeds"] == "1 2"
     # every bootstrap comparison names <system>/<stage> pairs that the schedules produce

@@ -10,7 +10,7 @@ import pytest
 
 from partlib.bin import compare as compare_cli
 from partlib.common import DataError
-from partlib.scoring import bootstrap, decodes
+from partlib.scoring import bootstrap, decode_dir
 
 WORDS = "the a cat dog sat ran on under mat tree house red big small old new".split()
 
@@ -64,7 +64,7 @@ def test_clearly_better_system_bleu(tmp_path, systems):
     b = make_decode_dir(tmp_path / "b", refs, bad, tgt_lang="de")
     res = bootstrap.compare_dirs(a, b, n_bootstrap=200, seed=0)
     assert set(res["sets"]) == {"en-de", "overall"}
-    full = decodes.score_decode_dir(a)[0]["sets"]["overall"]["scores"]
+    full = decode_dir.score_decode_dir(a)[0]["sets"]["overall"]["scores"]
     for m in ("bleu", "chrf"):
         r = res["sets"]["overall"][m]
         assert r["diff"] > 0 and r["ci95"][0] > 0 and r["p_value"] < 0.05

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from partlib.common import ConfigError, DataError
-from partlib.scoring import bleu, diagnostics, normalize, report
+from partlib.scoring import bleu, diagnostics, normalize, wer_bleu
 from partlib.scoring.align import align
 from partlib.scoring.wer import ErrorCounts, score_units
 from partlib.bin import score as score_cli
@@ -163,10 +163,10 @@ def test_missing_and_extra_hypotheses(asr_files, tmp_path):
     ref, _, u2l = asr_files
     hyp = write(tmp_path / "hyp2", "u1 hello world\nu3\nu4 the cat sat\nu9 stray\n")
     with pytest.raises(DataError, match="u2") as e:
-        report.load_inputs(ref, hyp, utt2lang=u2l)
+        wer_bleu.load_inputs(ref, hyp, utt2lang=u2l)
     assert "u9" in str(e.value)
-    inputs = report.load_inputs(ref, hyp, utt2lang=u2l, allow_missing=True)
-    res, _ = report.score(inputs)
+    inputs = wer_bleu.load_inputs(ref, hyp, utt2lang=u2l, allow_missing=True)
+    res, _ = wer_bleu.score(inputs)
     assert (res["num_missing"], res["num_extra"]) == (1, 1)
     assert res["sets"]["zh"]["scores"]["cer"]["counts"]["del"] == 6   # missing = empty hypothesis
     out = tmp_path / "o"
@@ -178,7 +178,7 @@ def test_missing_language_is_an_error(asr_files, tmp_path):
     ref, hyp, _ = asr_files
     u2l = write(tmp_path / "u2l", "u1 en\n")
     with pytest.raises(DataError, match="no language"):
-        report.load_inputs(ref, hyp, utt2lang=u2l)
+        wer_bleu.load_inputs(ref, hyp, utt2lang=u2l)
 
 
 def test_score_cli_translation(tmp_path):
@@ -202,11 +202,11 @@ def test_score_cli_translation(tmp_path):
 
 def test_explicit_metrics_and_bad_metric(asr_files):
     ref, hyp, u2l = asr_files
-    inputs = report.load_inputs(ref, hyp, lang="en")
-    res, _ = report.score(inputs, metrics="cer,bleu")
+    inputs = wer_bleu.load_inputs(ref, hyp, lang="en")
+    res, _ = wer_bleu.score(inputs, metrics="cer,bleu")
     assert res["sets"]["overall"]["primary"] == "cer" and "bleu" in res["sets"]["overall"]["scores"]
     with pytest.raises(ConfigError):
-        report.score(inputs, metrics="wer,ter")
+        wer_bleu.score(inputs, metrics="wer,ter")
 
 
 def test_language_checkers_do_not_interfere():
@@ -219,15 +219,15 @@ def test_language_checkers_do_not_interfere():
 def test_untranslated_output_counts_as_wrong_language(tmp_path):
     ref = write(tmp_path / "ref", "a1 the weather is very nice today and we go for a walk\n")
     hyp = write(tmp_path / "hyp", "a1 das Wetter ist heute sehr schön und wir gehen spazieren\n")
-    res, _ = report.score(report.load_inputs(ref, hyp, lang="de"), tgt_lang="en")
+    res, _ = wer_bleu.score(wer_bleu.load_inputs(ref, hyp, lang="de"), tgt_lang="en")
     assert res["sets"]["de-en"]["diagnostics"]["wrong_lang"]["count"] == 1
     assert "de" in res["sets"]["de-en"]["diagnostics"]["wrong_lang"]["candidates"]
 
 
 def test_auto_metrics_are_recorded_and_empty_input_fails(asr_files, tmp_path):
     ref, hyp, u2l = asr_files
-    res, _ = report.score(report.load_inputs(ref, hyp, utt2lang=u2l))
+    res, _ = wer_bleu.score(wer_bleu.load_inputs(ref, hyp, utt2lang=u2l))
     assert res["metrics"] == ["cer", "wer"]
     empty = write(tmp_path / "empty", "")
     with pytest.raises(DataError, match="no utterances"):
-        report.score(report.load_inputs(empty, empty, lang="en"))
+        wer_bleu.score(wer_bleu.load_inputs(empty, empty, lang="en"))

@@ -9,7 +9,7 @@ import pytest
 
 from partlib.bin import results as results_cli
 from partlib.common import ConfigError
-from partlib.scoring import report, results
+from partlib.scoring import results, wer_bleu
 
 REFS = {"e1": "the cat sat on the mat", "e2": "a dog ran home", "z1": "我爱北京", "z2": "今天下雨"}
 LANGS = {"e1": "en", "e2": "en", "z1": "zh", "z2": "zh"}
@@ -23,8 +23,8 @@ def decode(dir_: Path, hyps: Dict[str, str], tgt_lang=None) -> None:
         (dir_ / name).write_text("".join(f"{u} {t}\n" for u, t in sorted(m.items())), encoding="utf-8")
     if tgt_lang:
         (dir_ / "tgt_lang").write_text(tgt_lang + "\n", encoding="utf-8")
-    inputs = report.load_inputs(dir_ / "ref", dir_ / "hyp", utt2lang=dir_ / "utt2lang")
-    report.write_outputs(dir_, *report.score(inputs, tgt_lang=tgt_lang))
+    inputs = wer_bleu.load_inputs(dir_ / "ref", dir_ / "hyp", utt2lang=dir_ / "utt2lang")
+    wer_bleu.write_outputs(dir_, *wer_bleu.score(inputs, tgt_lang=tgt_lang))
 
 
 @pytest.fixture

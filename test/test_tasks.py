@@ -4,17 +4,17 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
 from partlib import tasks
 from partlib.bin import decode as decode_cli
 from partlib.bin import score_decode_dirs
 from partlib.bin import tasks as tasks_cli
 from partlib.common import ConfigError
-from partlib.data.datadir import DataDir, read_kv
+from partlib.data.datadir import DataDir
+from partlib.data.kv import read_kv
 from partlib.data.examples import TaskSpec, build_examples
-from partlib.scoring import accuracy, bootstrap
-from partlib.scoring.decodes import score_decode_dir, write_outputs
+from partlib.scoring import bootstrap
+from partlib.scoring.decode_dir import score_decode_dir, write_outputs
 from partlib.scoring.results import build_results
 from partlib.train.quick_eval import quick_scores
 from partlib.train.schedule import parse_schedule
@@ -27,6 +27,7 @@ def test_builtin_tasks_and_lookups():
     assert tasks.names(cross_lingual=True) == ["s2tt", "t2tt"]
     assert tasks.names(scored=True) == ["asr", "s2tt", "t2tt", "lid"]
     assert tasks.dev_metric_names() == ["loss", "accuracy", "bleu", "wer"]
+    assert [m for m in tasks.dev_metric_names() if tasks.dev_metric_higher_is_better(m)] == ["accuracy", "bleu"]
     with pytest.raises(ConfigError, match="unknown task 'summarise'; known tasks: asr, s2tt"):
         tasks.get("summarise")
     with pytest.raises(ConfigError, match="already registered"):

@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from partlib.bin import pretrain_lm, train_tokenizer
 from partlib.common import DataError
-from partlib.data.datadir import write_kv
+from partlib.data.kv import write_kv
 from partlib.train.lm_pretrain import LMPretrainConfig, check_contamination, pretrain
 
 PAIRS = [  # (de, en, zh)

@@ -9,7 +9,9 @@ from typing import Dict, Optional
 
 import pytest
 
-from partlib.data.datadir import DataDir, read_kv, validate_data_dir
+from partlib.data.datadir import DataDir
+from partlib.data.kv import read_kv
+from partlib.data.validate import validate_data_dir
 
 REPO = Path(__file__).resolve().parents[1]
 

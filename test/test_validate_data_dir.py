@@ -16,7 +16,7 @@ from typing import Dict, Optional
 import pytest
 
 from partlib.common import DataError
-from partlib.data.datadir import validate_data_dir
+from partlib.data.validate import validate_data_dir
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -252,7 +252,7 @@ def test_shell_wrapper_exit_status(tmp_path: Path, name: str) -> None:
     if r.returncode == 0:
         assert "Successfully validated" in r.stdout
     else:
-        assert "error" in r.stderr
+        assert "[ERROR]" in r.stderr and str(d) in r.stderr  # one line naming the data dir
 
 
 def test_shell_wrapper_usage_errors(tmp_path: Path) -> None:

@@ -26,9 +26,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from partlib.common import DataError, PathLike, atomic_write, get_logger
+from partlib.common import ConfigError, DataError, PathLike, atomic_write, get_logger
 from partlib.data.batching import collate
-from partlib.data.datadir import DataDir, read_kv
+from partlib.data.datadir import DataDir
+from partlib.data.kv import read_kv
 from partlib.data.examples import Example
 from partlib.features.source import FeatureSource, pad_features
 from partlib.models.lora import unwrap
@@ -51,11 +52,11 @@ class Point:
         """``mel``, ``encoder``, ``adapter`` or ``llm:K`` (K an integer, may be negative)."""
         kind, _, layer = spec.strip().partition(":")
         if kind not in _KINDS or (kind == "llm") != bool(layer):
-            raise ValueError(f"invalid point {spec!r}: use mel, encoder, adapter or llm:K")
+            raise ConfigError(f"invalid point {spec!r}: use mel, encoder, adapter or llm:K")
         try:
             return cls(kind, int(layer) if layer else None)
         except ValueError:
-            raise ValueError(f"invalid point {spec!r}: the layer K of llm:K must be an integer") from None
+            raise ConfigError(f"invalid point {spec!r}: the layer K of llm:K must be an integer") from None
 
     def __str__(self) -> str:
         return self.kind if self.layer is None else f"{self.kind}:{self.layer}"
@@ -75,7 +76,7 @@ def parse_points(spec: str) -> List[Point]:
             if p not in out:
                 out.append(p)
     if not out:
-        raise ValueError("no representation points given")
+        raise ConfigError("no representation points given")
     return out
 
 
@@ -260,7 +261,7 @@ class Extractor:
         n_layers = model.num_llm_layers()
         for p in points:
             if p.kind == "llm" and not -(n_layers + 1) <= p.layer <= n_layers:
-                raise ValueError(f"point {p}: the LLM has hidden states 0..{n_layers} (or -1..-{n_layers + 1})")
+                raise ConfigError(f"point {p}: the LLM has hidden states 0..{n_layers} (or -1..-{n_layers + 1})")
         feats_src = FeatureSource([DataDir.load(data.data_dir)], model.n_mels)
         order = _length_order(data)
         speech: Dict[Point, List[np.ndarray]] = {p: [] for p in points}

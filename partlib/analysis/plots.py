@@ -16,7 +16,7 @@ import numpy as np  # noqa: E402
 from sklearn.decomposition import PCA  # noqa: E402
 from sklearn.manifold import TSNE  # noqa: E402
 
-from partlib.common import PathLike, atomic_write  # noqa: E402
+from partlib.common import ConfigError, PathLike, atomic_write  # noqa: E402
 
 
 def _save(fig: "plt.Figure", path: PathLike) -> None:
@@ -89,7 +89,7 @@ def projection_2d(
         Y = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(X50)
         axis = "t-SNE dimension"
     else:
-        raise ValueError(f"unknown projection method {method!r} (pca or tsne)")
+        raise ConfigError(f"unknown projection method {method!r} (pca or tsne)")
     fig, ax = plt.subplots(figsize=(6, 5))
     for lang in sorted(set(langs)):
         m = langs == lang

@@ -17,7 +17,7 @@ import numpy as np
 from partlib.analysis import metrics as M
 from partlib.analysis import plots
 from partlib.analysis.extract import Extractor, Point, Reps, load_utterances
-from partlib.common import DataError, PathLike, atomic_write, get_logger
+from partlib.common import ConfigError, DataError, PathLike, atomic_write, get_logger
 
 log = get_logger(__name__)
 MEL = Point("mel")
@@ -302,7 +302,7 @@ def run_analysis(
     out_dir = Path(out_dir)
     names = [n for n, _ in models]
     if len(set(names)) != len(names):
-        raise ValueError(f"model names must be unique, got {names}")
+        raise ConfigError(f"model names must be unique, got {names}")
     points = list(points) if MEL in points else [MEL, *points]
     sets = [load_utterances(d, max_utts) for d in data_dirs]
     utts = [u for s in sets for u in s.utts]

@@ -19,7 +19,8 @@ from typing import List, Optional, Tuple
 
 from partlib.analysis.extract import parse_points
 from partlib.analysis.report import run_analysis
-from partlib.common import PartError, get_logger
+from partlib.bin import cli
+from partlib.common import ConfigError, get_logger
 
 
 def _model_arg(text: str) -> Tuple[str, str]:
@@ -56,24 +57,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@cli
 def main(argv: Optional[List[str]] = None) -> int:
-    """Run the analysis; user errors print one line and return 1."""
+    """Run the analysis."""
     args = build_parser().parse_args(argv)
     log = get_logger("partlib.bin.analyze")
     projections = [m for m in args.projections.split(",") if m]
-    try:
-        bad = [m for m in projections if m not in ("pca", "tsne")]
-        if bad:
-            raise ValueError(f"unknown projection(s) {bad}: use pca and/or tsne")
-        if args.n_folds < 2:
-            raise ValueError("--n-folds must be at least 2")
-        run_analysis(args.model_dir, args.data_dir, args.out_dir, parse_points(args.points),
-                     max_utts=args.max_utts, n_folds=args.n_folds, seed=args.seed,
-                     batch_size=args.batch_size, device=args.device, cache_dir=args.cache_dir,
-                     projections=projections)
-    except (PartError, ValueError) as e:
-        log.error("%s", e)
-        return 1
+    bad = [m for m in projections if m not in ("pca", "tsne")]
+    if bad:
+        raise ConfigError(f"unknown projection(s) {bad}: use pca and/or tsne")
+    if args.n_folds < 2:
+        raise ConfigError("--n-folds must be at least 2")
+    run_analysis(args.model_dir, args.data_dir, args.out_dir, parse_points(args.points),
+                 max_utts=args.max_utts, n_folds=args.n_folds, seed=args.seed,
+                 batch_size=args.batch_size, device=args.device, cache_dir=args.cache_dir,
+                 projections=projections)
     log.info("wrote %s/analysis.md", args.out_dir)
     return 0
 

@@ -9,9 +9,10 @@ import argparse
 import sys
 from typing import List, Optional
 
-from partlib.common import PartError, atomic_write
+from partlib.bin import cli
+from partlib.common import ConfigError, atomic_write
 from partlib.scoring import bootstrap
-from partlib.scoring.report import dumps_json
+from partlib.scoring.wer_bleu import dumps_json
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -25,17 +26,13 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
+@cli
 def main(argv: Optional[List[str]] = None) -> int:
     """Run the comparison and print a markdown table (diff = A - B)."""
     args = get_parser().parse_args(argv)
     if args.n_bootstrap < 1:
-        print("error: --n-bootstrap must be positive", file=sys.stderr)
-        return 1
-    try:
-        result = bootstrap.compare_dirs(args.sys_a, args.sys_b, args.n_bootstrap, args.seed)
-    except PartError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        raise ConfigError("--n-bootstrap must be positive")
+    result = bootstrap.compare_dirs(args.sys_a, args.sys_b, args.n_bootstrap, args.seed)
     if args.out:
         atomic_write(args.out, dumps_json(result))
     sys.stdout.write(bootstrap.format_markdown(result, args.sys_a, args.sys_b))

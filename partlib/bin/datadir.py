@@ -19,8 +19,9 @@ import argparse
 import sys
 from typing import Dict, List, Optional, Sequence
 
-from partlib.common import PartError
-from partlib.data import datadir
+from partlib.bin import cli
+from partlib.data import dirtools
+from partlib.data.validate import validate_data_dir
 
 VALIDATE_FLAGS = ("--no-feats", "--no-text", "--no-wav", "--non-print", "--no-spk-sort")
 
@@ -39,7 +40,7 @@ def _validate(argv: List[str]) -> None:
             dirs.append(a)
     if len(dirs) != 1:
         raise SystemExit(f"usage: validate_data_dir.sh [{'] ['.join(VALIDATE_FLAGS)}] <data-dir>")
-    datadir.validate_data_dir(
+    validate_data_dir(
         dirs[0], no_feats=flags["--no-feats"], no_text=flags["--no-text"],
         no_wav=flags["--no-wav"], non_print=flags["--non-print"],
         no_spk_sort=flags["--no-spk-sort"])
@@ -92,13 +93,14 @@ def _subset(argv: List[str]) -> None:
         "--utt-list": {"utt_list": opts.get("--utt-list")},
         "--spk-list": {"spk_list": opts.get("--spk-list")},
     }[mode]
-    datadir.subset_data_dir(src, dst, **kwargs)
+    dirtools.subset_data_dir(src, dst, **kwargs)
 
 
 def _parser(prog: str, description: str) -> argparse.ArgumentParser:
     return argparse.ArgumentParser(prog=prog, description=description)
 
 
+@cli
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run one data-dir command; return the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -107,41 +109,37 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(__doc__, file=sys.stderr)
         return 1
     cmd, args = argv[0], argv[1:]
-    try:
-        if cmd == "validate":
-            _validate(args)
-        elif cmd == "subset":
-            _subset(args)
-        elif cmd == "fix":
-            p = _parser("fix_data_dir.sh", datadir.fix_data_dir.__doc__)
-            p.add_argument("dir")
-            datadir.fix_data_dir(p.parse_args(args).dir)
-        elif cmd == "combine":
-            p = _parser("combine_data.sh", datadir.combine_data_dirs.__doc__)
-            p.add_argument("dest")
-            p.add_argument("srcs", nargs="+")
-            a = p.parse_args(args)
-            datadir.combine_data_dirs(a.dest, a.srcs)
-        elif cmd == "copy":
-            p = _parser("copy_data_dir.sh", datadir.copy_data_dir.__doc__)
-            for name in ("utt-prefix", "spk-prefix", "utt-suffix"):
-                p.add_argument(f"--{name}", f"--{name.replace('-', '_')}", default="")
-            p.add_argument("src")
-            p.add_argument("dst")
-            a = p.parse_args(args)
-            datadir.copy_data_dir(a.src, a.dst, utt_prefix=a.utt_prefix,
-                                  spk_prefix=a.spk_prefix, utt_suffix=a.utt_suffix)
-        else:
-            p = _parser("split_data.sh", datadir.split_data_dir.__doc__)
-            p.add_argument("--per-utt", "--per_utt", action="store_true",
-                           help="split by utterance (DIR/splitNutt) instead of by speaker")
-            p.add_argument("dir")
-            p.add_argument("n", type=int)
-            a = p.parse_args(args)
-            datadir.split_data_dir(a.dir, a.n, by_speaker=not a.per_utt)
-    except PartError as e:
-        print(f"{cmd}: error: {e}", file=sys.stderr)
-        return 1
+    if cmd == "validate":
+        _validate(args)
+    elif cmd == "subset":
+        _subset(args)
+    elif cmd == "fix":
+        p = _parser("fix_data_dir.sh", dirtools.fix_data_dir.__doc__)
+        p.add_argument("dir")
+        dirtools.fix_data_dir(p.parse_args(args).dir)
+    elif cmd == "combine":
+        p = _parser("combine_data.sh", dirtools.combine_data_dirs.__doc__)
+        p.add_argument("dest")
+        p.add_argument("srcs", nargs="+")
+        a = p.parse_args(args)
+        dirtools.combine_data_dirs(a.dest, a.srcs)
+    elif cmd == "copy":
+        p = _parser("copy_data_dir.sh", dirtools.copy_data_dir.__doc__)
+        for name in ("utt-prefix", "spk-prefix", "utt-suffix"):
+            p.add_argument(f"--{name}", f"--{name.replace('-', '_')}", default="")
+        p.add_argument("src")
+        p.add_argument("dst")
+        a = p.parse_args(args)
+        dirtools.copy_data_dir(a.src, a.dst, utt_prefix=a.utt_prefix,
+                              spk_prefix=a.spk_prefix, utt_suffix=a.utt_suffix)
+    else:
+        p = _parser("split_data.sh", dirtools.split_data_dir.__doc__)
+        p.add_argument("--per-utt", "--per_utt", action="store_true",
+                       help="split by utterance (DIR/splitNutt) instead of by speaker")
+        p.add_argument("dir")
+        p.add_argument("n", type=int)
+        a = p.parse_args(args)
+        dirtools.split_data_dir(a.dir, a.n, by_speaker=not a.per_utt)
     return 0
 
 

@@ -17,7 +17,9 @@ import sys
 from pathlib import Path
 
 from partlib import tasks
+from partlib.bin import cli
 from partlib.common import PartError, atomic_write, get_logger
+from partlib.features.source import FEATURE_MODES
 
 logger = get_logger("partlib.bin.decode")
 
@@ -40,7 +42,8 @@ def get_parser() -> argparse.ArgumentParser:
                    help="controls: shuffled = another utterance's audio (with --nj: from the same job's "
                         "part); none = no speech embeddings")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--features", choices=["auto", "dumped", "on_the_fly"], default="auto")
+    p.add_argument("--features", choices=list(FEATURE_MODES), default="auto",
+                   help="dumped: feats.scp; on_the_fly: from wav.scp; auto: feats.scp where present")
     p.add_argument("--nj", type=int, default=1)
     p.add_argument("--cmd", default="utils/run.pl", help="job runner (run.pl / slurm.pl interface)")
     p.add_argument("--device", default=None)
@@ -59,58 +62,61 @@ def _forward_args(args: argparse.Namespace, data: str, out: str) -> list:
     return argv + [out]
 
 
+def decode_in_jobs(args: argparse.Namespace) -> None:
+    """Split the data dir into ``args.nj`` parts, decode each as a job of ``args.cmd`` (this tool
+    with ``--nj 1``), and merge the parts into ``args.out_dir``; a failed job is an error naming
+    its log."""
+    from partlib.data.dirtools import split_data_dir
+    from partlib.data.kv import read_kv, write_kv
+
+    out = Path(args.out_dir)
+    splits = split_data_dir(args.data_dir, args.nj, by_speaker=False)
+    n = len(splits)
+    # split_data_dir names the parent split<n>utt (per-utterance split): take it from its result
+    sub = _forward_args(args, str(splits[0].parent / "JOB"), str(out / f"split{n}" / "JOB"))
+    cmd = shlex.split(args.cmd) + [f"JOB=1:{n}", str(out / "log" / "decode.JOB.log"),
+                                   sys.executable, "-m", "partlib.bin.decode"] + sub
+    if subprocess.run(cmd).returncode != 0:
+        raise PartError(f"decoding job(s) failed; see {out}/log/decode.*.log")
+    merged = {name: {} for name in ("ref", "utt2lang", "hyp")}
+    for j in range(1, n + 1):
+        for name, table in merged.items():
+            table.update(read_kv(out / f"split{n}" / str(j) / name, allow_empty=True))
+    tgt = out / f"split{n}" / "1" / "tgt_lang"
+    if tgt.is_file():
+        atomic_write(out / "tgt_lang", tgt.read_text())
+    opts = json.loads((out / f"split{n}" / "1" / "decode.json").read_text())
+    opts.update(num_utts=len(merged["hyp"]), nj=n)
+    atomic_write(out / "decode.json", json.dumps(opts, sort_keys=True, indent=1) + "\n")
+    for name, table in merged.items():  # hyp last: its presence marks a finished decode
+        write_kv(out / name, table)
+
+
+@cli
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
     out = Path(args.out_dir)
-    try:
-        if (out / "hyp").is_file():
-            logger.info("%s/hyp exists: decode already done", out)
-            return 0
-        if args.nj > 1:
-            from partlib.data.datadir import read_kv, split_data_dir, write_kv
+    if (out / "hyp").is_file():
+        logger.info("%s/hyp exists: decode already done", out)
+        return 0
+    if args.nj > 1:
+        decode_in_jobs(args)
+        return 0
+    import torch
 
-            splits = split_data_dir(args.data_dir, args.nj, by_speaker=False)
-            n = len(splits)
-            # split_data_dir names the parent split<n>utt (per-utterance split): take it from its result
-            sub = _forward_args(args, str(splits[0].parent / "JOB"), str(out / f"split{n}" / "JOB"))
-            cmd = shlex.split(args.cmd) + [f"JOB=1:{n}", str(out / "log" / "decode.JOB.log"),
-                                           sys.executable, "-m", "partlib.bin.decode"] + sub
-            subprocess.run(cmd, check=True)
-            merged = {name: {} for name in ("ref", "utt2lang", "hyp")}
-            for j in range(1, n + 1):
-                for name, table in merged.items():
-                    table.update(read_kv(out / f"split{n}" / str(j) / name, allow_empty=True))
-            tgt = out / f"split{n}" / "1" / "tgt_lang"
-            if tgt.is_file():
-                atomic_write(out / "tgt_lang", tgt.read_text())
-            opts = json.loads((out / f"split{n}" / "1" / "decode.json").read_text())
-            opts.update(num_utts=len(merged["hyp"]), nj=n)
-            atomic_write(out / "decode.json", json.dumps(opts, sort_keys=True, indent=1) + "\n")
-            for name, table in merged.items():  # hyp last: its presence marks a finished decode
-                write_kv(out / name, table)
-            return 0
-        import torch
+    from partlib.infer.decode import decode_dir
+    from partlib.models.speech_llm import SpeechLLM
 
-        from partlib.infer.decode import decode_dir
-        from partlib.models.speech_llm import SpeechLLM
-
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        model = SpeechLLM.from_pretrained(args.model_dir)
-        if args.device:
-            model.to(args.device)
-        decode_dir(model, args.data_dir, out, task=args.task, tgt_lang=args.tgt_lang,
-                   batch_frames=args.batch_frames, batch_size=args.batch_size, num_beams=args.beam,
-                   length_penalty=args.length_penalty, repetition_penalty=args.repetition_penalty,
-                   no_repeat_ngram_size=args.no_repeat_ngram_size, max_new_tokens=args.max_new_tokens,
-                   audio=args.audio, seed=args.seed,
-                   features={"auto": None, "dumped": False, "on_the_fly": True}[args.features])
-    except PartError as e:
-        logger.error("%s", e)
-        return 2
-    except subprocess.CalledProcessError as e:
-        logger.error("decoding job(s) failed (%s); see %s/log/", e, out)
-        return 1
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = SpeechLLM.from_pretrained(args.model_dir)
+    if args.device:
+        model.to(args.device)
+    decode_dir(model, args.data_dir, out, task=args.task, tgt_lang=args.tgt_lang,
+               batch_frames=args.batch_frames, batch_size=args.batch_size, num_beams=args.beam,
+               length_penalty=args.length_penalty, repetition_penalty=args.repetition_penalty,
+               no_repeat_ngram_size=args.no_repeat_ngram_size, max_new_tokens=args.max_new_tokens,
+               audio=args.audio, seed=args.seed, features=args.features)
     return 0
 
 

@@ -14,7 +14,8 @@ import argparse
 import sys
 from typing import List, Optional
 
-from partlib.common import PartError, get_logger
+from partlib.bin import cli
+from partlib.common import get_logger
 from partlib.features.compute import FEATURE_TYPES, MEL_BINS, check_feature_config
 from partlib.features.dump import DumpOptions, extract_feats, run_job, set_threads
 
@@ -53,28 +54,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@cli
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point; returns the exit status."""
     args = build_parser().parse_args(argv)
-    try:
-        opts = DumpOptions(
-            feats_type=check_feature_config(args.feature, args.num_mel_bins),
-            batch_size=args.batch_size,
-            skip_bad=args.skip_bad,
-            resample=args.resample,
-            device=args.device,
-        )
-        if args.job is not None:
-            set_threads(args.num_threads)
-            run_job(args.data_dir, args.out_dir, args.job, opts)
-            return 0
-        if not args.cmd:
-            set_threads(args.num_threads)
-        extract_feats(args.data_dir, args.out_dir, opts, nj=args.nj, cmd=args.cmd or None,
-                      num_threads=args.num_threads or 1)
-    except PartError as e:
-        logger.error("%s", e)
-        return 1
+    opts = DumpOptions(
+        feats_type=check_feature_config(args.feature, args.num_mel_bins),
+        batch_size=args.batch_size,
+        skip_bad=args.skip_bad,
+        resample=args.resample,
+        device=args.device,
+    )
+    if args.job is not None:
+        set_threads(args.num_threads)
+        run_job(args.data_dir, args.out_dir, args.job, opts)
+        return 0
+    if not args.cmd:
+        set_threads(args.num_threads)
+    extract_feats(args.data_dir, args.out_dir, opts, nj=args.nj, cmd=args.cmd or None,
+                  num_threads=args.num_threads or 1)
     return 0
 
 

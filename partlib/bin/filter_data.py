@@ -14,6 +14,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from partlib.bin import cli
 from partlib.common import PartError, get_logger
 from partlib.data.audio import compute_utt2dur
 from partlib.data.datadir import DataDir
@@ -54,6 +55,7 @@ def filter_data_dir(src: str, dst: str, min_dur: float, max_dur: float, max_text
     return counts
 
 
+@cli
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--min-dur", type=float, default=0.1)
@@ -62,11 +64,7 @@ def main(argv=None) -> int:
     p.add_argument("src")
     p.add_argument("dst")
     args = p.parse_args(argv)
-    try:
-        filter_data_dir(args.src, args.dst, args.min_dur, args.max_dur, args.max_text_chars)
-    except PartError as e:
-        logger.error("%s", e)
-        return 2
+    filter_data_dir(args.src, args.dst, args.min_dur, args.max_dur, args.max_text_chars)
     return 0
 
 

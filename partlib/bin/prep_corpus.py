@@ -18,7 +18,7 @@ import argparse
 import sys
 from typing import List, Optional
 
-from partlib.common import PartError
+from partlib.bin import cli
 from partlib.data.corpora import commonvoice, contamination, covost2, fleurs, wenetspeech
 
 
@@ -73,32 +73,29 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@cli
 def main(argv: Optional[List[str]] = None) -> int:
     """Run one preparation step; user errors print one line and exit 1."""
     a = build_parser().parse_args(argv)
-    try:
-        counts = {}
-        if a.cmd == "commonvoice":
-            counts = commonvoice.prepare_commonvoice(a.root, a.out, a.locales, a.splits, a.allow_missing, a.prefix)
-        elif a.cmd == "fleurs":
-            counts = fleurs.prepare_fleurs(a.root, a.out, a.locales, a.splits, a.allow_missing, a.dump_dir)
-        elif a.cmd == "wenetspeech":
-            counts = wenetspeech.prepare_wenetspeech(a.root, a.out, a.train_subset, a.eval_subsets,
-                                                     a.allow_missing)
-        elif a.cmd == "covost2":
-            counts = covost2.prepare_covost2(a.covost_root, a.cv4_root, a.out, a.directions, a.allow_missing)
-        elif a.cmd == "fleurs-pairs":
-            print(f"{a.out_dir}: kept={fleurs.text_pairs(a.src_dir, a.tgt_dir, a.out_dir)}")
-        elif a.cmd == "wenet-dump":
-            print(f"{a.out_dir}: kept={wenetspeech.dump_segments(a.src_dir, a.out_dir, a.dump_dir)}")
-        elif a.cmd == "decontaminate":
-            for name, c in contamination.decontaminate_all(a.train, a.eval, a.report).items():
-                print(f"{name}: kept={c['kept']}, removed_clip={c['clip']}, removed_sentence={c['sentence']}")
-        for name, c in counts.items():
-            print(f"{name}: {c.summary()}")
-    except PartError as e:
-        print(f"prep_corpus {a.cmd}: error: {e}", file=sys.stderr)
-        return 1
+    counts = {}
+    if a.cmd == "commonvoice":
+        counts = commonvoice.prepare_commonvoice(a.root, a.out, a.locales, a.splits, a.allow_missing, a.prefix)
+    elif a.cmd == "fleurs":
+        counts = fleurs.prepare_fleurs(a.root, a.out, a.locales, a.splits, a.allow_missing, a.dump_dir)
+    elif a.cmd == "wenetspeech":
+        counts = wenetspeech.prepare_wenetspeech(a.root, a.out, a.train_subset, a.eval_subsets,
+                                                 a.allow_missing)
+    elif a.cmd == "covost2":
+        counts = covost2.prepare_covost2(a.covost_root, a.cv4_root, a.out, a.directions, a.allow_missing)
+    elif a.cmd == "fleurs-pairs":
+        print(f"{a.out_dir}: kept={fleurs.text_pairs(a.src_dir, a.tgt_dir, a.out_dir)}")
+    elif a.cmd == "wenet-dump":
+        print(f"{a.out_dir}: kept={wenetspeech.dump_segments(a.src_dir, a.out_dir, a.dump_dir)}")
+    elif a.cmd == "decontaminate":
+        for name, c in contamination.decontaminate_all(a.train, a.eval, a.report).items():
+            print(f"{name}: kept={c['kept']}, removed_clip={c['clip']}, removed_sentence={c['sentence']}")
+    for name, c in counts.items():
+        print(f"{name}: {c.summary()}")
     return 0
 
 

@@ -11,11 +11,13 @@ import json
 import sys
 from pathlib import Path
 
-from partlib.common import PartError, get_logger
+from partlib.bin import cli
+from partlib.common import get_logger
 
 logger = get_logger("partlib.bin.pretrain_encoder")
 
 
+@cli
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arch", required=True, help="WhisperConfig JSON (encoder fields are used)")
@@ -38,14 +40,10 @@ def main(argv=None) -> int:
     if (Path(args.out_dir) / "ctc_pretrain.json").is_file():
         logger.info("%s exists: encoder already pretrained", args.out_dir)
         return 0
-    try:
-        arch = json.loads(Path(args.arch).read_text())
-        arch.pop("model_type", None)
-        pretrain_encoder(arch, args.train, args.dev, args.out_dir, steps=args.steps, lr=args.lr,
-                         max_frames=args.max_frames, warmup=args.warmup, seed=args.seed)
-    except PartError as e:
-        logger.error("%s", e)
-        return 2
+    arch = json.loads(Path(args.arch).read_text())
+    arch.pop("model_type", None)
+    pretrain_encoder(arch, args.train, args.dev, args.out_dir, steps=args.steps, lr=args.lr,
+                     max_frames=args.max_frames, warmup=args.warmup, seed=args.seed)
     return 0
 
 

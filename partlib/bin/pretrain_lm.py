@@ -18,12 +18,14 @@ from typing import Optional, Sequence
 import torch
 import yaml
 
-from partlib.common import ConfigError, PartError, get_logger
+from partlib.bin import cli
+from partlib.common import ConfigError, get_logger
 from partlib.train.lm_pretrain import LMPretrainConfig, pretrain
 
 log = get_logger("partlib.pretrain_lm")
 
 
+@cli
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("out_dir", type=Path, help="where the model and tokenizer are saved")
@@ -38,22 +40,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for f in fields(LMPretrainConfig):
         p.add_argument("--" + f.name.replace("_", "-"), type=type(getattr(defaults, f.name)), default=None)
     args = p.parse_args(argv)
-    try:
-        opts = {}
-        if args.config:
-            opts = yaml.safe_load(args.config.read_text(encoding="utf-8")) or {}
-            if not isinstance(opts, dict):
-                raise ConfigError(f"{args.config}: expected a mapping of options")
-        opts.update({f.name: getattr(args, f.name) for f in fields(LMPretrainConfig)
-                     if getattr(args, f.name) is not None})
-        cfg = LMPretrainConfig.from_dict(opts)
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        pretrain(args.tokenizer, args.data, args.out_dir, cfg, heldout_dirs=args.check_heldout,
-                 dev_dirs=args.dev)
-    except PartError as e:
-        log.error("%s", e)
-        return 1
+    opts = {}
+    if args.config:
+        opts = yaml.safe_load(args.config.read_text(encoding="utf-8")) or {}
+        if not isinstance(opts, dict):
+            raise ConfigError(f"{args.config}: expected a mapping of options")
+    opts.update({f.name: getattr(args, f.name) for f in fields(LMPretrainConfig)
+                 if getattr(args, f.name) is not None})
+    cfg = LMPretrainConfig.from_dict(opts)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    pretrain(args.tokenizer, args.data, args.out_dir, cfg, heldout_dirs=args.check_heldout,
+             dev_dirs=args.dev)
     return 0
 
 

@@ -10,7 +10,8 @@ import argparse
 import sys
 from typing import Dict, List, Optional
 
-from partlib.common import ConfigError, PartError, atomic_write
+from partlib.bin import cli
+from partlib.common import ConfigError, atomic_write
 from partlib.scoring import results
 
 
@@ -45,21 +46,18 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
+@cli
 def main(argv: Optional[List[str]] = None) -> int:
-    """Write RESULTS.md; user errors print one line and return 1."""
+    """Write RESULTS.md."""
     args = get_parser().parse_args(argv)
-    try:
-        text = results.build_results(args.exp_dirs, seeds=args.seeds, systems=parse_systems(args.systems),
-                                     compare=args.compare, n_bootstrap=args.n_bootstrap,
-                                     links=[tuple(x.split("=", 1)) for x in args.link if "=" in x],
-                                     run_info=results.parse_time_log(args.time_log) if args.time_log else None)
-        if args.out == "-":
-            sys.stdout.write(text)
-        else:
-            atomic_write(args.out, text)
-    except PartError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    text = results.build_results(args.exp_dirs, seeds=args.seeds, systems=parse_systems(args.systems),
+                                 compare=args.compare, n_bootstrap=args.n_bootstrap,
+                                 links=[tuple(x.split("=", 1)) for x in args.link if "=" in x],
+                                 run_info=results.parse_time_log(args.time_log) if args.time_log else None)
+    if args.out == "-":
+        sys.stdout.write(text)
+    else:
+        atomic_write(args.out, text)
     return 0
 
 

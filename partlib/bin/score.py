@@ -8,8 +8,9 @@ import argparse
 import sys
 from typing import List, Optional
 
-from partlib.common import PartError, get_logger
-from partlib.scoring import report
+from partlib.bin import cli
+from partlib.common import get_logger
+from partlib.scoring import wer_bleu
 
 log = get_logger("partlib.score")
 
@@ -32,21 +33,18 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
+@cli
 def main(argv: Optional[List[str]] = None) -> int:
-    """Run the scorer; user errors print one line and return 1."""
+    """Run the scorer."""
     args = get_parser().parse_args(argv)
-    try:
-        inputs = report.load_inputs(args.ref, args.hyp, utt2lang=args.utt2lang, lang=args.lang,
-                                    allow_missing=args.allow_missing)
-        if inputs.missing or inputs.extra:
-            log.warning("%d missing hypotheses scored as empty, %d extra ignored",
-                        len(inputs.missing), len(inputs.extra))
-        result, utts = report.score(inputs, metrics=args.metrics, tgt_lang=args.tgt_lang)
-        report.write_outputs(args.out_dir, result, utts)
-    except PartError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    sys.stdout.write(report.format_markdown(result))
+    inputs = wer_bleu.load_inputs(args.ref, args.hyp, utt2lang=args.utt2lang, lang=args.lang,
+                                allow_missing=args.allow_missing)
+    if inputs.missing or inputs.extra:
+        log.warning("%d missing hypotheses scored as empty, %d extra ignored",
+                    len(inputs.missing), len(inputs.extra))
+    result, utts = wer_bleu.score(inputs, metrics=args.metrics, tgt_lang=args.tgt_lang)
+    wer_bleu.write_outputs(args.out_dir, result, utts)
+    sys.stdout.write(wer_bleu.format_markdown(result))
     return 0
 
 

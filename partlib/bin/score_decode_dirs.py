@@ -1,6 +1,6 @@
 """Score decode directories in place (one process for many): each DIR holds ``ref``, ``hyp``,
 ``utt2lang``, ``decode.json`` and, for translation, ``tgt_lang``; each is scored with its task's
-scorer (``partlib.scoring.decodes``) and the scoring outputs are written next to them.
+scorer (``partlib.scoring.decode_dir``) and the scoring outputs are written next to them.
 
     python -m partlib.bin.score_decode_dirs [--force] DIR [DIR ...]
 
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from partlib.common import PartError, get_logger
-from partlib.scoring.decodes import score_decode_dir, write_outputs
+from partlib.scoring.decode_dir import score_decode_dir, write_outputs
 
 log = get_logger("partlib.bin.score_decode_dirs")
 

@@ -15,7 +15,8 @@ import sys
 from typing import List, Optional
 
 from partlib import tasks
-from partlib.common import PartError, get_logger
+from partlib.bin import cli
+from partlib.common import get_logger
 
 log = get_logger("partlib.bin.tasks")
 
@@ -26,6 +27,7 @@ def _describe(name: str) -> str:
                       ",".join(t.needs()), ",".join(t.metrics) or "-", t.dev_metric or "-", repr(t.template)])
 
 
+@cli
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -42,19 +44,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     dec = sub.add_parser("decodes", help="check decode specs and name their decode dirs")
     dec.add_argument("specs", nargs="+", help="<task>:<set> or <task>:<set>:<tgt_lang>")
     args = p.parse_args(argv)
-    try:
-        if args.command == "list":
-            for name in tasks.names(speech=args.speech, cross_lingual=args.cross, scored=args.scored or None):
-                print(_describe(name) if args.long else name)
-        else:
-            rows = []
-            for spec in args.specs:
-                task, data_set, tgt = tasks.parse_decode_spec(spec)
-                rows.append(f"{task} {data_set} {tgt or '-'} {tasks.decode_dir_name(task, data_set, tgt)}")
-            print("\n".join(rows))
-    except PartError as e:
-        log.error("%s", e)
-        return 1
+    if args.command == "list":
+        for name in tasks.names(speech=args.speech, cross_lingual=args.cross, scored=args.scored or None):
+            print(_describe(name) if args.long else name)
+    else:
+        rows = []
+        for spec in args.specs:
+            task, data_set, tgt = tasks.parse_decode_spec(spec)
+            rows.append(f"{task} {data_set} {tgt or '-'} {tasks.decode_dir_name(task, data_set, tgt)}")
+        print("\n".join(rows))
     return 0
 
 

@@ -20,8 +20,10 @@ from pathlib import Path
 
 import yaml
 
-from partlib.common import PartError, atomic_write, get_logger
-from partlib.train.schedule import apply_overrides, load_yaml, parse_schedule
+from partlib.bin import cli
+from partlib.common import atomic_write, get_logger
+from partlib.features.source import FEATURE_MODES
+from partlib.train.schedule import apply_overrides, load_schedule, load_yaml
 
 logger = get_logger("partlib.bin.train")
 
@@ -37,7 +39,7 @@ def get_parser() -> argparse.ArgumentParser:
                    help="override a schedule value (YAML-parsed), e.g. stages.1.max_steps=50; repeatable")
     p.add_argument("--model-set", dest="model_overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override a model-config value, e.g. adapter.stack=2; repeatable")
-    p.add_argument("--features", choices=["auto", "dumped", "on_the_fly"], default="auto",
+    p.add_argument("--features", choices=FEATURE_MODES, default="auto",
                    help="dumped: require feats.scp; on_the_fly: compute log-mel from audio; auto: feats.scp if present")
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
     p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda if available)")
@@ -50,35 +52,30 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
+@cli
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
+    # The configs are checked before torch and the model are loaded: a typo fails in a second.
+    seed = [f"seed={args.seed}"] if args.seed is not None else []
+    schedule = load_schedule(args.schedule, [*args.overrides, *seed])
+    model_cfg = apply_overrides(load_yaml(args.model_config), args.model_overrides)
     import torch
 
     from partlib.train.trainer import Trainer
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    try:
-        sched_cfg = apply_overrides(load_yaml(args.schedule), args.overrides)
-        if args.seed is not None:
-            sched_cfg["seed"] = args.seed
-        schedule = parse_schedule(sched_cfg, where=args.schedule)
-        model_cfg = apply_overrides(load_yaml(args.model_config), args.model_overrides)
-        # Relative model paths in the model YAML are relative to the working directory (the recipe).
-        exp = Path(args.exp_dir)
-        exp.mkdir(parents=True, exist_ok=True)
-        resolved = {"schedule": sched_cfg, "model": model_cfg,
-                    "args": {k: v for k, v in vars(args).items() if k not in ("overrides", "model_overrides")}}
-        atomic_write(exp / "config.yaml", yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True))
-        features = {"auto": None, "dumped": False, "on_the_fly": True}[args.features]
-        trainer = Trainer(schedule, model_cfg, exp, data_root=args.data_root, device=args.device,
-                          num_workers=args.num_workers, features=features, amp=not args.no_amp,
-                          tensorboard=not args.no_tensorboard, strategy=args.strategy)
-        for d in trainer.run():
-            logger.info("exported: %s", d)
-    except PartError as e:
-        logger.error("%s", e)
-        return 2
+    # Relative model paths in the model YAML are relative to the working directory (the recipe).
+    exp = Path(args.exp_dir)
+    exp.mkdir(parents=True, exist_ok=True)
+    resolved = {"schedule": schedule.raw, "model": model_cfg,
+                "args": {k: v for k, v in vars(args).items() if k not in ("overrides", "model_overrides")}}
+    atomic_write(exp / "config.yaml", yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True))
+    trainer = Trainer(schedule, model_cfg, exp, data_root=args.data_root, device=args.device,
+                      num_workers=args.num_workers, features=args.features, amp=not args.no_amp,
+                      tensorboard=not args.no_tensorboard, strategy=args.strategy)
+    for d in trainer.run():
+        logger.info("exported: %s", d)
     return 0
 
 

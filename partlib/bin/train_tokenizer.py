@@ -15,8 +15,9 @@ from typing import List, Optional, Sequence
 import yaml
 
 from partlib import tasks
-from partlib.common import DataError, PartError, get_logger
-from partlib.data.datadir import iter_lines, read_kv
+from partlib.bin import cli
+from partlib.common import DataError, get_logger
+from partlib.data.kv import iter_lines, read_kv
 from partlib.text.overlap import data_dir_texts
 from partlib.text.tokenizer import prompt_texts, train_tokenizer
 
@@ -36,6 +37,7 @@ def read_texts(paths: Sequence[Path], plain: bool = False) -> List[str]:
     return out
 
 
+@cli
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", type=Path, help="training data dirs or text files, then OUT_DIR")
@@ -54,24 +56,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if len(args.inputs) < 2:
         p.error("give at least one input and the output directory")
     *inputs, out_dir = args.inputs
-    try:
-        task_names = [t for t in (args.tasks or "").split(",") if t] or None
-        for t in task_names or ():
-            tasks.get(t)  # an unknown name is an error before any work
-        texts = list(dict.fromkeys(read_texts(inputs, args.plain)))  # a sentence once, whatever its copies
-        if not texts:
-            raise DataError("no training text found", inputs[0])
-        templates = None
-        if args.model_config:
-            if not args.model_config.is_file():
-                raise DataError("model config not found", args.model_config)
-            templates = (yaml.safe_load(args.model_config.read_text(encoding="utf-8")).get("prompt") or {}).get(
-                "templates")
-        tok = train_tokenizer(texts + prompt_texts(args.langs.split(), templates, args.prompt_weight, task_names),
-                              args.vocab_size, out_dir, args.min_frequency)
-    except PartError as e:
-        log.error("%s", e)
-        return 1
+    task_names = [t for t in (args.tasks or "").split(",") if t] or None
+    for t in task_names or ():
+        tasks.get(t)  # an unknown name is an error before any work
+    texts = list(dict.fromkeys(read_texts(inputs, args.plain)))  # a sentence once, whatever its copies
+    if not texts:
+        raise DataError("no training text found", inputs[0])
+    templates = None
+    if args.model_config:
+        if not args.model_config.is_file():
+            raise DataError("model config not found", args.model_config)
+        templates = (yaml.safe_load(args.model_config.read_text(encoding="utf-8")).get("prompt") or {}).get(
+            "templates")
+    tok = train_tokenizer(texts + prompt_texts(args.langs.split(), templates, args.prompt_weight, task_names),
+                          args.vocab_size, out_dir, args.min_frequency)
     n_tokens = sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts)
     log.info("trained on %d sentences: vocabulary %d, %.2f tokens per sentence; saved to %s",
              len(texts), len(tok), n_tokens / len(texts), out_dir)

@@ -1,6 +1,6 @@
 """Audio loading for Kaldi data dirs: every wav.scp value form, segments, mono, resampling.
 
-wav.scp values come in three forms (DESIGN.md §3):
+wav.scp values come in three forms (docs/architecture.md, "Kaldi data dirs"):
 
 * a path to a file libsndfile decodes (wav, flac, mp3, ogg/vorbis, ogg/opus, ...);
 * a shell command ending in ``|`` whose standard output is audio (``sox x.sph -t wav - |``);
@@ -24,7 +24,8 @@ import soundfile as sf
 import soxr
 
 from partlib.common import DataError, PathLike
-from partlib.data.datadir import SEGMENT_TOLERANCE_S, DataDir, write_kv
+from partlib.data.datadir import DataDir, SEGMENT_TOLERANCE_S
+from partlib.data.kv import write_kv
 
 TARGET_SR = 16000
 

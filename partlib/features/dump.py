@@ -32,7 +32,9 @@ import torch
 
 from partlib.common import ConfigError, DataError, PartError, PathLike, atomic_write, get_logger
 from partlib.data.audio import AudioReader
-from partlib.data.datadir import DataDir, read_kv, split_data_dir, write_kv
+from partlib.data.datadir import DataDir
+from partlib.data.dirtools import split_data_dir
+from partlib.data.kv import read_kv, write_kv
 from partlib.features.compute import FEATS_TYPE_FILE, FeatsType, check_waveform, compute_batch
 
 logger = get_logger(__name__)

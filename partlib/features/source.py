@@ -17,31 +17,31 @@ from partlib.common import ConfigError, DataError
 from partlib.data.datadir import DataDir
 from partlib.features.compute import FEATS_TYPE_FILE, check_mel_bins, compute_features, read_feats_type
 
-# The one name and the values of the features setting (CLI --features, Trainer(features=...)):
-# auto = dumped where a dir has feats.scp, else computed from audio.
-FEATURE_MODES = {"auto": None, "dumped": False, "on_the_fly": True}
+# The values of the one features setting (part.sh --features, the CLIs' --features,
+# Trainer(features=...), decode_dir(features=...)): auto = feats.scp where a dir has one, else
+# computed from audio; dumped = feats.scp required; on_the_fly = always computed from wav.scp.
+FEATURE_MODES = ("auto", "dumped", "on_the_fly")
 
 
 class FeatureSource:
-    """Loads log-mel features ``[T, n_mels]`` of utterances of some data dirs.
+    """Loads log-mel features ``[T, n_mels]`` of utterances of some data dirs; ``mode`` is one of
+    :data:`FEATURE_MODES`."""
 
-    ``on_the_fly``: None uses ``feats.scp`` where a dir has one and audio elsewhere; False insists
-    on dumped features; True always computes them from ``wav.scp``.
-    """
-
-    def __init__(self, dirs: Sequence[DataDir], n_mels: int, on_the_fly: Optional[bool] = None) -> None:
+    def __init__(self, dirs: Sequence[DataDir], n_mels: int, mode: str = "auto") -> None:
+        if mode not in FEATURE_MODES:
+            raise ConfigError(f"features must be {' | '.join(FEATURE_MODES)}, got {mode!r}")
         self.dirs = list(dirs)
         self.n_mels = n_mels
-        self.on_the_fly = on_the_fly
+        self.mode = mode
         self._readers: Dict[int, object] = {}
         self._checked: set = set()
 
     def _use_dumped(self, d: DataDir) -> bool:
-        if self.on_the_fly is None:
+        if self.mode == "auto":
             return d.feats_scp is not None
-        if not self.on_the_fly and d.feats_scp is None:
+        if self.mode == "dumped" and d.feats_scp is None:
             raise ConfigError(f"features are set to 'dumped' but {d.path} has no feats.scp (run the feature stage)")
-        return not self.on_the_fly
+        return self.mode == "dumped"
 
     def _dumped(self, di: int, utt: str) -> torch.Tensor:
         import kaldiio

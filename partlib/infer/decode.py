@@ -26,7 +26,8 @@ import torch
 from partlib import tasks
 from partlib.common import ConfigError, PathLike, atomic_write, get_logger
 from partlib.data.batching import collate, make_batches
-from partlib.data.datadir import DataDir, write_kv
+from partlib.data.datadir import DataDir
+from partlib.data.kv import write_kv
 from partlib.data.examples import Example, TaskSpec, build_examples
 from partlib.features.source import FeatureSource
 
@@ -79,7 +80,7 @@ def decode_dir(
     max_new_tokens: Optional[int] = None,
     audio: str = "real",
     seed: int = 0,
-    features: Optional[bool] = None,
+    features: str = "auto",
 ) -> Dict[str, str]:
     """Decode every utterance of ``data_dir`` and write hyp/ref/utt2lang into ``out_dir``."""
     if audio not in AUDIO_MODES:

@@ -4,7 +4,7 @@ A hypothesis is correct when it equals its reference after :func:`normalize_labe
 case folded, surrounding whitespace and punctuation removed, inner whitespace collapsed): "German."
 and "german" are the label "german".
 
-``scores.json`` (schema version 1, like ``partlib.scoring.report``'s)::
+``scores.json`` (schema version 1, like ``partlib.scoring.wer_bleu``'s)::
 
     {
       "schema_version": 1, "task": "accuracy", "tgt_lang": null, "metrics": ["accuracy"],

@@ -21,9 +21,9 @@ import numpy as np
 
 from partlib.common import DataError, PathLike
 from partlib.scoring import bleu as bleu_mod
-from partlib.scoring import report
-from partlib.scoring.decodes import decode_tgt_lang, score_decode_dir
-from partlib.scoring.report import TRANSLATION_METRICS
+from partlib.scoring import wer_bleu
+from partlib.scoring.decode_dir import decode_tgt_lang, score_decode_dir
+from partlib.scoring.wer_bleu import TRANSLATION_METRICS
 
 LOWER_IS_BETTER = {"wer": True, "cer": True, "mixed": True, "bleu": False, "chrf": False, "accuracy": False}
 
@@ -60,7 +60,7 @@ def _scores(metric: str, stats: np.ndarray, tgt_lang: Optional[str]) -> np.ndarr
 def paired_bootstrap(a: Sequence, b: Sequence, metric: str,
                      tgt_lang: Optional[str] = None, n_bootstrap: int = 1000, seed: int = 0) -> Dict:
     """Compare systems A and B (same utterances, same order) on ``metric``: per-utterance results
-    of ``partlib.scoring.report`` (error rates, BLEU, chrF) or ``partlib.scoring.accuracy``."""
+    of ``partlib.scoring.wer_bleu`` (error rates, BLEU, chrF) or ``partlib.scoring.accuracy``."""
     if [u.utt for u in a] != [u.utt for u in b]:
         raise DataError("the two systems were not decoded on the same utterances")
     if metric in TRANSLATION_METRICS:
@@ -100,7 +100,7 @@ def compare_dirs(dir_a: PathLike, dir_b: PathLike, n_bootstrap: int = 1000, seed
     out: Dict[str, Dict] = {}
     for key, sec in res_a["sets"].items():
         keep = (lambda u: True) if key == "overall" else (
-            (lambda u, k=key: u.src_lang == k) if labels else (lambda u, k=key: report.set_key(u, tgt) == k))
+            (lambda u, k=key: u.src_lang == k) if labels else (lambda u, k=key: wer_bleu.set_key(u, tgt) == k))
         sa = [u for u in utts_a if keep(u)]
         sb = [u for u in utts_b if keep(u)]
         if labels:

@@ -333,8 +333,3 @@ def build_results(exp_dirs: Sequence[PathLike], *, seeds: bool = False,
     if links:
         lines += ["## Representation analysis", ""] + [f"- [{title}]({path})" for title, path in links] + [""]
     return "\n".join(lines).rstrip("\n") + "\n"
-
-
-def write_results(out: PathLike, exp_dirs: Sequence[PathLike], **kwargs) -> None:
-    """Write :func:`build_results` to ``out`` atomically."""
-    atomic_write(out, build_results(exp_dirs, **kwargs))

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Dict, Iterable, List
 
 from partlib.common import PathLike
-from partlib.data.datadir import read_kv
+from partlib.data.kv import read_kv
 
 _SPACES = re.compile(r"\s+")
 

@@ -34,7 +34,7 @@ from transformers import (AutoTokenizer, GenerationConfig, PreTrainedTokenizerBa
 
 from partlib.common import ConfigError, DataError, PathLike, atomic_write, get_logger
 from partlib.data import langs
-from partlib.data.datadir import read_kv
+from partlib.data.kv import read_kv
 from partlib.models.prompt import IGNORE_INDEX, PromptBuilder, PromptExample
 from partlib.text.overlap import data_dir_texts, find_overlap
 from partlib.train.trainer import build_optimizer, lr_lambda

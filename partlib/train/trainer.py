@@ -48,16 +48,15 @@ from partlib.common import ConfigError, PartError, PathLike, get_logger
 from partlib.data.batching import MixtureSampler, collate, make_batches, padding_fraction
 from partlib.data.datadir import DataDir
 from partlib.data.examples import Example, build_examples, resolve_data_dirs
-from partlib.features.source import FeatureSource
+from partlib.features.source import FEATURE_MODES, FeatureSource
 from partlib.train import distributed as dist_utils
-from partlib.train import fsdp
+from partlib.train import fsdp, layout
 from partlib.train.checkpoint import CheckpointManager, rng_state, set_rng_state
 from partlib.train.loader import BatchDataset
 from partlib.train.schedule import Schedule, StageConfig, active_layers_at, lora_layers_union
 
 logger = get_logger("partlib.train")
 
-DONE = "done"  # marker file inside an exported model directory
 
 
 class NonFiniteLossError(PartError):
@@ -127,7 +126,7 @@ class StageData:
     """Examples, batches, sampler and dev set of one stage."""
 
     def __init__(self, stage: StageConfig, model, data_root: Optional[str], seed: int,
-                 features: Optional[bool]) -> None:
+                 features: str) -> None:
         self.stage = stage
         tok = model.tokenizer
 
@@ -204,7 +203,7 @@ class Trainer:
 
     def __init__(self, schedule: Schedule, model_cfg: Dict[str, Any], exp_dir: PathLike,
                  data_root: Optional[str] = None, device: Optional[str] = None, num_workers: int = 0,
-                 features: Optional[bool] = None, amp: bool = True, tensorboard: bool = True,
+                 features: str = "auto", amp: bool = True, tensorboard: bool = True,
                  strategy: str = "ddp") -> None:
         if strategy not in fsdp.STRATEGIES:
             raise ConfigError(f"unknown strategy {strategy!r} ({' | '.join(fsdp.STRATEGIES)})")
@@ -217,15 +216,17 @@ class Trainer:
         self.sharded = strategy == "fsdp" and self.ctx.world_size > 1  # one process: nothing to shard
         self.num_workers = num_workers
         self.features = features
+        if features not in FEATURE_MODES:
+            raise ConfigError(f"features must be {' | '.join(FEATURE_MODES)}, got {features!r}")
         self.amp = amp and self.device.type == "cuda"
         self.tensorboard = tensorboard
 
     # -- model construction -----------------------------------------------------------------
     def stage_dir(self, stage: StageConfig) -> Path:
-        return self.exp_dir / stage.name
+        return layout.stage_dir(self.exp_dir, stage.name)
 
     def model_dir(self, stage: StageConfig) -> Path:
-        return self.stage_dir(stage) / "model"
+        return layout.model_dir(self.exp_dir, stage.name)
 
     def _init_model(self, index: int):
         from partlib.models.speech_llm import SpeechLLM
@@ -240,7 +241,7 @@ class Trainer:
             else:
                 names = self.schedule.stage_names()
                 path = self.model_dir(self.schedule.stages[names.index(src)]) if src in names else Path(src)
-            if not (path / DONE).is_file() and not (path / "config.yaml").is_file():
+            if not layout.is_exported(path) and not (path / "config.yaml").is_file():
                 raise ConfigError(f"stage {stage.name}: init_from {src!r} -> {path} is not an exported model")
             model = SpeechLLM.from_pretrained(path)
         return model
@@ -260,7 +261,7 @@ class Trainer:
         self.check()
         out = []
         for i, stage in enumerate(self.schedule.stages):
-            if (self.model_dir(stage) / DONE).is_file():
+            if layout.is_exported(self.model_dir(stage)):
                 logger.info("stage %s: exported model exists, skipping", stage.name)
             else:
                 self.train_stage(i)
@@ -326,7 +327,7 @@ class Trainer:
 
         opt = build_optimizer(params, stage.optim)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(stage.scheduler, stage.max_steps))
-        higher = stage.dev.get("metric", "loss") in ("bleu",)
+        higher = tasks.dev_metric_higher_is_better(stage.dev.get("metric", "loss"))
         ckpts = CheckpointManager(sdir / "checkpoints", stage.keep_last, int(stage.dev.get("best_n", 3)), higher)
         step, stats = 0, {"nonfinite_skipped": 0, "evals_since_best": 0}
         latest = ckpts.latest()
@@ -547,7 +548,7 @@ class Trainer:
             average_merged(model, [ckpts.dir / f"ckpt-{s:06d}.pt" for s in chosen], tmp)
         (tmp / "export.json").write_text(json.dumps({"stage": stage.name, "checkpoints": chosen,
                                                      "averaged": len(chosen) > 1}, sort_keys=True) + "\n")
-        (tmp / DONE).write_text("")
+        (tmp / layout.DONE).write_text("")
         shutil.rmtree(out, ignore_errors=True)
         os.replace(tmp, out)
         logger.info("stage %s: exported %s from checkpoint(s) %s", stage.name, out, chosen)

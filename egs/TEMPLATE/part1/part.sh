@@ -3,11 +3,11 @@
 #
 #   1 data preparation (local/data.sh)       -> data/<set>
 #   2 validation, utt2dur, length filtering   -> dump/raw/<set>
-#   3 features (dumped log-mel or on the fly) -> dump/<feats_type>/<set>
+#   3 features (dumped log-mel, or none: on the fly) -> dump/whisper_mel<N>/<set>
 #   4 tokenizer / LLM / encoder preparation   (local/prepare_models.sh, when the recipe has one)
 #   5 training: every schedule x seed, all alignment stages -> exp/<schedule>_seed<k>/<stage>/model
 #   6 decoding: every exported stage model x test set x task (+ controls)
-#   7 scoring   8 RESULTS.md   9 representation analysis
+#   7 scoring   8 representation analysis   9 RESULTS.md
 #
 # Stages whose outputs are complete are skipped on re-run; training resumes where it stopped.
 set -euo pipefail
@@ -43,7 +43,8 @@ max_dur=30             # seconds: Whisper's positional table ends at 30 s
 max_text_chars=400     # longest transcript/translation kept in training data
 
 # Stage 3
-feats_type=dumped      # dumped: log-mel in ark/scp; on_the_fly: computed from audio while training
+features=dumped        # dumped: log-mel in ark/scp (stage 3); on_the_fly: computed from audio while
+                       # training and decoding; auto: feats.scp where a data dir has one
 n_mels=80              # 80 for Whisper <= v2, 128 for large-v3
 
 # Stage 4
@@ -66,19 +67,19 @@ decode_args=""         # extra options of partlib.bin.decode (e.g. --beam 4)
 controls=true          # decode the first schedule's last stage with shuffled audio and with no audio
 
 # Stage 8
-results_compare=""     # "systemA:systemB" pairs for paired bootstrap in RESULTS.md
-
-# Stage 9
 analysis_sets=""       # data dirs with utt2sent (parallel utterances) for representation analysis
 analysis_args=""
+
+# Stage 9
+results_compare=""     # "systemA:systemB" pairs for paired bootstrap in RESULTS.md
 
 help_message=$(cat <<EOF
 Usage: $0 --train_sets "<sets>" --dev_sets "<sets>" --test_sets "<sets>" [options]
 Options (defaults in the script):
   --stage N --stop_stage M   stages to run (1 data, 2 filter, 3 features, 4 models, 5 train,
-                             6 decode, 7 score, 8 RESULTS.md, 9 analysis)
+                             6 decode, 7 score, 8 analysis, 9 RESULTS.md)
   --schedules "part frozen_llm joint_lora"   --seeds "1 2 3"
-  --feats_type dumped|on_the_fly   --n_mels 80|128   --nj N   --decode_nj N
+  --features dumped|on_the_fly|auto   --n_mels 80|128   --nj N   --decode_nj N
   --model_config FILE   --train_args "..."   --train_nj N (trainings at once)
   --test_tasks "asr lid"   --test_decodes "s2tt:test_de:en ..."   (what stage 6 decodes)
   --decode_args "..."   --controls true|false
@@ -99,7 +100,11 @@ for t in ${test_tasks}; do for dset in ${test_sets}; do decodes+=" ${t}:${dset}"
 decodes="${decodes# } ${test_decodes}"
 # shellcheck disable=SC2086
 [ -z "${decodes// /}" ] || ${python} -m partlib.bin.tasks decodes ${decodes} > /dev/null
-if [ "${feats_type}" = dumped ]; then data_root=${dumpdir}/whisper_mel${n_mels}; else data_root=${dumpdir}/raw; fi
+case "${features}" in
+  dumped) data_root=${dumpdir}/whisper_mel${n_mels} ;;
+  on_the_fly | auto) data_root=${dumpdir}/raw ;;
+  *) log "--features must be dumped, on_the_fly or auto, not '${features}'"; exit 2 ;;
+esac
 
 if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
   if [ -f "${datadir}/.done" ]; then
@@ -134,7 +139,7 @@ if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
 fi
 
 if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
-  if [ "${feats_type}" = dumped ]; then
+  if [ "${features}" = dumped ]; then
     log "Stage 3: Whisper log-mel (${n_mels} bins) -> ${data_root}"
     for dset in ${all_sets}; do
       src=${dumpdir}/raw/${dset}
@@ -149,7 +154,7 @@ if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
       touch "${dst}/.done"
     done
   else
-    log "Stage 3: features computed on the fly while training (feats_type=${feats_type})"
+    log "Stage 3: no features dumped (--features ${features})"
   fi
 fi
 
@@ -172,12 +177,12 @@ if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
       log "Stage 5: training ${tag} (${schedule_dir}/schedule_${sched}.yaml) -> ${expdir}/${tag}"
       mkdir -p "${expdir}/${tag}"
       rm -f "${expdir}/${tag}/.failed"
-      ${python} -c "from partlib.scoring.results import write_env_json; write_env_json('${expdir}/${tag}', overwrite=False)"
+      ${python} -m partlib.bin.exp env "${expdir}/${tag}"
       # shellcheck disable=SC2086
       ${cuda_cmd} "${expdir}/${tag}/train.log" \
         ${train_launcher:-${python}} -m partlib.bin.train --schedule "${schedule_dir}/schedule_${sched}.yaml" \
           --model-config "${model_config}" --data-root "${data_root}" --exp-dir "${expdir}/${tag}" \
-          --seed "${seed}" --num-workers "${num_workers}" ${train_args} \
+          --seed "${seed}" --num-workers "${num_workers}" --features "${features}" ${train_args} \
         || touch "${expdir}/${tag}/.failed" &
       # at most train_nj trainings at once
       while [ "$(jobs -rp | wc -l)" -ge "${train_nj}" ]; do wait -n || true; done
@@ -192,40 +197,14 @@ if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
   [ ${#failed[@]} -eq 0 ] || { log "Stage 5: training failed, see ${failed[*]}"; exit 1; }
 fi
 
-# The exported models of an experiment, in schedule order: "<stage name> <model dir>" lines.
-stage_models() {
-  ${python} - "$1" <<'PYEOF'
-import sys, yaml
-from pathlib import Path
-exp = Path(sys.argv[1])
-cfg = yaml.safe_load((exp / "config.yaml").read_text())
-for s in cfg["schedule"]["stages"]:
-    if (exp / s["name"] / "model" / "done").is_file():
-        print(s["name"], exp / s["name"] / "model")
-PYEOF
-}
-
-# Decode one model (every entry of ${decodes}) into <out_root>/decode_<set>[_to_<tgt>]_<task>: in one
-# process (model loaded once) by default, or split into --decode_nj jobs per set.
+# Decode one model (every entry of ${decodes}) into <out_root>/decode_<set>[_to_<tgt>]_<task>, the
+# model loaded once; with --decode_nj N each set is split into N jobs of ${decode_cmd}.
 decode_all() {
   local model=$1 out_root=$2; shift 2
-  local extra="$*"
-  if [ "${decode_nj}" -le 1 ]; then
-    # shellcheck disable=SC2086
-    ${decode_cmd} "${out_root}/logs/decode_sets.log" ${python} -m partlib.bin.decode_sets \
-      --model-dir "${model}" --data-root "${data_root}" --decodes "${decodes}" \
-      ${decode_args} ${extra} "${out_root}"
-    return
-  fi
-  local task dset tgt name
   # shellcheck disable=SC2086
-  while read -r task dset tgt name; do
-    local tgt_opt=(); [ "${tgt}" = - ] || tgt_opt=(--tgt-lang "${tgt}")
-    # shellcheck disable=SC2086
-    ${decode_cmd} "${out_root}/logs/${name}.log" ${python} -m partlib.bin.decode \
-      --model-dir "${model}" --data-dir "${data_root}/${dset}" --task "${task}" "${tgt_opt[@]}" \
-      --nj "${decode_nj}" --cmd "${decode_cmd}" ${decode_args} ${extra} "${out_root}/${name}"
-  done < <(${python} -m partlib.bin.tasks decodes ${decodes})
+  ${decode_cmd} "${out_root}/logs/decode_sets.log" ${python} -m partlib.bin.decode_sets \
+    --model-dir "${model}" --data-root "${data_root}" --decodes "${decodes}" --features "${features}" \
+    --nj "${decode_nj}" --cmd "${decode_cmd}" ${decode_args} "$@" "${out_root}"
 }
 
 first_sched=${schedules%% *}
@@ -237,7 +216,7 @@ if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
         log "Stage 6: decoding ${tag}/${sname}"
         decode_all "${mdir}" "${expdir}/${tag}/${sname}"
         last_model=${mdir}; last_stage=${sname}
-      done < <(stage_models "${expdir}/${tag}")
+      done < <(${python} -m partlib.bin.exp models "${expdir}/${tag}")
       if [ "${controls}" = true ] && [ "${sched}" = "${first_sched}" ]; then
         for mode in shuffled none; do
           ctag=control_${mode}_audio_seed${seed}
@@ -258,9 +237,25 @@ if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
   [ ${#dirs[@]} -gt 0 ] && ${python} -m partlib.bin.score_decode_dirs "${dirs[@]}"
 fi
 
-# RESULTS.md from every scored decode (and links to the analysis reports that exist).
-make_results() {
-  local exps=() copts=() links=()
+if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ] && [ -n "${analysis_sets}" ]; then
+  log "Stage 8: representation analysis"
+  for seed in ${seeds}; do
+    margs=()
+    for sched in ${schedules}; do
+      while read -r sname mdir; do margs+=(--model-dir "${sched}/${sname}=${mdir}"); done \
+        < <(${python} -m partlib.bin.exp models "${expdir}/${sched}_seed${seed}")
+    done
+    dargs=()
+    for dset in ${analysis_sets}; do dargs+=(--data-dir "${data_root}/${dset}"); done
+    # shellcheck disable=SC2086
+    ${python} -m partlib.bin.analyze "${margs[@]}" "${dargs[@]}" ${analysis_args} "${expdir}/analysis_seed${seed}"
+  done
+fi
+
+# RESULTS.md from every scored decode, with links to the analysis reports that exist.
+if [ ${stage} -le 9 ] && [ ${stop_stage} -ge 9 ]; then
+  log "Stage 9: ${expdir}/RESULTS.md"
+  exps=(); copts=(); links=()
   for sched in ${schedules}; do for seed in ${seeds}; do exps+=("${expdir}/${sched}_seed${seed}"); done; done
   if [ "${controls}" = true ]; then
     for mode in shuffled none; do for seed in ${seeds}; do exps+=("${expdir}/control_${mode}_audio_seed${seed}"); done; done
@@ -271,27 +266,6 @@ make_results() {
       links+=(--link "Seed ${seed}: language-specific vs shared representations=analysis_seed${seed}/analysis.md")
   done
   ${python} -m partlib.bin.results --seeds "${copts[@]}" "${links[@]}" --out "${expdir}/RESULTS.md" "${exps[@]}"
-}
-
-if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
-  log "Stage 8: ${expdir}/RESULTS.md"
-  make_results
-fi
-
-if [ ${stage} -le 9 ] && [ ${stop_stage} -ge 9 ] && [ -n "${analysis_sets}" ]; then
-  log "Stage 9: representation analysis"
-  for seed in ${seeds}; do
-    margs=()
-    for sched in ${schedules}; do
-      while read -r sname mdir; do margs+=(--model-dir "${sched}/${sname}=${mdir}"); done \
-        < <(stage_models "${expdir}/${sched}_seed${seed}")
-    done
-    dargs=()
-    for dset in ${analysis_sets}; do dargs+=(--data-dir "${data_root}/${dset}"); done
-    # shellcheck disable=SC2086
-    ${python} -m partlib.bin.analyze "${margs[@]}" "${dargs[@]}" ${analysis_args} "${expdir}/analysis_seed${seed}"
-  done
-  make_results  # link the analysis from RESULTS.md
 fi
 
 log "Finished stages ${stage}-${stop_stage} in ${SECONDS} s"

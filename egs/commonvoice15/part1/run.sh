@@ -15,7 +15,7 @@ set -euo pipefail
   --train_sets "$(printf 'cv15_%s_train ' ${locales})" \
   --dev_sets "$(printf 'cv15_%s_dev ' ${locales})" \
   --test_sets "$(printf 'cv15_%s_test ' ${locales})" \
-  --feats_type dumped --n_mels 128 \
+  --features dumped --n_mels 128 \
   --schedules "part frozen_llm joint_lora" \
   --results_compare "part/stage3_text:frozen_llm/frozen_all part/stage3_text:joint_lora/joint_lora" \
   "$@"

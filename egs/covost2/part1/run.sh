@@ -33,7 +33,7 @@ PYEOF
   --dev_sets "$(printf 'covost2_%s_dev ' ${directions})" \
   --test_sets "$(printf 'covost2_%s_test ' ${directions})" \
   --test_tasks "" --test_decodes "${decodes}" \
-  --feats_type dumped --n_mels 128 \
+  --features dumped --n_mels 128 \
   --schedules "part frozen_llm joint_lora" \
   --results_compare "part/stage3_text:frozen_llm/frozen_all part/stage3_text:joint_lora/joint_lora" \
   "$@"

@@ -44,7 +44,7 @@ fi
   --schedules "part frozen_llm joint_lora" \
   --schedule_dir "${conf}" \
   --model_config conf/model.yaml \
-  --feats_type dumped --n_mels 80 --nj 2 \
+  --features dumped --n_mels 80 --nj 2 \
   --train_nj 3 --train_args "--threads 1" \
   --results_compare "part/stage3_text:frozen_llm/frozen_all part/stage3_text:joint_lora/joint_lora" \
   --analysis_sets "$(printf 'test_%s ' ${langs})" \

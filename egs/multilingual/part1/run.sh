@@ -37,7 +37,7 @@ done
   --dev_sets "$(sets dev_asr dev_s2tt)" \
   --test_sets "$(sets test_asr test_s2tt)" \
   --test_tasks "" --test_decodes "${decodes}" \
-  --feats_type dumped --n_mels 128 \
+  --features dumped --n_mels 128 \
   --schedules "part frozen_llm joint_lora" \
   --results_compare "part/stage3_text:frozen_llm/frozen_all part/stage3_text:joint_lora/joint_lora" \
   --analysis_sets "${fleurs_tests}" \

@@ -15,7 +15,7 @@ set -euo pipefail
   --train_sets "wenetspeech_train_$(echo "${train_subset}" | tr 'A-Z' 'a-z')" \
   --dev_sets wenetspeech_dev \
   --test_sets "wenetspeech_test_net wenetspeech_test_meeting" \
-  --feats_type dumped --n_mels 128 \
+  --features dumped --n_mels 128 \
   --schedules "part frozen_llm joint_lora" \
   --results_compare "part/stage3_text:frozen_llm/frozen_all part/stage3_text:joint_lora/joint_lora" \
   "$@"

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Callable, Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
 from partlib.common import DataError, PathLike, get_logger
-from partlib.data.datadir import DataDir, validate_data_dir, write_kv
+from partlib.data.datadir import DataDir
+from partlib.data.kv import write_kv
+from partlib.data.validate import validate_data_dir
 
 log = get_logger("partlib.data.corpora")
 

@@ -17,7 +17,8 @@ from typing import Dict, Iterable, List, Optional, Set, Tuple
 
 from partlib.common import DataError, PathLike, atomic_write
 from partlib.data.corpora.base import log, write_dir_atomically
-from partlib.data.datadir import MANAGED_FILES, DataDir, read_kv, write_kv
+from partlib.data.datadir import DataDir, MANAGED_FILES
+from partlib.data.kv import read_kv, write_kv
 
 
 def sentence_key(text: str) -> str:

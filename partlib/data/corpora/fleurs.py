@@ -23,7 +23,8 @@ from partlib.data import langs
 from partlib.data.corpora.base import (
     Counts, DataDirBuilder, LayoutError, check_audio, clean_text, gender_code, log, require, write_all)
 from partlib.data.corpora.tsv import read_tsv
-from partlib.data.datadir import DataDir, read_kv
+from partlib.data.datadir import DataDir
+from partlib.data.kv import read_kv
 
 COLUMNS = ("id", "file_name", "raw_transcription", "transcription", "chars", "num_samples", "gender")
 SPLITS = ("train", "dev", "test")

@@ -32,7 +32,7 @@ import soxr
 
 from grammar import LANGS, Lexicon, Sentence, SentenceSampler, render, speech_text
 from partlib.common import DataError, atomic_open, atomic_write, get_logger
-from partlib.data.datadir import write_kv
+from partlib.data.kv import write_kv
 from partlib.data.validate import validate_data_dir
 from partlib.text.overlap import data_dir_texts, find_overlap
 

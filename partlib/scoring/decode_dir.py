@@ -14,7 +14,7 @@ from typing import Mapping, Optional, Sequence
 
 from partlib import tasks
 from partlib.common import DataError, PathLike, atomic_write
-from partlib.scoring import accuracy, report
+from partlib.scoring import accuracy, wer_bleu
 
 
 def decode_tgt_lang(decode_dir: PathLike) -> Optional[str]:
@@ -57,20 +57,20 @@ def decode_scorer(decode_dir: PathLike, tgt_lang: Optional[str] = None) -> str:
 def score_decode_dir(decode_dir: PathLike, tgt_lang: Optional[str] = None):
     """Score a decode dir's ref/hyp; returns (scores dict, per-utterance results)."""
     d = Path(decode_dir)
-    inputs = report.load_inputs(d / "ref", d / "hyp", utt2lang=d / "utt2lang")
+    inputs = wer_bleu.load_inputs(d / "ref", d / "hyp", utt2lang=d / "utt2lang")
     if decode_scorer(d, tgt_lang) == "accuracy":
         return accuracy.score(inputs.refs, inputs.hyps, inputs.utt2lang, len(inputs.missing), len(inputs.extra))
     tgt = tgt_lang if tgt_lang is not None else decode_tgt_lang(d)
-    return report.score(inputs, tgt_lang=tgt)
+    return wer_bleu.score(inputs, tgt_lang=tgt)
 
 
 def write_outputs(out_dir: PathLike, result: Mapping, utts: Sequence) -> None:
     """The scoring files of a result of :func:`score_decode_dir`, each written atomically."""
     if result["task"] != "accuracy":
-        report.write_outputs(out_dir, result, utts)
+        wer_bleu.write_outputs(out_dir, result, utts)
         return
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "result.txt", accuracy.format_result_txt(result, utts))
     atomic_write(out / "scores.md", accuracy.format_markdown(result))
-    atomic_write(out / "scores.json", report.dumps_json(result))
+    atomic_write(out / "scores.json", wer_bleu.dumps_json(result))

@@ -1,4 +1,4 @@
-"""Score a hypothesis file against a reference file and write the scoring directory.
+"""WER/CER and BLEU/chrF of a hypothesis file against a reference file, and the scoring files.
 
 Inputs are Kaldi text files (``<utt> <text>``; a line with only the key is an empty text), an
 optional ``utt2lang`` (or one language for all), and for translation the target language.
@@ -43,7 +43,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from partlib.common import ConfigError, DataError, PathLike, atomic_write
 from partlib.data import langs
-from partlib.data.datadir import c_sort_key, read_kv
+from partlib.data.kv import c_sort_key, read_kv
 from partlib.scoring import bleu as bleu_mod
 from partlib.scoring import diagnostics as diag
 from partlib.scoring import normalize as norm
