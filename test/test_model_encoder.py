@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from partlib.common import ConfigError, DataError
-from partlib.models.adapter import ConvAdapter, StackAdapter, build_adapter
+from partlib.models.adapter import ConvAdapter, StackAdapter, WindowQFormer, build_adapter
 from partlib.models.builders import build_tiny_encoder
 from partlib.models.encoder import SpeechEncoder, conv_output_lengths, load_whisper_encoder
 
@@ -99,13 +99,59 @@ def test_adapter_lengths_and_batch_invariance(cls):
 
 
 def test_build_adapter_validates():
-    assert isinstance(build_adapter({"type": "conv", "stack": 2}, 8, 8), ConvAdapter)
+    assert isinstance(build_adapter({"type": "conv", "stack": 2}, 8, 8, 50.0), ConvAdapter)
+    with pytest.raises(ConfigError, match="stack, conv, qformer"):
+        build_adapter({"type": "lstm"}, 8, 8, 50.0)
     with pytest.raises(ConfigError):
-        build_adapter({"type": "lstm"}, 8, 8)
-    with pytest.raises(ConfigError):
-        build_adapter({"stack": 0}, 8, 8)
-    with pytest.raises(ConfigError):
-        build_adapter({"stride": 2}, 8, 8)
+        build_adapter({"stack": 0}, 8, 8, 50.0)
+    with pytest.raises(ConfigError, match="known: stack, hidden"):
+        build_adapter({"stride": 2}, 8, 8, 50.0)
+    with pytest.raises(ConfigError, match="window_s"):
+        build_adapter({"type": "qformer", "window_s": 0}, 8, 8, 50.0)
+
+
+def _qformer(**kw):
+    torch.manual_seed(0)
+    return build_adapter({"type": "qformer", "window_s": 0.1, "queries": 2, "layers": 2, "dim": 16, "heads": 2,
+                          "ffn": 32, **kw}, 12, 24, 50.0)
+
+
+def test_qformer_lengths_masking_and_batch_invariance():
+    ad = _qformer().eval()
+    assert isinstance(ad, WindowQFormer) and ad.window == 5  # 0.1 s of 50 states/s
+    lens = torch.tensor([23, 10, 1, 16])
+    x = torch.randn(4, 23, 12)
+    y, ylens = ad(x, lens)
+    # ceil(n / 5) windows of 2 queries each
+    assert ylens.tolist() == [10, 4, 2, 8] and y.shape == (4, 10, 24)
+    assert ad.output_lengths(lens).tolist() == ylens.tolist()
+    for i, n in enumerate(lens.tolist()):
+        alone, _ = ad(x[i:i + 1, :n], lens[i:i + 1])
+        torch.testing.assert_close(y[i, : ylens[i]], alone[0], atol=1e-5, rtol=0)
+        assert y[i, ylens[i]:].abs().sum() == 0
+    # frames past an utterance's end (inside its last window) do not change its outputs
+    noisy = x.clone()
+    noisy[1, 10:] = 100.0
+    torch.testing.assert_close(ad(noisy, lens)[0], y, atol=1e-5, rtol=0)
+
+
+def test_qformer_trains_a_short_run():
+    """A few steps reduce a regression loss to fixed targets: the adapter is trainable end to end."""
+    ad = _qformer(queries=1)
+    x, lens = torch.randn(3, 20, 12), torch.tensor([20, 15, 7])
+    target = torch.randn(3, 4, 24)
+    opt = torch.optim.Adam(ad.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(60):
+        y, ylens = ad(x, lens)
+        mask = (torch.arange(4)[None] < ylens[:, None])[..., None]
+        loss = ((y - target) ** 2 * mask).sum() / mask.sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+    assert all(p.grad is not None for p in ad.parameters())
 
 
 def test_loads_encoder_of_a_full_whisper_checkpoint(tmp_path):

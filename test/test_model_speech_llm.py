@@ -262,3 +262,48 @@ def test_speech_row_without_frames_gets_the_prompt_without_speech(cfg):
     assert text.endswith("<|im_start|>user\nTranslate the German speech into English.<|im_end|>\n"
                          "<|im_start|>assistant\n")
     assert len(m.generate({**batch, "targets": None}, max_new_tokens=3)) == 4
+
+
+def test_llm_layout_assumptions_are_checked():
+    """Qwen2 (like Llama) has decoder layers named '.layers.<N>.'; GPT-2 ('.h.<N>.') is named as
+    not fitting, instead of LoRA silently choosing nothing."""
+    from transformers import GPT2Config, GPT2LMHeadModel, Qwen2Config, Qwen2ForCausalLM
+
+    from partlib.models.llm import decoder_layers
+    from partlib.models.lora import normalize_lora_config
+
+    qwen = Qwen2ForCausalLM(Qwen2Config(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=3,
+                                        num_attention_heads=2, num_key_value_heads=1))
+    assert len(decoder_layers(qwen)) == 3
+    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=50, n_embd=16, n_layer=2, n_head=2))
+    with pytest.raises(ConfigError, match="GPT2LMHeadModel.*'.layers.<N>.'"):
+        decoder_layers(gpt2)
+    with pytest.raises(ConfigError, match="no ModuleList 'layers'"):
+        normalize_lora_config({"target_modules": ["c_attn"]}, gpt2, 2)
+
+
+def test_another_llm_architecture_plugs_in(cfg, tmp_path):
+    """Any Hugging Face causal LM with the '.layers.<N>.' layout: a tiny Llama saved locally (with
+    the tiny tokenizer and its chat template) trains with LoRA, generates and round-trips."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(cfg["llm"]["path"])
+    torch.manual_seed(0)
+    llama = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                         pad_token_id=tok.pad_token_id))
+    llama.save_pretrained(tmp_path / "llama")
+    tok.save_pretrained(tmp_path / "llama")
+    m = _model(cfg, llm={"path": str(tmp_path / "llama"), "dtype": "float32"},
+               lora={"r": 2, "alpha": 4, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"], "layers": "all"})
+    m.apply_trainable({"encoder": "frozen", "adapter": "full", "llm": {"lora": {}}})
+    out = m(_batch())
+    out["loss_sum"].backward()
+    assert torch.isfinite(out["loss_sum"]) and out["n_tokens"] > 0
+    assert any(p.grad is not None for n, p in m.named_parameters() if "lora_" in n)
+    assert len(m.shard_units()) == 2 + len(m.encoder.whisper.layers)
+    hyps = m.eval().generate(_batch(targets=False), max_new_tokens=3)
+    assert len(hyps) == 4 and all(isinstance(h, str) for h in hyps)
+    m.save_pretrained(tmp_path / "saved")
+    loaded = SpeechLLM.from_pretrained(tmp_path / "saved")
+    assert loaded(_batch())["loss_sum"].item() == pytest.approx(m(_batch())["loss_sum"].item(), abs=1e-5)

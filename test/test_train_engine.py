@@ -192,3 +192,22 @@ def test_exported_model_decodes(setup, tmp_path):
     decode_dir(model, root / "data" / "dev_de", tmp_path / "st", task="s2tt", tgt_lang="en", max_new_tokens=5)
     assert (tmp_path / "st" / "tgt_lang").read_text().strip() == "en"
     assert "the cat sleeps" in (tmp_path / "st" / "ref").read_text()
+
+
+def test_a_window_qformer_adapter_trains_exports_and_decodes(setup, tmp_path):
+    """An adapter with its own output lengths (not a downsampling factor) fits the whole path:
+    chosen in the model config only, it trains, exports, loads and decodes."""
+    from partlib.infer.decode import decode_dir
+    from partlib.models.adapter import WindowQFormer
+    from partlib.models.speech_llm import SpeechLLM
+
+    root, cfg = setup
+    cfg = {**cfg, "adapter": {"type": "qformer", "window_s": 0.33, "queries": 1, "layers": 1, "dim": 32,
+                              "heads": 2, "ffn": 64}}
+    out = _run(root, cfg, _schedule(max_steps=3), "qformer")
+    model = SpeechLLM.from_pretrained(out[0])
+    assert isinstance(model.adapter, WindowQFormer) and model.adapter.window == 16
+    # 40 log-mel frames -> 20 encoder states -> 2 windows of 16 -> 2 embeddings
+    assert model.speech_embed_length(40) == 2
+    hyps = decode_dir(model, root / "data" / "dev_de", tmp_path / "asr", task="asr", max_new_tokens=3)
+    assert sorted(hyps) == DataDir.load(root / "data" / "dev_de").utts

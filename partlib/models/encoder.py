@@ -65,6 +65,7 @@ class SpeechEncoder(nn.Module):
         self.n_mels: int = cfg.num_mel_bins
         self.d_model: int = cfg.d_model
         self.max_frames: int = cfg.max_source_positions * 2  # conv2 halves the frame rate
+        self.frame_rate: float = 50.0  # output states per second: 100 log-mel frames/s, halved by conv2
 
     @property
     def num_layers(self) -> int:

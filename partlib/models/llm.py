@@ -1,7 +1,16 @@
-"""The causal LLM: any ``AutoModelForCausalLM`` with its ``AutoTokenizer``."""
+"""The causal LLM: any ``AutoModelForCausalLM`` with its ``AutoTokenizer``.
+
+What the toolkit assumes of a Hugging Face causal LM, stated here once: ``get_decoder()`` returns
+the decoder stack, whose transformer layers are the ``nn.ModuleList`` attribute ``layers``, so that
+parameter names hold ``.layers.<N>.`` (:data:`LAYER_NAME_RE`; LoRA layer selection and FSDP units
+rely on it); ``get_input_embeddings()``/``get_output_embeddings()`` give the embedding and the head.
+Llama, Qwen2/2.5/3, Mistral, Gemma and Phi-3 follow it; :func:`decoder_layers` names an LLM that
+does not.
+"""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Optional, Tuple
 
@@ -11,6 +20,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 
 from partlib.common import ConfigError, PathLike
 
+LAYER_NAME_RE = re.compile(r"\.layers\.(\d+)\.")  # a parameter or module name inside decoder layer N
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -44,3 +54,15 @@ def load_tokenizer(path: Optional[PathLike]):
 def backbone_and_head(model: PreTrainedModel) -> Tuple[nn.Module, nn.Module]:
     """(decoder stack returning hidden states, output projection) of a causal LM."""
     return model.get_decoder(), model.get_output_embeddings()
+
+
+def decoder_layers(model: PreTrainedModel) -> nn.ModuleList:
+    """The transformer layers of a causal LM's decoder (``get_decoder().layers``); an LLM laid out
+    otherwise is a :class:`ConfigError` that says what is expected."""
+    decoder = model.get_decoder()
+    layers = getattr(decoder, "layers", None)
+    if not isinstance(layers, nn.ModuleList):
+        raise ConfigError(f"{type(model).__name__}: the LLM's decoder ({type(decoder).__name__}) has no ModuleList "
+                          "'layers'; partlib needs decoder layers named '.layers.<N>.' (as Llama and Qwen "
+                          "models have) for LoRA layer selection and FSDP")
+    return layers

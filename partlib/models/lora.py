@@ -6,7 +6,6 @@ B only changes while it is active, so activating a layer never changes the model
 """
 from __future__ import annotations
 
-import re
 import warnings
 from typing import Dict, List
 
@@ -16,10 +15,11 @@ from peft.tuners.lora import Linear as LoraLinear
 from torch import nn
 
 from partlib.common import ConfigError
+from partlib.models.llm import LAYER_NAME_RE as _LAYER_RE
+from partlib.models.llm import decoder_layers
 
 LORA_KEYS = ("r", "alpha", "dropout", "target_modules", "layers")
 LORA_DEFAULTS = {"r": 8, "alpha": 16, "dropout": 0.05, "target_modules": ["q_proj", "v_proj"], "layers": "all"}
-_LAYER_RE = re.compile(r"\.layers\.(\d+)\.")
 
 
 def parse_layers(layers, num_layers: int, what: str = "lora.layers") -> List[int]:
@@ -42,6 +42,7 @@ def normalize_lora_config(cfg: dict, llm: nn.Module, num_layers: int) -> dict:
     if unknown:
         raise ConfigError(f"unknown lora option(s) {sorted(unknown)}; allowed: {list(LORA_KEYS)}")
     out = {**LORA_DEFAULTS, **cfg}
+    decoder_layers(llm)  # LoRA layer selection needs the '.layers.<N>.' layout: a clear error if not
     if not isinstance(out["r"], int) or out["r"] < 1:
         raise ConfigError(f"lora.r must be a positive integer, got {out['r']!r}")
     targets = out["target_modules"]

@@ -6,36 +6,29 @@ embeddings [B, L, H] at the speech placeholder -> LLM.
 Model YAML (``path``: pretrained local dir or hub id; ``arch``: config.json for random weights)::
 
     encoder: {path: openai/whisper-large-v3, pad_to_30s: false, gradient_checkpointing: false}
-    adapter: {type: stack, stack: 4, hidden: 1024}          # or type: conv
+    adapter: {type: stack, stack: 4, hidden: 1024}          # or conv, qformer (partlib.models.adapter)
     llm: {path: Qwen/Qwen2.5-7B-Instruct, dtype: bfloat16, tokenizer: <default: path>}
     lora: {r: 8, alpha: 16, dropout: 0.05, target_modules: [q_proj, v_proj], layers: all}
     prompt: {system: null, templates: {asr: "Transcribe the {src_lang} speech."}}
 """
 from __future__ import annotations
 
-import copy
-import json
 import os
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
-import yaml
-from peft import set_peft_model_state_dict
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from transformers import GenerationConfig
 
 from partlib import tasks
-from partlib.common import ConfigError, DataError, PathLike, atomic_write
-from partlib.models.adapter import adapter_output_lengths, build_adapter
+from partlib.common import ConfigError, DataError, PathLike
+from partlib.models.adapter import build_adapter
 from partlib.models.encoder import SpeechEncoder, load_whisper_encoder, whisper_encoder_from_config
-from partlib.models.llm import backbone_and_head, load_causal_lm, load_tokenizer, parse_dtype
-from partlib.models.lora import (LORA_KEYS, inject_lora, lora_params_by_layer, merged_state_dict,
-                                 normalize_lora_config, parse_layers, unwrap)
+from partlib.models.llm import backbone_and_head, decoder_layers, load_causal_lm, load_tokenizer, parse_dtype
+from partlib.models.lora import (LORA_KEYS, inject_lora, lora_params_by_layer, normalize_lora_config,
+                                 parse_layers, unwrap)
 from partlib.models.prompt import IGNORE_INDEX, PromptBuilder, PromptExample
 
 # Default decoding budget: speech arrives at 12.5 embeddings/s (Whisper x2, adapter x4), far more
@@ -56,11 +49,6 @@ def _resolve(value: Optional[str], base_dir: Optional[Path]) -> Optional[str]:
         return value
     candidate = base_dir / value
     return str(candidate) if candidate.exists() else value
-
-
-def _reference(path: str) -> str:
-    """How a saved model refers to unchanged pretrained weights: an absolute local path or the hub id."""
-    return os.path.abspath(path) if os.path.exists(path) else path
 
 
 def _check_keys(section: str, cfg: dict, allowed: set) -> None:
@@ -127,7 +115,8 @@ class SpeechLLM(nn.Module):
             encoder = SpeechEncoder(whisper, bool(enc_cfg.get("pad_to_30s", False)),
                                     bool(enc_cfg.get("gradient_checkpointing", False)))
             llm = load_causal_lm(llm_cfg.get("path"), llm_cfg.get("arch"), parse_dtype(llm_cfg.get("dtype")))
-            adapter = build_adapter(dict(cfg.get("adapter") or {}), encoder.d_model, llm.config.hidden_size)
+            adapter = build_adapter(dict(cfg.get("adapter") or {}), encoder.d_model, llm.config.hidden_size,
+                                    encoder.frame_rate)
         tokenizer = load_tokenizer(llm_cfg.get("tokenizer", llm_cfg.get("path")))
         if llm_cfg.get("gradient_checkpointing"):
             if hasattr(llm, "activation_checkpointing_enable"):  # transformers >= 5
@@ -139,83 +128,26 @@ class SpeechLLM(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: PathLike) -> "SpeechLLM":
-        """Load a directory written by :meth:`save_pretrained`."""
-        path = Path(path)
-        cfg = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8"))
-        model = cls.from_config(cfg, base_dir=path)
-        # weights stored inside this directory are copied on the next save, never referenced
-        model.encoder_weights_modified = (path / "encoder").is_dir()
-        model.llm_weights_modified = (path / "llm").is_dir()
-        model.adapter.load_state_dict(load_file(str(path / "adapter.safetensors")))
-        if model.lora_config is not None:
-            set_peft_model_state_dict(model.llm, load_file(str(path / "lora" / "adapter_model.safetensors")))
-            state = json.loads((path / "state.json").read_text())
-            model.set_lora_active_layers(state["lora_active_layers"])
-        return model
+        """Load a directory written by :meth:`save_pretrained` (``partlib.models.io``)."""
+        from partlib.models import io
+
+        return io.load_model(path)
 
     def save_pretrained(self, path: PathLike, merge_lora: bool = False) -> None:
-        """Write config.yaml, adapter.safetensors, tokenizer/, state.json, encoder/ (if its weights
-        were trained or are random; else config.yaml refers to the pretrained ones) and either lora/
-        (peft format, over a referenced base LLM) or llm/ (full weights: trained, merged or random).
+        """Write the model to a directory, atomically (layout: ``partlib.models.io``)."""
+        from partlib.models import io
 
-        The directory is assembled next to ``path`` and renamed into place.
-        """
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-        try:
-            self._write(tmp, merge_lora)
-            if path.exists():
-                shutil.rmtree(path)
-            os.replace(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-
-    def _write(self, out: Path, merge_lora: bool) -> None:
-        cfg = copy.deepcopy(self.config)
-        enc_cfg = {k: v for k, v in cfg["encoder"].items() if k != "arch"}
-        if self.encoder_weights_modified or "path" not in cfg["encoder"]:
-            self.encoder.whisper.save_pretrained(out / "encoder")
-            enc_cfg["path"] = "encoder"
-        else:
-            enc_cfg["path"] = _reference(cfg["encoder"]["path"])
-        cfg["encoder"] = enc_cfg
-        save_file({k: v.contiguous() for k, v in self.adapter.state_dict().items()}, str(out / "adapter.safetensors"))
-        llm_cfg = {k: v for k, v in cfg["llm"].items() if k not in ("arch", "tokenizer")}
-        has_lora = self.lora_config is not None
-        save_llm = merge_lora or self.llm_weights_modified or "path" not in cfg["llm"]
-        if save_llm:
-            base = unwrap(self.llm)
-            if has_lora and merge_lora:
-                state = merged_state_dict(self.llm)
-            elif has_lora:  # LoRA stays separate (lora/): save the base weights without it
-                state = {k.replace(".base_layer.", "."): v for k, v in base.state_dict().items() if "lora_" not in k}
-            else:
-                state = base.state_dict()
-            base.save_pretrained(out / "llm", state_dict=state)
-            if self.tokenizer is not None:
-                self.tokenizer.save_pretrained(out / "llm")
-            llm_cfg["path"] = "llm"
-        else:
-            llm_cfg["path"] = _reference(cfg["llm"]["path"])
-        if self.tokenizer is not None:
-            self.tokenizer.save_pretrained(out / "tokenizer")
-            llm_cfg["tokenizer"] = "tokenizer"
-        cfg["llm"] = llm_cfg
-        if has_lora and not merge_lora:
-            self.llm.save_pretrained(out / "lora")
-            cfg["lora"] = dict(self.lora_config)
-        else:
-            cfg.pop("lora", None)
-        active = self.lora_active_layers if has_lora and not merge_lora else []
-        atomic_write(out / "state.json", json.dumps({"lora_active_layers": active}) + "\n")
-        atomic_write(out / "config.yaml", yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
+        io.save_model(self, path, merge_lora)
 
     # ----------------------------------------------------------------- trainable parts
     def num_llm_layers(self) -> int:
         """Number of transformer layers of the LLM."""
         return int(unwrap(self.llm).config.num_hidden_layers)
+
+    def shard_units(self) -> List[nn.Module]:
+        """The modules that become FSDP units below the root: the encoder's and the LLM's
+        transformer layers (the root keeps convolutions, adapter, embeddings, norms and head)."""
+        return [*self.encoder.whisper.layers, *decoder_layers(unwrap(self.llm))]
 
     @property
     def lora_active_layers(self) -> List[int]:
@@ -304,7 +236,7 @@ class SpeechLLM(nn.Module):
     def speech_embed_length(self, num_frames: int) -> int:
         """Number of speech embeddings the encoder + adapter make of ``num_frames`` log-mel frames."""
         enc = self.encoder.output_lengths(torch.tensor([int(num_frames)]))
-        return int(adapter_output_lengths(enc, self.adapter.k)[0])
+        return int(self.adapter.output_lengths(enc)[0])
 
     def encode_speech(self, feats: Tensor, feat_lens: Tensor) -> Tuple[Tensor, Tensor]:
         """Encoder + adapter: feats [B, T, M], lengths [B] -> embeddings [B, N, H], lengths [B]."""

@@ -11,7 +11,7 @@ a checkpoint does not depend on the number of processes, and export works on an 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, List, Sequence
+from typing import Any, Dict, Iterator, Sequence
 
 import torch
 from torch.distributed.checkpoint.state_dict import (
@@ -26,15 +26,6 @@ STRATEGIES = ("ddp", "fsdp")
 _FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
 
 
-def shard_units(model) -> List[torch.nn.Module]:
-    """The modules that become FSDP units below the root: encoder and LLM transformer layers."""
-    from partlib.models.llm import backbone_and_head
-    from partlib.models.lora import unwrap
-
-    backbone, _ = backbone_and_head(unwrap(model.llm))
-    return [*model.encoder.whisper.layers, *backbone.layers]
-
-
 def shard(model, world_size: int, device: torch.device) -> None:
     """Shard ``model`` in place over all ranks, moving it to ``device`` unit by unit.
 
@@ -42,7 +33,7 @@ def shard(model, world_size: int, device: torch.device) -> None:
     from the new (sharded) parameters.
     """
     mesh = init_device_mesh(device.type, (world_size,))
-    units = shard_units(model)
+    units = model.shard_units()
     for unit in units:
         fully_shard(unit, mesh=mesh)
     fully_shard(model, mesh=mesh)

@@ -1,0 +1,111 @@
+"""Saving and loading a SpeechLLM directory.
+
+Layout written by :func:`save_model` (assembled next to the target and renamed into place)::
+
+    config.yaml          the model config; encoder.path / llm.path point inside the dir or to the
+                         unchanged pretrained weights (an absolute local path or a hub id)
+    adapter.safetensors  the adapter
+    encoder/             Whisper encoder weights, if they were trained or are random
+    llm/                 full LLM weights (trained, merged with LoRA, or random) + tokenizer
+    lora/                LoRA factors in peft format over a referenced base LLM (not merged)
+    tokenizer/           the tokenizer with its chat template
+    state.json           {"lora_active_layers": [...]}
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import yaml
+from peft import set_peft_model_state_dict
+from safetensors.torch import load_file, save_file
+
+from partlib.common import PathLike, atomic_write
+from partlib.models.lora import merged_state_dict, unwrap
+from partlib.models.speech_llm import SpeechLLM
+
+
+def _reference(path: str) -> str:
+    """How a saved model refers to unchanged pretrained weights: an absolute local path or the hub id."""
+    return os.path.abspath(path) if os.path.exists(path) else path
+
+
+def load_model(path: PathLike) -> SpeechLLM:
+    """Load a directory written by :func:`save_model`."""
+    path = Path(path)
+    cfg = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8"))
+    model = SpeechLLM.from_config(cfg, base_dir=path)
+    # weights stored inside this directory are copied on the next save, never referenced
+    model.encoder_weights_modified = (path / "encoder").is_dir()
+    model.llm_weights_modified = (path / "llm").is_dir()
+    model.adapter.load_state_dict(load_file(str(path / "adapter.safetensors")))
+    if model.lora_config is not None:
+        set_peft_model_state_dict(model.llm, load_file(str(path / "lora" / "adapter_model.safetensors")))
+        state = json.loads((path / "state.json").read_text())
+        model.set_lora_active_layers(state["lora_active_layers"])
+    return model
+
+
+def save_model(model: SpeechLLM, path: PathLike, merge_lora: bool = False) -> None:
+    """Write config.yaml, adapter.safetensors, tokenizer/, state.json, encoder/ (if its weights
+    were trained or are random; else config.yaml refers to the pretrained ones) and either lora/
+    (peft format, over a referenced base LLM) or llm/ (full weights: trained, merged or random).
+
+    The directory is assembled next to ``path`` and renamed into place.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        _write(model, tmp, merge_lora)
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _write(model: SpeechLLM, out: Path, merge_lora: bool) -> None:
+    cfg = copy.deepcopy(model.config)
+    enc_cfg = {k: v for k, v in cfg["encoder"].items() if k != "arch"}
+    if model.encoder_weights_modified or "path" not in cfg["encoder"]:
+        model.encoder.whisper.save_pretrained(out / "encoder")
+        enc_cfg["path"] = "encoder"
+    else:
+        enc_cfg["path"] = _reference(cfg["encoder"]["path"])
+    cfg["encoder"] = enc_cfg
+    save_file({k: v.contiguous() for k, v in model.adapter.state_dict().items()}, str(out / "adapter.safetensors"))
+    llm_cfg = {k: v for k, v in cfg["llm"].items() if k not in ("arch", "tokenizer")}
+    has_lora = model.lora_config is not None
+    save_llm = merge_lora or model.llm_weights_modified or "path" not in cfg["llm"]
+    if save_llm:
+        base = unwrap(model.llm)
+        if has_lora and merge_lora:
+            state = merged_state_dict(model.llm)
+        elif has_lora:  # LoRA stays separate (lora/): save the base weights without it
+            state = {k.replace(".base_layer.", "."): v for k, v in base.state_dict().items() if "lora_" not in k}
+        else:
+            state = base.state_dict()
+        base.save_pretrained(out / "llm", state_dict=state)
+        if model.tokenizer is not None:
+            model.tokenizer.save_pretrained(out / "llm")
+        llm_cfg["path"] = "llm"
+    else:
+        llm_cfg["path"] = _reference(cfg["llm"]["path"])
+    if model.tokenizer is not None:
+        model.tokenizer.save_pretrained(out / "tokenizer")
+        llm_cfg["tokenizer"] = "tokenizer"
+    cfg["llm"] = llm_cfg
+    if has_lora and not merge_lora:
+        model.llm.save_pretrained(out / "lora")
+        cfg["lora"] = dict(model.lora_config)
+    else:
+        cfg.pop("lora", None)
+    active = model.lora_active_layers if has_lora and not merge_lora else []
+    atomic_write(out / "state.json", json.dumps({"lora_active_layers": active}) + "\n")
+    atomic_write(out / "config.yaml", yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
