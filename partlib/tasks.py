@@ -81,6 +81,7 @@ class Task:
     scorer: Optional[str] = None        # a key of SCORERS; None: a training-only task (not decoded)
     dev_metric: Optional[str] = None    # a key of DEV_METRICS: decoded during dev evaluation
     fields: Tuple[str, ...] = TEMPLATE_FIELDS  # template fields the instruction may name
+    labels: Optional[Callable[[], List[str]]] = None  # accuracy tasks: the closed set of answers
 
     @property
     def metrics(self) -> Tuple[str, ...]:
@@ -228,4 +229,5 @@ register(Task("lm", speech=False, cross_lingual=False, template="Continue this {
 # The instruction must not name the language it asks for: only {speech} is allowed.
 register(Task("lid", speech=True, cross_lingual=False, template="Which language is spoken?",
               target=lambda u: (None, langs.name(u.lang)), title="Language identification (lid)",
-              needs_text=False, scorer="accuracy", dev_metric="accuracy", fields=("speech",)))
+              needs_text=False, scorer="accuracy", dev_metric="accuracy", fields=("speech",),
+              labels=lambda: sorted({lang.name for lang in langs.LANGUAGES.values()})))

@@ -64,6 +64,7 @@ def test_every_stage_has_outputs(run):
             assert (sdir / "model" / "done").is_file()
             for lang in LANGS:
                 assert (sdir / f"decode_test_{lang}_asr" / "scores.json").is_file()
+                assert (sdir / f"decode_test_{lang}_lid" / "scores.json").is_file()
             assert (sdir / "decode_test_de_to_en_s2tt" / "scores.json").is_file()
             assert (sdir / "decode_test_en_to_zh_s2tt" / "scores.json").is_file()
     assert (exp / "RESULTS.md").is_file()
@@ -87,6 +88,28 @@ def test_part_uses_the_speech(run):
     # The fast preset's models are weak (mean WER/CER around 80%), but they clearly use the speech:
     # another utterance's audio costs them about 25 points (PART 79.8 vs 105.5 in one run).
     assert shuffled - part >= 20.0, f"PART {part:.1f} vs shuffled-audio control {shuffled:.1f}"
+
+
+def _lid_scores(decode_root: Path, lang: str) -> dict:
+    return json.loads((decode_root / f"decode_test_{lang}_lid" / "scores.json").read_text())
+
+
+@pytest.mark.slow
+def test_lid_is_scored_and_its_prompt_does_not_name_the_language(run):
+    """LID decodes are scored with accuracy and a confusion matrix whose one row is the test set's
+    language. Without audio the prompt is the same for every language, so the no-audio control
+    answers all five test sets alike: at most one of them right (a prompt that leaked the
+    language would let it score 100 on all)."""
+    exp = run / "exp"
+    names = {"en": "English", "de": "German", "fr": "French", "es": "Spanish", "zh": "Chinese"}
+    for lang in LANGS:
+        scores = _lid_scores(exp / "part_seed1" / "stage3_text", lang)
+        assert scores["confusion"]["labels"] == [names[lang]]
+        assert sum(scores["confusion"]["counts"][names[lang]].values()) == scores["num_utts"] > 0
+    none = [_lid_scores(exp / "control_none_audio_seed1" / "stage3_text", lang)["sets"]["overall"]["scores"]
+            ["accuracy"]["value"] for lang in LANGS]
+    assert sum(v == 100.0 for v in none) <= 1 and all(v in (0.0, 100.0) for v in none), none
+    assert "Language identification (lid): accuracy (%)" in (exp / "RESULTS.md").read_text()
 
 
 @pytest.mark.slow

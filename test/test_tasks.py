@@ -86,27 +86,28 @@ def _decode_dir(path: Path, refs, hyps, langs, task: str) -> Path:
 
 
 def test_accuracy_scores_and_confusion(tmp_path):
-    refs = {"u1": "German", "u2": "German", "u3": "English", "u4": "English", "u5": "Chinese"}
-    hyps = {"u1": "german.", "u2": "English", "u3": "English", "u4": "the cat", "u5": "Chinese"}
-    langs = {"u1": "de", "u2": "de", "u3": "en", "u4": "en", "u5": "zh"}
+    refs = {"u1": "German", "u2": "German", "u3": "English", "u4": "English", "u5": "Chinese", "u6": "Chinese"}
+    hyps = {"u1": "german.", "u2": "English", "u3": "English", "u4": "the cat", "u5": "Chinese", "u6": "French"}
+    langs = {"u1": "de", "u2": "de", "u3": "en", "u4": "en", "u5": "zh", "u6": "zh"}
     d = _decode_dir(tmp_path / "decode_test_lid", refs, hyps, langs, "lid")
     result, utts = score_decode_dir(d)
     sets = result["sets"]
-    # 3 of 5 correct ("german." is the label German); per language 1/2, 1/2, 1/1
-    assert sets["overall"]["scores"]["accuracy"] == {"value": 60.0, "counts": {"N": 5, "corr": 3}}
-    assert [sets[k]["scores"]["accuracy"]["value"] for k in ("de", "en", "zh")] == [50.0, 50.0, 100.0]
+    # 3 of 6 correct ("german." is the label German); per language 1/2 each
+    assert sets["overall"]["scores"]["accuracy"] == {"value": 50.0, "counts": {"N": 6, "corr": 3}}
+    assert [sets[k]["scores"]["accuracy"]["value"] for k in ("de", "en", "zh")] == [50.0, 50.0, 50.0]
     conf = result["confusion"]
+    # "French" is no reference but a language name (lid's closed label set): a column of its own
     assert conf["labels"] == ["Chinese", "English", "German"]
-    assert conf["columns"] == ["Chinese", "English", "German", "(other)"]
+    assert conf["columns"] == ["Chinese", "English", "French", "German", "(other)"]
     assert conf["counts"] == {"German": {"German": 1, "English": 1}, "English": {"English": 1, "(other)": 1},
-                              "Chinese": {"Chinese": 1}}
+                              "Chinese": {"Chinese": 1, "French": 1}}
     write_outputs(d, result, utts)
     md = (d / "scores.md").read_text()
-    assert "| overall | 5 | 60.00 | 3 |" in md and "| German | 0 | 1 | 1 | 0 |" in md
+    assert "| overall | 6 | 50.00 | 3 |" in md and "| German | 0 | 1 | 0 | 1 | 0 |" in md
     same = bootstrap.compare_dirs(d, d, n_bootstrap=50)["sets"]["overall"]["accuracy"]
     assert same["diff"] == 0.0 and same["p_value"] == 1.0 and not same["lower_is_better"]
     assert quick_scores([type("E", (), {"key": u, "task": "lid", "tgt_lang": langs[u], "target": refs[u]})
-                         for u in refs], hyps) == {"accuracy": 60.0}
+                         for u in refs], hyps) == {"accuracy": 50.0}
 
 
 def test_lid_table_in_results(tmp_path):

@@ -15,15 +15,16 @@ and "german" are the label "german".
                     "counts": {"<reference label>": {"<hypothesis label>": int}}}
     }
 
-Sets are the utterances' source languages and ``overall``; a hypothesis that is none of the
-reference labels is counted in the confusion matrix's ``(other)`` column.
+Sets are the utterances' source languages and ``overall``. The confusion matrix has a row per
+reference label and a column per label that was a reference or, given a task's closed label set
+(every language name for ``lid``), was predicted; any other hypothesis counts as ``(other)``.
 """
 from __future__ import annotations
 
 import string
 import unicodedata
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from partlib.common import DataError
 
@@ -64,8 +65,10 @@ def _section(utts: Sequence[LabelScore]) -> Dict:
 
 
 def score(refs: Mapping[str, str], hyps: Mapping[str, str], utt2lang: Mapping[str, str],
-          num_missing: int = 0, num_extra: int = 0) -> Tuple[Dict, List[LabelScore]]:
-    """Accuracy per source language and overall, and the confusion matrix (``scores.json``)."""
+          num_missing: int = 0, num_extra: int = 0, labels: Optional[Sequence[str]] = None
+          ) -> Tuple[Dict, List[LabelScore]]:
+    """Accuracy per source language and overall, and the confusion matrix (``scores.json``);
+    ``labels`` is the task's closed set of answers, if it has one."""
     if not refs:
         raise DataError("no utterances to score")
     utts = [LabelScore(u, utt2lang[u], refs[u], hyps[u], normalize_label(refs[u]), normalize_label(hyps[u]))
@@ -73,13 +76,17 @@ def score(refs: Mapping[str, str], hyps: Mapping[str, str], utt2lang: Mapping[st
     shown: Dict[str, str] = {}  # label -> the reference as first written, for the tables
     for u in utts:
         shown.setdefault(u.ref_label, " ".join(u.ref.split()))
-    labels = sorted(shown)
+    rows = sorted(shown)
+    closed = {normalize_label(x): x for x in labels or ()}
+    for u in utts:
+        if u.hyp_label in closed:
+            shown.setdefault(u.hyp_label, closed[u.hyp_label])
     counts: Dict[str, Dict[str, int]] = {}
     for u in utts:
         col = shown[u.hyp_label] if u.hyp_label in shown else OTHER
         row = counts.setdefault(shown[u.ref_label], {})
         row[col] = row.get(col, 0) + 1
-    columns = [shown[k] for k in labels]
+    columns = [shown[k] for k in sorted(shown)]
     if any(OTHER in row for row in counts.values()):
         columns.append(OTHER)
     groups: Dict[str, List[LabelScore]] = {}
@@ -89,7 +96,7 @@ def score(refs: Mapping[str, str], hyps: Mapping[str, str], utt2lang: Mapping[st
     sets["overall"] = _section(utts)
     result = {"schema_version": 1, "task": "accuracy", "tgt_lang": None, "metrics": ["accuracy"],
               "num_utts": len(utts), "num_missing": num_missing, "num_extra": num_extra, "sets": sets,
-              "confusion": {"labels": [shown[k] for k in labels], "columns": columns, "counts": counts}}
+              "confusion": {"labels": [shown[k] for k in rows], "columns": columns, "counts": counts}}
     return result, utts
 
 

@@ -59,7 +59,10 @@ def score_decode_dir(decode_dir: PathLike, tgt_lang: Optional[str] = None):
     d = Path(decode_dir)
     inputs = wer_bleu.load_inputs(d / "ref", d / "hyp", utt2lang=d / "utt2lang")
     if decode_scorer(d, tgt_lang) == "accuracy":
-        return accuracy.score(inputs.refs, inputs.hyps, inputs.utt2lang, len(inputs.missing), len(inputs.extra))
+        task = tasks.get(decode_task(d)) if decode_task(d) else None
+        labels = task.labels() if task is not None and task.labels else None
+        return accuracy.score(inputs.refs, inputs.hyps, inputs.utt2lang, len(inputs.missing), len(inputs.extra),
+                              labels)
     tgt = tgt_lang if tgt_lang is not None else decode_tgt_lang(d)
     return wer_bleu.score(inputs, tgt_lang=tgt)
 
