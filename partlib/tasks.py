@@ -43,7 +43,10 @@ SCORERS: Dict[str, Tuple[str, ...]] = {
     "accuracy": ("accuracy",),
 }
 DEV_METRICS: Dict[str, str] = {"wer": "error_rate", "bleu": "translation", "accuracy": "accuracy"}
-_HIGHER_IS_BETTER = ("bleu", "accuracy")  # of the dev metrics; loss and wer: lower is better
+# Whether a larger value is better, for every metric a score or a dev evaluation reports (the
+# trainer's checkpoint choice, paired bootstrap and RESULTS.md ask here).
+HIGHER_IS_BETTER: Dict[str, bool] = {"loss": False, "wer": False, "cer": False, "mixed": False,
+                                     "bleu": True, "chrf": True, "accuracy": True}
 # Fields a prompt template may name; each task allows a subset (``Task.fields``).
 TEMPLATE_FIELDS = ("src_lang", "tgt_lang", "text", "speech")
 
@@ -106,9 +109,10 @@ def register(task: Task) -> Task:
         raise ConfigError(f"task {task.name!r} is already registered")
     if task.scorer is not None and task.scorer not in SCORERS:
         raise ConfigError(f"task {task.name!r}: unknown scorer {task.scorer!r} (known: {', '.join(SCORERS)})")
-    if task.dev_metric is not None and (task.dev_metric not in DEV_METRICS or task.scorer is None):
-        raise ConfigError(f"task {task.name!r}: dev_metric must be one of {', '.join(DEV_METRICS)} "
-                          "and needs a scorer")
+    if task.dev_metric is not None and DEV_METRICS.get(task.dev_metric) != task.scorer:
+        raise ConfigError(f"task {task.name!r}: dev_metric {task.dev_metric!r} does not fit the scorer "
+                          f"{task.scorer!r} (dev metrics: " + ", ".join(f"{m} for {s}" for m, s in DEV_METRICS.items())
+                          + ")")
     bad = set(task.fields) - set(TEMPLATE_FIELDS)
     if bad:
         raise ConfigError(f"task {task.name!r}: unknown template field(s) {sorted(bad)}")
@@ -144,9 +148,11 @@ def dev_metric_names() -> List[str]:
     return ["loss"] + sorted({t.dev_metric for t in _REGISTRY.values() if t.dev_metric})
 
 
-def dev_metric_higher_is_better(metric: str) -> bool:
-    """Whether a larger value of a ``dev.metric`` is better (it picks the best checkpoints)."""
-    return metric in _HIGHER_IS_BETTER
+def higher_is_better(metric: str) -> bool:
+    """Whether a larger value of a metric (a score's or a ``dev.metric``) is better."""
+    if metric not in HIGHER_IS_BETTER:
+        raise ConfigError(f"unknown metric {metric!r} (known: {', '.join(HIGHER_IS_BETTER)})")
+    return HIGHER_IS_BETTER[metric]
 
 
 def check_template(task: Task, template: str) -> None:

@@ -129,10 +129,18 @@ def test_qformer_lengths_masking_and_batch_invariance():
         alone, _ = ad(x[i:i + 1, :n], lens[i:i + 1])
         torch.testing.assert_close(y[i, : ylens[i]], alone[0], atol=1e-5, rtol=0)
         assert y[i, ylens[i]:].abs().sum() == 0
-    # frames past an utterance's end (inside its last window) do not change its outputs
+    # frames past an utterance's end do not change its outputs
     noisy = x.clone()
-    noisy[1, 10:] = 100.0
+    noisy[3, 16:] = 100.0
     torch.testing.assert_close(ad(noisy, lens)[0], y, atol=1e-5, rtol=0)
+    # the last window of the 16-frame utterance holds one real frame (15) and four padded ones: its
+    # two outputs are those of the blocks run on that frame alone, with no padded key to attend to
+    with torch.no_grad():
+        q = ad.queries[None]
+        frame = ad.inp(x[3:4, 15:16]) + ad.pos[:1]
+        for block in ad.blocks:
+            q = block(q, frame, torch.zeros(1, 1, dtype=torch.bool))
+        torch.testing.assert_close(y[3, 6:8], ad.out(ad.norm(q))[0], atol=1e-5, rtol=0)
 
 
 def test_qformer_trains_a_short_run():

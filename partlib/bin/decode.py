@@ -24,12 +24,8 @@ from partlib.features.source import FEATURE_MODES
 logger = get_logger("partlib.bin.decode")
 
 
-def get_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model-dir", required=True)
-    p.add_argument("--data-dir", required=True)
-    p.add_argument("--task", choices=tasks.names(scored=True), default="asr")
-    p.add_argument("--tgt-lang", default=None, help="target language of a cross-lingual task (s2tt, t2tt)")
+def add_decoding_options(p: argparse.ArgumentParser) -> None:
+    """The options of decoding itself (this tool's and ``partlib.bin.decode_sets``')."""
     p.add_argument("--beam", type=int, default=1, help="beam size (1: greedy)")
     p.add_argument("--length-penalty", type=float, default=1.0)
     p.add_argument("--repetition-penalty", type=float, default=1.0)
@@ -44,10 +40,27 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--features", choices=list(FEATURE_MODES), default="auto",
                    help="dumped: feats.scp; on_the_fly: from wav.scp; auto: feats.scp where present")
-    p.add_argument("--nj", type=int, default=1)
+    p.add_argument("--nj", type=int, default=1, help="N > 1: split each data dir into N jobs of --cmd")
     p.add_argument("--cmd", default="utils/run.pl", help="job runner (run.pl / slurm.pl interface)")
     p.add_argument("--device", default=None)
     p.add_argument("--threads", type=int, default=None)
+
+
+def decoding_kwargs(args: argparse.Namespace) -> dict:
+    """The keyword arguments of :func:`partlib.infer.decode.decode_dir` from the decoding options."""
+    return dict(batch_frames=args.batch_frames, batch_size=args.batch_size, num_beams=args.beam,
+                length_penalty=args.length_penalty, repetition_penalty=args.repetition_penalty,
+                no_repeat_ngram_size=args.no_repeat_ngram_size, max_new_tokens=args.max_new_tokens,
+                audio=args.audio, seed=args.seed, features=args.features)
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model-dir", required=True)
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--task", choices=tasks.names(scored=True), default="asr")
+    p.add_argument("--tgt-lang", default=None, help="target language of a cross-lingual task (s2tt, t2tt)")
+    add_decoding_options(p)
     p.add_argument("out_dir")
     return p
 
@@ -112,11 +125,7 @@ def main(argv=None) -> int:
     model = SpeechLLM.from_pretrained(args.model_dir)
     if args.device:
         model.to(args.device)
-    decode_dir(model, args.data_dir, out, task=args.task, tgt_lang=args.tgt_lang,
-               batch_frames=args.batch_frames, batch_size=args.batch_size, num_beams=args.beam,
-               length_penalty=args.length_penalty, repetition_penalty=args.repetition_penalty,
-               no_repeat_ngram_size=args.no_repeat_ngram_size, max_new_tokens=args.max_new_tokens,
-               audio=args.audio, seed=args.seed, features=args.features)
+    decode_dir(model, args.data_dir, out, task=args.task, tgt_lang=args.tgt_lang, **decoding_kwargs(args))
     return 0
 
 

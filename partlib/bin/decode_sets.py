@@ -20,7 +20,6 @@ from partlib import tasks
 from partlib.bin import cli
 from partlib.bin import decode as decode_cli
 from partlib.common import get_logger
-from partlib.features.source import FEATURE_MODES
 
 log = get_logger("partlib.bin.decode_sets")
 
@@ -40,16 +39,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--model-dir", required=True)
     p.add_argument("--data-root", required=True, help="directory holding the data sets")
     p.add_argument("--decodes", required=True, help="space-separated task:set[:tgt] decodes")
-    p.add_argument("--beam", type=int, default=1)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--batch-frames", type=int, default=60000)
-    p.add_argument("--audio", choices=["real", "shuffled", "none"], default="real")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--features", choices=FEATURE_MODES, default="auto")
-    p.add_argument("--nj", type=int, default=1,
-                   help="N > 1: each set is split into N jobs of --cmd (partlib.bin.decode), each loading the model")
-    p.add_argument("--cmd", default="utils/run.pl", help="job runner for --nj (run.pl / slurm.pl interface)")
-    p.add_argument("--threads", type=int, default=None)
+    decode_cli.add_decoding_options(p)
     p.add_argument("out_root")
     args = p.parse_args(argv)
     jobs = [j for j in decode_jobs(Path(args.out_root), args.decodes.split()) if not (j[3] / "hyp").is_file()]
@@ -60,14 +50,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not jobs:
         log.info("%s: every decode is done", args.out_root)
         return 0
-    if args.nj > 1:
+    if args.nj > 1:  # each set in parallel jobs, each loading the model (partlib.bin.decode)
+        common = {k: v for k, v in vars(args).items() if k not in ("data_root", "decodes", "out_root")}
         for task, data_set, tgt, out in jobs:
-            decode_cli.decode_in_jobs(decode_cli.get_parser().parse_args(
-                ["--model-dir", args.model_dir, "--data-dir", str(Path(args.data_root) / data_set), "--task", task,
-                 *(["--tgt-lang", tgt] if tgt else []), "--beam", str(args.beam), "--batch-size", str(args.batch_size),
-                 "--batch-frames", str(args.batch_frames), "--audio", args.audio, "--seed", str(args.seed),
-                 "--features", args.features, "--nj", str(args.nj), "--cmd", args.cmd,
-                 *(["--threads", str(args.threads)] if args.threads else []), str(out)]))
+            decode_cli.decode_in_jobs(argparse.Namespace(**common, data_dir=str(Path(args.data_root) / data_set),
+                                                         task=task, tgt_lang=tgt, out_dir=str(out)))
         return 0
     import torch
 
@@ -77,10 +64,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     model = SpeechLLM.from_pretrained(args.model_dir)
+    if args.device:
+        model.to(args.device)
     for task, data_set, tgt, out in jobs:
         decode_dir(model, Path(args.data_root) / data_set, out, task=task, tgt_lang=tgt,
-                   batch_frames=args.batch_frames, batch_size=args.batch_size, num_beams=args.beam,
-                   audio=args.audio, seed=args.seed, features=args.features)
+                   **decode_cli.decoding_kwargs(args))
     return 0
 
 

@@ -18,7 +18,6 @@ from partlib.common import ConfigError, DataError
 from partlib.data import langs
 from partlib.data.datadir import DataDir
 
-FRAME_RATE = 100  # Whisper log-mel frames per second (hop 160 at 16 kHz)
 # Tokens of chat template + instruction around the content; an estimate used only for batching.
 PROMPT_TOKENS = 24
 

@@ -23,16 +23,21 @@ from partlib.features.compute import FEATS_TYPE_FILE, check_mel_bins, compute_fe
 FEATURE_MODES = ("auto", "dumped", "on_the_fly")
 
 
+def check_feature_mode(mode: str) -> str:
+    """``mode`` if it is one of :data:`FEATURE_MODES`, else a :class:`ConfigError`."""
+    if mode not in FEATURE_MODES:
+        raise ConfigError(f"features must be {' | '.join(FEATURE_MODES)}, got {mode!r}")
+    return mode
+
+
 class FeatureSource:
     """Loads log-mel features ``[T, n_mels]`` of utterances of some data dirs; ``mode`` is one of
     :data:`FEATURE_MODES`."""
 
     def __init__(self, dirs: Sequence[DataDir], n_mels: int, mode: str = "auto") -> None:
-        if mode not in FEATURE_MODES:
-            raise ConfigError(f"features must be {' | '.join(FEATURE_MODES)}, got {mode!r}")
         self.dirs = list(dirs)
         self.n_mels = n_mels
-        self.mode = mode
+        self.mode = check_feature_mode(mode)
         self._readers: Dict[int, object] = {}
         self._checked: set = set()
 

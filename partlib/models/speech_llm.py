@@ -238,10 +238,6 @@ class SpeechLLM(nn.Module):
         enc = self.encoder.output_lengths(torch.tensor([int(num_frames)]))
         return int(self.adapter.output_lengths(enc)[0])
 
-    def encode_speech(self, feats: Tensor, feat_lens: Tensor) -> Tuple[Tensor, Tensor]:
-        """Encoder + adapter: feats [B, T, M], lengths [B] -> embeddings [B, N, H], lengths [B]."""
-        return self._encode(feats, feat_lens)[2:]
-
     def _encode(self, feats: Tensor, feat_lens: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
         """Encoder states [B, T', D] and lengths, then adapter embeddings [B, N, H] and lengths."""
         if feats.shape[-1] != self.n_mels:
@@ -311,21 +307,21 @@ class SpeechLLM(nn.Module):
         return t, examples
 
     def hidden_states(self, batch: dict, layers: Sequence[int]) -> Dict[str, object]:
-        """The states of a decoding prompt (no target) at every point of the model.
+        """The states of a decoding prompt (no target) at every point of the model, computed in the
+        weights' own dtype (no autocast: the representation analysis compares them with text states).
 
         Returns ``encoder``/``encoder_lens`` and ``adapter``/``adapter_lens`` (the speech rows, in
         batch order; absent without speech), ``llm``: ``{k: [B, L, H]}`` for each requested hidden
         state ``k`` (0 = input embeddings, i = output of decoder layer i, negative from the end),
         ``speech_mask`` and ``attention_mask`` ``[B, L]`` (right padding).
         """
-        with self._autocast():
-            t, _ = self._prompt_batch(batch, train=False, left_pad=False)
-            hidden: Tuple[Tensor, ...] = ()
-            if layers:  # the LLM runs only when its states are asked for
-                backbone, _ = backbone_and_head(unwrap(self.llm))
-                hidden = backbone(inputs_embeds=t["inputs_embeds"], attention_mask=t["attention_mask"],
-                                  position_ids=t["position_ids"], output_hidden_states=True,
-                                  use_cache=False).hidden_states
+        t, _ = self._prompt_batch(batch, train=False, left_pad=False)
+        hidden: Tuple[Tensor, ...] = ()
+        if layers:  # the LLM runs only when its states are asked for
+            backbone, _ = backbone_and_head(unwrap(self.llm))
+            hidden = backbone(inputs_embeds=t["inputs_embeds"], attention_mask=t["attention_mask"],
+                              position_ids=t["position_ids"], output_hidden_states=True,
+                              use_cache=False).hidden_states
         states: Dict[str, object] = {k: t[k] for k in ("encoder", "encoder_lens", "adapter", "adapter_lens") if k in t}
         states["llm"] = {k: hidden[k] for k in layers}
         states["speech_mask"], states["attention_mask"] = t["speech_mask"], t["attention_mask"]

@@ -19,13 +19,13 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from partlib import tasks
 from partlib.common import DataError, PathLike
 from partlib.scoring import bleu as bleu_mod
 from partlib.scoring import wer_bleu
 from partlib.scoring.decode_dir import decode_tgt_lang, score_decode_dir
 from partlib.scoring.wer_bleu import TRANSLATION_METRICS
 
-LOWER_IS_BETTER = {"wer": True, "cer": True, "mixed": True, "bleu": False, "chrf": False, "accuracy": False}
 
 
 def resample_weights(n: int, n_bootstrap: int, seed: int) -> np.ndarray:
@@ -80,7 +80,7 @@ def paired_bootstrap(a: Sequence, b: Sequence, metric: str,
     low, high = np.percentile(diffs, [2.5, 97.5])
     return {"metric": metric, "a": full_a, "b": full_b, "diff": full_a - full_b,
             "ci95": [float(low), float(high)], "p_value": p, "n_bootstrap": n_bootstrap,
-            "seed": seed, "lower_is_better": LOWER_IS_BETTER[metric], "num_utts": len(a)}
+            "seed": seed, "lower_is_better": not tasks.higher_is_better(metric), "num_utts": len(a)}
 
 
 def compare_dirs(dir_a: PathLike, dir_b: PathLike, n_bootstrap: int = 1000, seed: int = 0) -> Dict:

@@ -49,7 +49,10 @@ def decode_scorer(decode_dir: PathLike, tgt_lang: Optional[str] = None) -> str:
     """The scorer (a key of :data:`partlib.tasks.SCORERS`) of a decode dir."""
     task = decode_task(decode_dir)
     if task is not None:
-        return tasks.get(task).scorer or "error_rate"
+        scorer = tasks.get(task).scorer
+        if scorer is None:
+            raise DataError(f"task {task} is a training-only task: nothing to score", Path(decode_dir))
+        return scorer
     tgt = tgt_lang if tgt_lang is not None else decode_tgt_lang(decode_dir)
     return "translation" if tgt else "error_rate"
 
@@ -59,7 +62,8 @@ def score_decode_dir(decode_dir: PathLike, tgt_lang: Optional[str] = None):
     d = Path(decode_dir)
     inputs = wer_bleu.load_inputs(d / "ref", d / "hyp", utt2lang=d / "utt2lang")
     if decode_scorer(d, tgt_lang) == "accuracy":
-        task = tasks.get(decode_task(d)) if decode_task(d) else None
+        name = decode_task(d)
+        task = tasks.get(name) if name else None
         labels = task.labels() if task is not None and task.labels else None
         return accuracy.score(inputs.refs, inputs.hyps, inputs.utt2lang, len(inputs.missing), len(inputs.extra),
                               labels)

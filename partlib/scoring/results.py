@@ -44,14 +44,18 @@ FINAL_STAGE = "final"
 ENV_FIELDS = (("date", "date"), ("git_commit", "git commit"), ("python", "python"),
               ("torch", "torch"), ("transformers", "transformers"), ("device", "device"))
 _SEED = re.compile(r"^(?P<system>.+)_seed(?P<seed>\d+)$")
-# The tables of each scorer, in order: (metric key, title, lower is better). "err" is each set's
-# headline error rate (WER or CER, named in the row).
+# The tables of each scorer, in order: (key, title). "err" is each set's headline error rate (WER
+# or CER, named in the row) and "wrong_lang" the wrong-language rate, both lower-is-better; the
+# other keys are metrics, whose direction the task registry knows.
 _TABLES = {
-    "error_rate": (("err", "WER / CER (%)", True), ("wrong_lang", "wrong-language rate (%)", True)),
-    "translation": (("bleu", "BLEU", False), ("chrf", "chrF", False),
-                    ("wrong_lang", "wrong-language rate (%)", True)),
-    "accuracy": (("accuracy", "accuracy (%)", False),),
+    "error_rate": (("err", "WER / CER (%)"), ("wrong_lang", "wrong-language rate (%)")),
+    "translation": (("bleu", "BLEU"), ("chrf", "chrF"), ("wrong_lang", "wrong-language rate (%)")),
+    "accuracy": (("accuracy", "accuracy (%)"),),
 }
+
+
+def _lower_is_better(key: str) -> bool:
+    return key in ("err", "wrong_lang") or not tasks.higher_is_better(key)
 
 
 def write_env_json(exp_dir: PathLike, *, overwrite: bool = True) -> Path:
@@ -190,7 +194,7 @@ def _collect(decodes: Sequence[Decode]) -> List[_Table]:
         col = (d.system, d.stage)
         for key in sorted(d.scores["sets"], key=lambda k: (k == "overall", k)):
             sec = d.scores["sets"][key]
-            for metric, title, lower in _TABLES[task.scorer]:
+            for metric, title in _TABLES[task.scorer]:
                 if metric == "err":
                     row, value = _row_name(d.testset, key, sec, True), sec["scores"][sec["primary"]]["value"]
                 elif metric == "wrong_lang":
@@ -199,9 +203,9 @@ def _collect(decodes: Sequence[Decode]) -> List[_Table]:
                     row, value = _row_name(d.testset, key, sec, False), sec["scores"][metric]["value"]
                 else:
                     continue
-                table = tables.setdefault((d.task, metric), _Table(f"{task.title}: {title}", lower))
+                table = tables.setdefault((d.task, metric), _Table(f"{task.title}: {title}", _lower_is_better(metric)))
                 table.add(row, col, value)
-    keys = [(t, m) for t in order for m, _, _ in _TABLES[tasks.get(t).scorer]]
+    keys = [(t, m) for t in order for m, _ in _TABLES[tasks.get(t).scorer]]
     return [tables[k] for k in keys if k in tables]
 
 

@@ -48,7 +48,7 @@ from partlib.common import ConfigError, PartError, PathLike, get_logger
 from partlib.data.batching import MixtureSampler, collate, make_batches, padding_fraction
 from partlib.data.datadir import DataDir
 from partlib.data.examples import Example, build_examples, resolve_data_dirs
-from partlib.features.source import FEATURE_MODES, FeatureSource
+from partlib.features.source import FeatureSource, check_feature_mode
 from partlib.train import distributed as dist_utils
 from partlib.train import fsdp, layout
 from partlib.train.checkpoint import CheckpointManager, rng_state, set_rng_state
@@ -216,8 +216,7 @@ class Trainer:
         self.sharded = strategy == "fsdp" and self.ctx.world_size > 1  # one process: nothing to shard
         self.num_workers = num_workers
         self.features = features
-        if features not in FEATURE_MODES:
-            raise ConfigError(f"features must be {' | '.join(FEATURE_MODES)}, got {features!r}")
+        check_feature_mode(features)  # before any model or data is loaded
         self.amp = amp and self.device.type == "cuda"
         self.tensorboard = tensorboard
 
@@ -327,7 +326,7 @@ class Trainer:
 
         opt = build_optimizer(params, stage.optim)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(stage.scheduler, stage.max_steps))
-        higher = tasks.dev_metric_higher_is_better(stage.dev.get("metric", "loss"))
+        higher = tasks.higher_is_better(stage.dev.get("metric", "loss"))
         ckpts = CheckpointManager(sdir / "checkpoints", stage.keep_last, int(stage.dev.get("best_n", 3)), higher)
         step, stats = 0, {"nonfinite_skipped": 0, "evals_since_best": 0}
         latest = ckpts.latest()

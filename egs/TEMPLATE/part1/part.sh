@@ -44,7 +44,8 @@ max_text_chars=400     # longest transcript/translation kept in training data
 
 # Stage 3
 features=dumped        # dumped: log-mel in ark/scp (stage 3); on_the_fly: computed from audio while
-                       # training and decoding; auto: feats.scp where a data dir has one
+                       # training and decoding; auto: stage 3 dumps nothing, later stages use the
+                       # feats.scp of a data dir that has one (put there by hand) and audio elsewhere
 n_mels=80              # 80 for Whisper <= v2, 128 for large-v3
 
 # Stage 4
@@ -63,7 +64,7 @@ train_launcher=""      # replaces ${python} for training, e.g. "torchrun --stand
 # Stage 6
 test_tasks="asr"       # within-language tasks decoded on every test set (python -m partlib.bin.tasks list)
 test_decodes=""        # further decodes "<task>:<set>[:<tgt>]", e.g. "s2tt:test_de:en s2tt:test_en:de"
-decode_args=""         # extra options of partlib.bin.decode (e.g. --beam 4)
+decode_args=""         # extra options of partlib.bin.decode_sets (e.g. --beam 4 --max-new-tokens 64)
 controls=true          # decode the first schedule's last stage with shuffled audio and with no audio
 
 # Stage 8
@@ -212,11 +213,13 @@ if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
   for sched in ${schedules}; do
     for seed in ${seeds}; do
       tag=${sched}_seed${seed}
+      last_model=""; last_stage=""
       while read -r sname mdir; do
         log "Stage 6: decoding ${tag}/${sname}"
         decode_all "${mdir}" "${expdir}/${tag}/${sname}"
         last_model=${mdir}; last_stage=${sname}
       done < <(${python} -m partlib.bin.exp models "${expdir}/${tag}")
+      [ -n "${last_model}" ] || { log "Stage 6: ${expdir}/${tag} has no exported model (run stage 5)"; exit 1; }
       if [ "${controls}" = true ] && [ "${sched}" = "${first_sched}" ]; then
         for mode in shuffled none; do
           ctag=control_${mode}_audio_seed${seed}
