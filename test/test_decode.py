@@ -182,7 +182,7 @@ def test_decode_sets_one_process_and_parallel_jobs_agree(trained, greedy, tmp_pa
     options (here --max-new-tokens) reaching every job."""
     _, model_dir, root = trained
     real, out1 = greedy
-    specs = "asr:test s2tt:test:en"
+    specs = "asr:test s2tt:train_de:en"
     base = [sys.executable, "-m", "partlib.bin.decode_sets", "--model-dir", str(model_dir), "--data-root",
             str(root / "data"), "--decodes", specs, "--threads", "1"]
     one, jobs = tmp_path / "one", tmp_path / "jobs"
@@ -190,14 +190,14 @@ def test_decode_sets_one_process_and_parallel_jobs_agree(trained, greedy, tmp_pa
         res = subprocess.run([*base, "--max-new-tokens", "6", *extra, str(out)], cwd=REPO, capture_output=True,
                              text=True)
         assert res.returncode == 0, res.stderr[-3000:]
-        assert sorted(p.name for p in out.glob("decode_*")) == ["decode_test_asr", "decode_test_to_en_s2tt"]
-    for name in ("decode_test_asr", "decode_test_to_en_s2tt"):
+        assert sorted(p.name for p in out.glob("decode_*")) == ["decode_test_asr", "decode_train_de_to_en_s2tt"]
+    for name in ("decode_test_asr", "decode_train_de_to_en_s2tt"):
         for f in ("hyp", "ref", "utt2lang"):
             assert (jobs / name / f).read_bytes() == (one / name / f).read_bytes(), (name, f)
         assert '"max_new_tokens": 6' in (jobs / name / "decode.json").read_text()
-    assert (one / "decode_test_to_en_s2tt" / "tgt_lang").read_text().split() == ["en"]
+    assert (one / "decode_train_de_to_en_s2tt" / "tgt_lang").read_text().split() == ["en"]
     assert (one / "decode_test_asr" / "ref").read_bytes() == (out1 / "ref").read_bytes()
-    bad = subprocess.run([*base[:-2], "--decodes", "s2tt:test", str(tmp_path / "bad")], cwd=REPO,
+    bad = subprocess.run([*base[:-2], "--decodes", "s2tt:train_de", str(tmp_path / "bad")], cwd=REPO,
                          capture_output=True, text=True)
     assert bad.returncode == 1 and "needs a target language" in bad.stderr and "Traceback" not in bad.stderr
 
