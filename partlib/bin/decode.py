@@ -54,6 +54,20 @@ def decoding_kwargs(args: argparse.Namespace) -> dict:
                 audio=args.audio, seed=args.seed, features=args.features)
 
 
+def load_model(args: argparse.Namespace):
+    """The SpeechLLM of ``--model-dir`` on ``--device``, torch using ``--threads`` CPU threads."""
+    import torch
+
+    from partlib.models.speech_llm import SpeechLLM
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = SpeechLLM.from_pretrained(args.model_dir)
+    if args.device:
+        model.to(args.device)
+    return model
+
+
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model-dir", required=True)
@@ -115,17 +129,9 @@ def main(argv=None) -> int:
     if args.nj > 1:
         decode_in_jobs(args)
         return 0
-    import torch
-
     from partlib.infer.decode import decode_dir
-    from partlib.models.speech_llm import SpeechLLM
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    model = SpeechLLM.from_pretrained(args.model_dir)
-    if args.device:
-        model.to(args.device)
-    decode_dir(model, args.data_dir, out, task=args.task, tgt_lang=args.tgt_lang, **decoding_kwargs(args))
+    decode_dir(load_model(args), args.data_dir, out, task=args.task, tgt_lang=args.tgt_lang, **decoding_kwargs(args))
     return 0
 
 

@@ -56,16 +56,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             decode_cli.decode_in_jobs(argparse.Namespace(**common, data_dir=str(Path(args.data_root) / data_set),
                                                          task=task, tgt_lang=tgt, out_dir=str(out)))
         return 0
-    import torch
-
     from partlib.infer.decode import decode_dir
-    from partlib.models.speech_llm import SpeechLLM
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    model = SpeechLLM.from_pretrained(args.model_dir)
-    if args.device:
-        model.to(args.device)
+    model = decode_cli.load_model(args)
     for task, data_set, tgt, out in jobs:
         decode_dir(model, Path(args.data_root) / data_set, out, task=task, tgt_lang=tgt,
                    **decode_cli.decoding_kwargs(args))
