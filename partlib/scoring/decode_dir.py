@@ -45,30 +45,20 @@ def decode_task(decode_dir: PathLike) -> Optional[str]:
     return parsed[1] if parsed else None
 
 
-def decode_scorer(decode_dir: PathLike, tgt_lang: Optional[str] = None) -> str:
-    """The scorer (a key of :data:`partlib.tasks.SCORERS`) of a decode dir."""
-    task = decode_task(decode_dir)
-    if task is not None:
-        scorer = tasks.get(task).scorer
-        if scorer is None:
-            raise DataError(f"task {task} is a training-only task: nothing to score", Path(decode_dir))
-        return scorer
-    tgt = tgt_lang if tgt_lang is not None else decode_tgt_lang(decode_dir)
-    return "translation" if tgt else "error_rate"
-
-
 def score_decode_dir(decode_dir: PathLike, tgt_lang: Optional[str] = None):
-    """Score a decode dir's ref/hyp; returns (scores dict, per-utterance results)."""
+    """Score a decode dir's ref/hyp with its task's scorer (see the module docstring); returns
+    (scores dict, per-utterance results)."""
     d = Path(decode_dir)
     inputs = wer_bleu.load_inputs(d / "ref", d / "hyp", utt2lang=d / "utt2lang")
-    if decode_scorer(d, tgt_lang) == "accuracy":
-        name = decode_task(d)
-        task = tasks.get(name) if name else None
-        labels = task.labels() if task is not None and task.labels else None
+    name = decode_task(d)
+    task = tasks.get(name) if name is not None else None
+    if task is not None and task.scorer is None:
+        raise DataError(f"task {name} is a training-only task: nothing to score", d)
+    if task is not None and task.scorer == "accuracy":
         return accuracy.score(inputs.refs, inputs.hyps, inputs.utt2lang, len(inputs.missing), len(inputs.extra),
-                              labels)
-    tgt = tgt_lang if tgt_lang is not None else decode_tgt_lang(d)
-    return wer_bleu.score(inputs, tgt_lang=tgt)
+                              task.labels() if task.labels else None)
+    # error rates, or translation metrics for a dir with a target language
+    return wer_bleu.score(inputs, tgt_lang=tgt_lang if tgt_lang is not None else decode_tgt_lang(d))
 
 
 def write_outputs(out_dir: PathLike, result: Mapping, utts: Sequence) -> None:
