@@ -19,6 +19,11 @@ def cfg(tmp_path_factory):
     return tiny_model_config(tmp_path_factory.mktemp("tiny"))
 
 
+def _lora(cfg, **options) -> dict:
+    """A trainable-spec LoRA section with the shape of the fixture model's adapters."""
+    return {"lora": {**{k: v for k, v in cfg["lora"].items() if k != "layers"}, **options}}
+
+
 def _model(cfg, **changes) -> SpeechLLM:
     torch.manual_seed(0)
     return SpeechLLM.from_config({**cfg, **changes})
@@ -86,7 +91,7 @@ def test_frozen_modules_hold_no_grads(cfg):
 
 def test_lora_trains_only_active_layers(cfg):
     m = _model(cfg)
-    m.apply_trainable({"encoder": {"top_k": 1}, "adapter": "frozen", "llm": {"lora": {"layers": [1, 3]}}})
+    m.apply_trainable({"encoder": {"top_k": 1}, "adapter": "frozen", "llm": _lora(cfg, layers=[1, 3])})
     assert m.lora_active_layers == [1, 3]
     m.train()
     m(_batch())["loss_sum"].backward()
@@ -101,7 +106,7 @@ def test_lora_trains_only_active_layers(cfg):
 def test_lora_activation_leaves_outputs_unchanged_and_is_saved_in_state(cfg):
     m = _model(cfg).eval()
     batch = _batch()
-    m.apply_trainable({"adapter": "full", "llm": {"lora": {"layers": [0]}}})
+    m.apply_trainable({"adapter": "full", "llm": _lora(cfg, layers=[0])})
     # train layer 0 a little so that its adapters are non-zero
     opt = torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=0.5)
     m(batch)["loss_sum"].backward()
@@ -125,7 +130,7 @@ def test_trainable_spec_errors(cfg):
     with pytest.raises(ConfigError):
         m.apply_trainable({"decoder": "full"})
     with pytest.raises(ConfigError):
-        m.apply_trainable({"llm": {"lora": {"layers": [4]}}})
+        m.apply_trainable({"llm": _lora(cfg, layers=[4])})
     with pytest.raises(ConfigError):
         m.apply_trainable({"llm": {"lora": {"r": 16}}})
     with pytest.raises(ConfigError, match="target_modules"):
@@ -147,7 +152,7 @@ def test_lora_added_by_trainable_spec_when_config_has_none(cfg):
 
 
 def _train_a_bit(m, batch):
-    m.apply_trainable({"encoder": "full", "adapter": "full", "llm": {"lora": {"layers": [1, 2]}}})
+    m.apply_trainable({"encoder": "full", "adapter": "full", "llm": _lora(m.config, layers=[1, 2])})
     opt = torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=0.1)
     for _ in range(2):
         m(batch)["loss_sum"].backward()
@@ -216,7 +221,7 @@ def test_paper_preset_builds_on_meta():
 
 
 def test_gradient_checkpointing_gives_the_same_gradients(cfg):
-    spec = {"encoder": "full", "adapter": "full", "llm": {"lora": {"layers": "all"}}}
+    spec = {"encoder": "full", "adapter": "full", "llm": _lora(cfg, layers="all")}
     grads = []
     for ckpt in (False, True):
         m = _model(cfg, encoder={**cfg["encoder"], "gradient_checkpointing": ckpt},
@@ -296,7 +301,7 @@ def test_another_llm_architecture_plugs_in(cfg, tmp_path):
     tok.save_pretrained(tmp_path / "llama")
     m = _model(cfg, llm={"path": str(tmp_path / "llama"), "dtype": "float32"},
                lora={"r": 2, "alpha": 4, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"], "layers": "all"})
-    m.apply_trainable({"encoder": "frozen", "adapter": "full", "llm": {"lora": {}}})
+    m.apply_trainable({"encoder": "frozen", "adapter": "full", "llm": _lora(m.config)})
     out = m(_batch())
     out["loss_sum"].backward()
     assert torch.isfinite(out["loss_sum"]) and out["n_tokens"] > 0

@@ -128,8 +128,9 @@ def test_pretrain_loss_falls_and_model_loads(corpus, tmp_path):
 
 
 def test_config_rejects_unknown_options():
+    from partlib import config
     from partlib.common import ConfigError
 
-    with pytest.raises(ConfigError, match="unknown"):
-        LMPretrainConfig.from_dict({"hiddenn": 3})
-    assert LMPretrainConfig.from_dict({"lr": "3e-3", "steps": 5}).lr == 3e-3
+    with pytest.raises(ConfigError, match="lm.yaml: hiddenn: unknown key"):
+        config.parse(LMPretrainConfig, {"hiddenn": 3}, "lm.yaml")
+    assert config.parse(LMPretrainConfig, {"lr": "3e-3", "steps": 5}, "lm.yaml").lr == 3e-3

@@ -148,6 +148,14 @@ def test_exact_resume_after_kill(setup):
     f.write_text(yaml.safe_dump(sched))
     env = dict(os.environ, PART_DEVICE="cpu")
     subprocess.run(_train_cmd(root, root / "exp" / "full", f), check=True, env=env, capture_output=True)
+    # exp/config.yaml is the full, flattened config: every default stated
+    resolved = yaml.safe_load((root / "exp" / "full" / "config.yaml").read_text())
+    stage = resolved["schedule"]["stages"][0]
+    assert stage["optim"] == {"type": "adamw", "lr": 3e-3, "weight_decay": 0.01, "betas": [0.9, 0.98],
+                              "eps": 1e-8, "momentum": 0.0}
+    assert stage["dev"]["best_n"] == 3 and stage["trainable"]["llm"]["lora"]["target_modules"] == ["q_proj", "v_proj"]
+    assert resolved["model"]["adapter"] == {"type": "stack", "stack": 4, "hidden": 64}
+    assert resolved["model"]["encoder"]["pad_to_30s"] is False
     exp = root / "exp" / "killed"
     proc = subprocess.Popen(_train_cmd(root, exp, f), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     latest = exp / "s1" / "checkpoints" / "latest"

@@ -2,9 +2,9 @@
 import pytest
 
 from partlib.common import ConfigError
-from partlib.train.schedule import (
-    active_layers_at, apply_overrides, lora_layers_union, parse_schedule, resolve_layers,
-)
+from partlib.config import apply_overrides
+from partlib.models.schema import resolve_layers
+from partlib.train.schedule import active_layers_at, lora_layers_union, parse_schedule
 
 
 def _cfg(**stage_overrides):
@@ -19,21 +19,21 @@ def test_defaults_merge_and_first_stage_init():
     st = s.stages[0]
     assert s.seed == 3
     assert st.init_from is None  # "previous" of the first stage means the model config
-    assert st.optim["lr"] == 0.01 and st.optim["type"] == "adamw"  # merged, not replaced
-    assert st.batch["max_frames"] > 0 and not st.uses_lora
+    assert st.optim.lr == 0.01 and st.optim.type == "adamw"  # merged, not replaced
+    assert st.batch.max_frames > 0 and not st.uses_lora
 
 
 @pytest.mark.parametrize("bad, msg", [
-    ({"tasks": [{"task": "asr2", "data": ["x"]}]}, "unknown task 'asr2'"),
-    ({"tasks": [{"task": "asr"}]}, "has no 'data'"),
+    ({"tasks": [{"task": "asr2", "data": ["x"]}]}, r"stages\[0\]\.tasks\[0\]\.task: unknown task 'asr2'"),
+    ({"tasks": [{"task": "asr"}]}, r"tasks\[0\]\.data: required"),
     ({"tasks": [{"task": "asr", "data": ["x"], "tgt_langs": ["en"]}]}, "within-language"),
-    ({"trainable": {"decoder": "full"}}, "unknown module"),
-    ({"trainable": {"encoder": "half"}}, "trainable.encoder"),
-    ({"trainable": {"llm": {"lora": {"rank": 4}}}}, "unknown LoRA option"),
-    ({"max_steps": 0}, "max_steps"),
+    ({"trainable": {"decoder": "full"}}, r"trainable\.decoder: unknown key \(known: encoder, adapter, llm\)"),
+    ({"trainable": {"encoder": "half"}}, "trainable.encoder: expected one of frozen | full"),
+    ({"trainable": {"llm": {"lora": {"rank": 4}}}}, r"trainable\.llm\.lora\.rank: unknown key"),
+    ({"max_steps": 0}, "max_steps: must be >= 1"),
     ({"activation": [{"step": 0, "layers": "all"}]}, "needs trainable.llm"),
-    ({"dev": {"metric": "cer"}}, "dev.metric"),
-    ({"bogus": 1}, "unknown key"),
+    ({"dev": {"metric": "cer"}}, "dev.metric: expected one of loss"),
+    ({"bogus": 1}, r"stages\[0\]\.bogus: unknown key"),
 ])
 def test_config_errors(bad, msg):
     with pytest.raises(ConfigError, match=msg):
@@ -43,7 +43,7 @@ def test_config_errors(bad, msg):
 def test_duplicate_stage_names_rejected():
     cfg = _cfg()
     cfg["stages"].append(dict(cfg["stages"][0]))
-    with pytest.raises(ConfigError, match="unique 'name'"):
+    with pytest.raises(ConfigError, match=r"stages\[1\]\.name: 's1' is the name of an earlier stage"):
         parse_schedule(cfg)
 
 
@@ -78,7 +78,7 @@ def test_dynamic_activation_schedule():
 def test_overrides():
     cfg = apply_overrides(_cfg(), ["stages.0.max_steps=7", "stages.0.optim.lr=0.5", "seed=9"])
     s = parse_schedule(cfg)
-    assert s.stages[0].max_steps == 7 and s.stages[0].optim["lr"] == 0.5 and s.seed == 9
+    assert s.stages[0].max_steps == 7 and s.stages[0].optim.lr == 0.5 and s.seed == 9
     with pytest.raises(ConfigError, match="list index"):
         apply_overrides(_cfg(), ["stages.3.max_steps=1"])
 
@@ -95,5 +95,5 @@ def test_presets_parse():
         budgets[name] = sum(st.max_steps for st in s.stages)
     assert len(set(budgets.values())) == 1, budgets  # equal step budgets
     part = load_schedule(conf / "schedule_part.yaml")
-    assert [st.trainable["llm"] == "frozen" for st in part.stages] == [True, False, False]
+    assert [st.trainable.llm == "frozen" for st in part.stages] == [True, False, False]
     assert {t.task for t in part.stages[2].tasks} == {"asr", "s2tt", "t2tt", "lm"}

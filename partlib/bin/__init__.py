@@ -6,10 +6,19 @@ whose log is named); 2 a command-line usage error (argparse's own).
 """
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import functools
-from typing import Callable, List, Optional
+import typing
+from pathlib import Path
+from typing import Callable, List, Optional, Type, TypeVar
 
+import yaml
+
+from partlib import config
 from partlib.common import PartError, get_logger
+
+T = TypeVar("T")
 
 EXIT_BAD_INPUT = 1
 
@@ -29,3 +38,23 @@ def cli(main: Callable[[Optional[List[str]]], Optional[int]]) -> Callable[[Optio
             return EXIT_BAD_INPUT
 
     return wrapper
+
+
+def add_config_options(parser: argparse.ArgumentParser, cls: type) -> None:
+    """``--config FILE`` and one ``--<field>`` option per scalar field of the config dataclass
+    ``cls`` (values are read as YAML and checked like the file's)."""
+    parser.add_argument("--config", type=Path, help=f"YAML with {cls.__name__} options ('base:' allowed)")
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if hints[f.name] in (int, float, str, bool):
+            parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=yaml.safe_load, default=None,
+                                metavar=hints[f.name].__name__.upper(), help=f"default: {f.default!r}")
+
+
+def config_from_args(cls: Type[T], args: argparse.Namespace) -> T:
+    """The ``cls`` config of :func:`add_config_options`' options: the file, then the options."""
+    raw = config.load_file(args.config) if args.config else {}
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
+             if getattr(args, f.name, None) is not None}
+    where = str(args.config) if args.config else "command line"
+    return config.parse(cls, {**raw, **given}, where + (" + command-line options" if given and args.config else ""))

@@ -2,7 +2,7 @@
 Whisper needed); the result loads like any Whisper checkpoint (``encoder: {path: OUT_DIR}``).
 
     python -m partlib.bin.pretrain_encoder --arch conf/encoder_arch.json --train data/train_* \\
-        --dev data/dev_* --steps 1000 OUT_DIR
+        --dev data/dev_* --config conf/encoder_pretrain.yaml [--steps 1000 ...] OUT_DIR
 """
 from __future__ import annotations
 
@@ -11,8 +11,11 @@ import json
 import sys
 from pathlib import Path
 
-from partlib.bin import cli
+import torch
+
+from partlib.bin import add_config_options, cli, config_from_args
 from partlib.common import get_logger
+from partlib.train.encoder_pretrain import EncoderPretrainConfig, pretrain_encoder
 
 logger = get_logger("partlib.bin.pretrain_encoder")
 
@@ -23,18 +26,11 @@ def main(argv=None) -> int:
     p.add_argument("--arch", required=True, help="WhisperConfig JSON (encoder fields are used)")
     p.add_argument("--train", nargs="+", required=True, help="training data dirs")
     p.add_argument("--dev", nargs="*", default=[], help="dev data dirs (CER reported)")
-    p.add_argument("--steps", type=int, default=1000)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--warmup", type=int, default=100)
-    p.add_argument("--max-frames", type=int, default=20000, help="padded frames per batch")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("out_dir")
+    add_config_options(p, EncoderPretrainConfig)
     args = p.parse_args(argv)
-    import torch
-
-    from partlib.train.encoder_pretrain import pretrain_encoder
-
+    cfg = config_from_args(EncoderPretrainConfig, args)  # checked before any data is read
     if args.threads:
         torch.set_num_threads(args.threads)
     if (Path(args.out_dir) / "ctc_pretrain.json").is_file():
@@ -42,8 +38,7 @@ def main(argv=None) -> int:
         return 0
     arch = json.loads(Path(args.arch).read_text())
     arch.pop("model_type", None)
-    pretrain_encoder(arch, args.train, args.dev, args.out_dir, steps=args.steps, lr=args.lr,
-                     max_frames=args.max_frames, warmup=args.warmup, seed=args.seed)
+    pretrain_encoder(arch, args.train, args.dev, args.out_dir, cfg)
     return 0
 
 

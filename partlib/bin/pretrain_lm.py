@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import fields
 from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
-import yaml
 
-from partlib.bin import cli
-from partlib.common import ConfigError, get_logger
+from partlib.bin import add_config_options, cli, config_from_args
+from partlib.common import get_logger
 from partlib.train.lm_pretrain import LMPretrainConfig, pretrain
 
 log = get_logger("partlib.pretrain_lm")
@@ -34,20 +32,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--dev", type=Path, nargs="*", default=[], help="dev text data dirs (metrics in the log)")
     p.add_argument("--check-heldout", type=Path, nargs="*", default=[],
                    help="dev/test data dirs whose sentences must not occur in the training text")
-    p.add_argument("--config", type=Path, help="YAML with LMPretrainConfig options")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    defaults = LMPretrainConfig()
-    for f in fields(LMPretrainConfig):
-        p.add_argument("--" + f.name.replace("_", "-"), type=type(getattr(defaults, f.name)), default=None)
+    add_config_options(p, LMPretrainConfig)
     args = p.parse_args(argv)
-    opts = {}
-    if args.config:
-        opts = yaml.safe_load(args.config.read_text(encoding="utf-8")) or {}
-        if not isinstance(opts, dict):
-            raise ConfigError(f"{args.config}: expected a mapping of options")
-    opts.update({f.name: getattr(args, f.name) for f in fields(LMPretrainConfig)
-                 if getattr(args, f.name) is not None})
-    cfg = LMPretrainConfig.from_dict(opts)
+    cfg = config_from_args(LMPretrainConfig, args)
     if args.threads:
         torch.set_num_threads(args.threads)
     pretrain(args.tokenizer, args.data, args.out_dir, cfg, heldout_dirs=args.check_heldout,

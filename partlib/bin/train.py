@@ -23,7 +23,8 @@ import yaml
 from partlib.bin import cli
 from partlib.common import atomic_write, get_logger
 from partlib.features.source import FEATURE_MODES
-from partlib.train.schedule import apply_overrides, load_schedule, load_yaml
+from partlib.models.schema import load_model_config
+from partlib.train.schedule import load_schedule
 
 logger = get_logger("partlib.bin.train")
 
@@ -31,7 +32,7 @@ logger = get_logger("partlib.bin.train")
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--schedule", required=True, help="schedule YAML (alignment stages)")
-    p.add_argument("--model-config", required=True, help="model YAML (encoder/adapter/llm/lora/prompt)")
+    p.add_argument("--model-config", required=True, help="model YAML (encoder/adapter/llm/prompt)")
     p.add_argument("--exp-dir", required=True, help="experiment directory (outputs, checkpoints, logs)")
     p.add_argument("--data-root", default=None, help="directory that relative data-dir patterns are under")
     p.add_argument("--seed", type=int, default=None, help="overrides the schedule's seed")
@@ -55,10 +56,10 @@ def get_parser() -> argparse.ArgumentParser:
 @cli
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
-    # The configs are checked before torch and the model are loaded: a typo fails in a second.
+    # Both configs are checked in full before any model or data is loaded: a typo fails at once.
     seed = [f"seed={args.seed}"] if args.seed is not None else []
     schedule = load_schedule(args.schedule, [*args.overrides, *seed])
-    model_cfg = apply_overrides(load_yaml(args.model_config), args.model_overrides)
+    model_cfg = load_model_config(args.model_config, args.model_overrides)
     import torch
 
     from partlib.train.trainer import Trainer
@@ -68,7 +69,8 @@ def main(argv=None) -> int:
     # Relative model paths in the model YAML are relative to the working directory (the recipe).
     exp = Path(args.exp_dir)
     exp.mkdir(parents=True, exist_ok=True)
-    resolved = {"schedule": schedule.raw, "model": model_cfg,
+    # the full, flattened configs: every default stated, base files and stage defaults merged in
+    resolved = {"schedule": schedule.to_dict(), "model": model_cfg,
                 "args": {k: v for k, v in vars(args).items() if k not in ("overrides", "model_overrides")}}
     atomic_write(exp / "config.yaml", yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True))
     trainer = Trainer(schedule, model_cfg, exp, data_root=args.data_root, device=args.device,

@@ -12,6 +12,7 @@ every rank of a distributed run draws the same global batch, then takes its own 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -111,22 +112,32 @@ class MixtureSampler:
         return self.keys[int(self._group_choices(m + 1)[m])]
 
 
-def spec_augment(feats: torch.Tensor, lens: torch.Tensor, cfg: Dict, gen: torch.Generator) -> torch.Tensor:
+@dataclass
+class SpecAug:
+    """SpecAugment masks (:func:`partlib.data.batching.spec_augment`)."""
+
+    freq_masks: int = field(default=2, metadata={"min": 0})
+    freq_width: int = field(default=27, metadata={"min": 0})
+    time_masks: int = field(default=2, metadata={"min": 0})
+    time_width_ratio: float = field(default=0.05, metadata={"min": 0, "max": 1})
+
+
+def spec_augment(feats: torch.Tensor, lens: torch.Tensor, cfg: SpecAug, gen: torch.Generator) -> torch.Tensor:
     """SpecAugment (frequency and time masks) on [B, T, M] features, in place on a copy.
 
-    cfg: {freq_masks: 2, freq_width: 27, time_masks: 2, time_width_ratio: 0.05}; masks stay inside
-    each utterance's true length and use the given generator (deterministic per micro-batch).
+    Masks stay inside each utterance's true length and use the given generator (deterministic per
+    micro-batch).
     """
     out = feats.clone()
     n_mels = feats.shape[2]
     for b in range(feats.shape[0]):
         L = int(lens[b])
-        for _ in range(int(cfg.get("freq_masks", 2))):
-            w = int(torch.randint(0, int(cfg.get("freq_width", 27)) + 1, (1,), generator=gen))
+        for _ in range(cfg.freq_masks):
+            w = int(torch.randint(0, cfg.freq_width + 1, (1,), generator=gen))
             f0 = int(torch.randint(0, max(1, n_mels - w), (1,), generator=gen))
             out[b, :L, f0:f0 + w] = 0.0
-        max_w = max(1, int(L * float(cfg.get("time_width_ratio", 0.05))))
-        for _ in range(int(cfg.get("time_masks", 2))):
+        max_w = max(1, int(L * cfg.time_width_ratio))
+        for _ in range(cfg.time_masks):
             w = int(torch.randint(0, max_w + 1, (1,), generator=gen))
             t0 = int(torch.randint(0, max(1, L - w), (1,), generator=gen))
             out[b, t0:t0 + w, :] = 0.0

@@ -9,12 +9,13 @@ lengths that batching uses.
 from __future__ import annotations
 
 import glob
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence
 
 from partlib import tasks
 from partlib.common import ConfigError, DataError
+from partlib.config import Invalid
 from partlib.data import langs
 from partlib.data.datadir import DataDir
 
@@ -38,16 +39,42 @@ class Example:
     n_tokens: int  # estimated LLM sequence length (prompt + speech embeddings + text)
 
 
+class Patterns:
+    """Data-dir names or globs: one string or a list of them."""
+
+    DESCRIPTION = "a data-dir name or glob, or a list of them"
+
+    @staticmethod
+    def config_check(value: Any, path: str) -> List[str]:
+        if isinstance(value, str):
+            return [value]
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return list(value)
+        raise Invalid(path, f"expected {Patterns.DESCRIPTION}, got {value!r}")
+
+
 @dataclass
 class TaskSpec:
     """A task and the data that feeds it (a schedule's task entry; decoding makes one per set)."""
 
     task: str
-    weight: float
-    data: List[str]
+    weight: float = field(default=1.0, metadata={"gt": 0})  # share in the stage's mixture
+    data: Patterns = field(default_factory=list)  # type: ignore[assignment]  # data-dir names or globs
     langs: Optional[List[str]] = None  # restrict source languages
     tgt_langs: Optional[List[str]] = None  # cross-lingual tasks: target languages (every available one if None)
     directions: Optional[List[str]] = None  # cross-lingual tasks: explicit "src-tgt" pairs
+
+    def validate(self) -> None:
+        """Schedule checks (:mod:`partlib.config`): a registered task, data, options that apply."""
+        try:
+            task = tasks.get(self.task)
+        except ConfigError as e:
+            raise Invalid("task", str(e)) from None
+        if not self.data:
+            raise Invalid("data", "required: data-dir names or globs")
+        if not task.cross_lingual and (self.tgt_langs or self.directions):
+            raise Invalid("tgt_langs" if self.tgt_langs else "directions",
+                          f"task {self.task!r} is within-language; it takes no target languages")
 
 
 def resolve_data_dirs(patterns: Sequence[str], data_root: Optional[str]) -> List[Path]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -65,6 +65,50 @@ def decode_examples(model, data_dir: PathLike, task: str, tgt_lang: Optional[str
 
 
 @torch.no_grad()
+def generate_hyps(model, examples: Sequence[Example], source: FeatureSource, batch_frames: int = 60000,
+                  batch_size: int = 16, audio: str = "real", seed: int = 0, **generate_opts) -> Dict[str, str]:
+    """Hypotheses of ``examples`` (all of speech tasks, or all of text tasks), keyed by ``Example.key``.
+
+    Examples are sorted by length and cut into batches of at most ``batch_frames`` encoder input
+    frames and ``batch_size`` utterances, then decoded by the model's ``generate`` (greedy or beam
+    search: ``generate_opts``). ``audio`` selects the controls of the module docstring. Training's
+    dev evaluation and decoding both come here.
+    """
+    if audio not in AUDIO_MODES:
+        raise ConfigError(f"audio must be one of {AUDIO_MODES}")
+    if not examples:
+        return {}
+    kinds = {tasks.get(e.task).speech for e in examples}
+    if len(kinds) > 1:
+        raise ValueError("generate_hyps takes examples of speech tasks or of text tasks, not both")
+    speech = kinds.pop()
+    if audio != "real" and not speech:
+        raise ConfigError(f"audio={audio} is a control for speech tasks, not {examples[0].task}")
+    # The shuffled control: example i is decoded with the features of example perm[i].
+    feat_of = {e.key: e for e in examples}
+    if audio == "shuffled":
+        perm = derangement(len(examples), seed)
+        feat_of = {e.key: examples[int(j)] for e, j in zip(examples, perm)}
+    sources = [feat_of[e.key] for e in examples]
+    by_source = {feat_of[e.key].key: e for e in examples}
+    batches = make_batches(sources, max(batch_frames, max(e.num_frames for e in examples)), 10**9, batch_size)
+    hyps: Dict[str, str] = {}
+    for b in batches:
+        exs = [by_source[s.key] for s in b]  # the examples whose prompts/targets we decode
+        feats = None
+        if speech:
+            if audio == "none":
+                feats = [torch.zeros(0, model.n_mels) for _ in b]
+            else:
+                feats = source.load([(s.dir_index, s.utt) for s in b])
+        batch = collate(exs, feats)
+        batch["targets"] = None
+        for e, h in zip(exs, model.generate(batch, **generate_opts)):
+            hyps[e.key] = " ".join(h.split())
+    return hyps
+
+
+@torch.no_grad()
 def decode_dir(
     model,
     data_dir: PathLike,
@@ -83,39 +127,13 @@ def decode_dir(
     features: str = "auto",
 ) -> Dict[str, str]:
     """Decode every utterance of ``data_dir`` and write hyp/ref/utt2lang into ``out_dir``."""
-    if audio not in AUDIO_MODES:
-        raise ConfigError(f"audio must be one of {AUDIO_MODES}")
-    speech = tasks.get(task).speech
-    if audio != "real" and not speech:
-        raise ConfigError(f"audio={audio} is a control for speech tasks, not {task}")
     model.eval()
     examples = decode_examples(model, data_dir, task, tgt_lang)
-    d = DataDir.load(data_dir)
-    source = FeatureSource([d], model.n_mels, features)
-    # The shuffled control: example i is decoded with the features of example perm[i].
-    feat_of = {e.key: e for e in examples}
-    if audio == "shuffled":
-        perm = derangement(len(examples), seed)
-        feat_of = {e.key: examples[int(j)] for e, j in zip(examples, perm)}
-    batches = make_batches([feat_of[e.key] if audio == "shuffled" else e for e in examples],
-                           max(batch_frames, max(e.num_frames for e in examples)), 10**9, batch_size)
-    by_source = {feat_of[e.key].key: e for e in examples} if audio == "shuffled" else {e.key: e for e in examples}
-    hyps: Dict[str, str] = {}
-    for b in batches:
-        exs = [by_source[s.key] for s in b]  # the examples whose prompts/targets we decode
-        feats = None
-        if speech:
-            if audio == "none":
-                feats = [torch.zeros(0, model.n_mels) for _ in b]
-            else:
-                feats = source.load([(s.dir_index, s.utt) for s in b])
-        batch = collate(exs, feats)
-        batch["targets"] = None
-        out = model.generate(batch, max_new_tokens=max_new_tokens, num_beams=num_beams,
-                             length_penalty=length_penalty, repetition_penalty=repetition_penalty,
-                             no_repeat_ngram_size=no_repeat_ngram_size)
-        for e, h in zip(exs, out):
-            hyps[e.utt] = " ".join(h.split())
+    source = FeatureSource([DataDir.load(data_dir)], model.n_mels, features)
+    by_key = generate_hyps(model, examples, source, batch_frames, batch_size, audio, seed,
+                           max_new_tokens=max_new_tokens, num_beams=num_beams, length_penalty=length_penalty,
+                           repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size)
+    hyps = {e.utt: by_key[e.key] for e in examples}
     out_dir = Path(out_dir)
     write_kv(out_dir / "ref", {e.utt: e.target for e in examples})
     write_kv(out_dir / "utt2lang", {e.utt: e.src_lang for e in examples})

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from partlib.common import ConfigError
+from partlib.config import Invalid, join
 
 ADAPTERS: Dict[str, Type["Adapter"]] = {}
 
@@ -188,23 +189,36 @@ class WindowQFormer(Adapter):
         return _mask_out(y, self.output_lengths(lens))
 
 
-def build_adapter(cfg: dict, in_dim: int, out_dim: int, frame_rate: float) -> Adapter:
-    """The adapter of the ``adapter`` config section: ``{type: <registered name>, <its options>}``;
-    ``frame_rate`` is the encoder's output frames per second."""
+def adapter_options(cfg: Any, path: str = "adapter") -> Dict[str, Any]:
+    """The ``adapter`` section checked against the registry: ``{type, <every option of that type>}``
+    (defaults filled in). Raises :class:`partlib.config.Invalid` naming the key path."""
+    if not isinstance(cfg, dict):
+        raise Invalid(path, f"expected a mapping with 'type' ({' | '.join(ADAPTERS)}) and its options, got {cfg!r}")
     cfg = dict(cfg)
     kind = cfg.pop("type", "stack")
     if kind not in ADAPTERS:
-        raise ConfigError(f"adapter.type must be one of {', '.join(ADAPTERS)}, got {kind!r}")
+        raise Invalid(join(path, "type"), f"expected one of {' | '.join(ADAPTERS)}, got {kind!r}")
     cls = ADAPTERS[kind]
-    unknown = set(cfg) - set(cls.OPTIONS)
-    if unknown:
-        raise ConfigError(f"unknown adapter option(s) {sorted(unknown)} for type {kind} "
-                          f"(known: {', '.join(cls.OPTIONS)})")
+    for key in cfg:
+        if key not in cls.OPTIONS:
+            raise Invalid(join(path, key), f"unknown key for adapter type {kind} (known: type, {', '.join(cls.OPTIONS)})")
     opts = {**cls.OPTIONS, **cfg}
     for key, value in opts.items():
         default = cls.OPTIONS[key]
         if isinstance(default, int) and not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
-            raise ConfigError(f"adapter.{key} must be a positive integer, got {value!r}")
-        if isinstance(default, float) and not (isinstance(value, (int, float)) and value > 0):
-            raise ConfigError(f"adapter.{key} must be a positive number, got {value!r}")
-    return cls.from_options(in_dim, out_dim, frame_rate, opts)
+            raise Invalid(join(path, key), f"expected a positive integer, got {value!r}")
+        if isinstance(default, float) and not (isinstance(value, (int, float)) and not isinstance(value, bool)
+                                               and value > 0):
+            raise Invalid(join(path, key), f"expected a positive number, got {value!r}")
+    return {"type": kind, **opts}
+
+
+def build_adapter(cfg: dict, in_dim: int, out_dim: int, frame_rate: float) -> Adapter:
+    """The adapter of the ``adapter`` config section: ``{type: <registered name>, <its options>}``;
+    ``frame_rate`` is the encoder's output frames per second."""
+    try:
+        opts = adapter_options(cfg)
+    except Invalid as e:
+        raise ConfigError(f"model config: {e}") from None
+    kind = opts.pop("type")
+    return ADAPTERS[kind].from_options(in_dim, out_dim, frame_rate, opts)

@@ -19,9 +19,6 @@ from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from partlib.common import ConfigError, DataError, PathLike
 
-TrainSpec = Union[str, dict]
-
-
 def conv_output_lengths(lens: Tensor) -> Tensor:
     """Frames after Whisper's conv stack: conv1 keeps T, conv2 (kernel 3, stride 2, padding 1)."""
     return (lens - 1) // 2 + 1
@@ -76,19 +73,18 @@ class SpeechEncoder(nn.Module):
         """Exact number of encoder frames for each input length."""
         return conv_output_lengths(feat_lens)
 
-    def set_trainable(self, spec: TrainSpec) -> None:
-        """``"frozen"``, ``"full"`` or ``{"top_k": N}`` (the top N layers and the final norm)."""
+    def set_trainable(self, spec: Union[str, int]) -> None:
+        """``"frozen"``, ``"full"`` or an integer N: the top N layers and the final norm train."""
         w = self.whisper
         if spec == "frozen":
             top = 0
         elif spec == "full":
             top = None
-        elif isinstance(spec, dict) and set(spec) == {"top_k"}:
-            top = spec["top_k"]
-            if not isinstance(top, int) or not 0 <= top <= self.num_layers:
-                raise ConfigError(f"encoder top_k must be an integer in [0, {self.num_layers}], got {top!r}")
+        elif isinstance(spec, int) and not isinstance(spec, bool) and 0 <= spec <= self.num_layers:
+            top = spec
         else:
-            raise ConfigError(f"invalid encoder trainable spec {spec!r}: use frozen, full or {{top_k: N}}")
+            raise ConfigError(f"trainable.encoder must be frozen, full or {{top_k: N}} with N in "
+                              f"[0, {self.num_layers}], got {spec!r}")
         for p in w.parameters():
             p.requires_grad_(top is None)
         if top:

@@ -9,14 +9,15 @@ labels, so the model learns to stop.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
 
-from partlib import tasks
+from partlib import config, tasks
 from partlib.common import ConfigError, DataError
 from partlib.data import langs
+from partlib.models.schema import PromptSection
 
 IGNORE_INDEX = -100
 _MARKER = "\u2063SPEECH\u2063"  # never produced by real text; only used to split the rendered prompt
@@ -47,29 +48,15 @@ class PromptBuilder:
     ``end_token`` (end-of-turn token; default ``<|im_end|>`` when the vocabulary has it, else EOS).
     """
 
-    def __init__(self, tokenizer, cfg: Optional[dict] = None) -> None:
-        cfg = dict(cfg or {})
-        unknown = set(cfg) - {"system", "templates", "end_token"}
-        if unknown:
-            raise ConfigError(f"unknown prompt option(s): {sorted(unknown)}")
+    def __init__(self, tokenizer, cfg: Union[PromptSection, dict, None] = None) -> None:
+        if not isinstance(cfg, PromptSection):
+            cfg = config.parse(PromptSection, cfg or {}, "model config", "prompt")
         if not getattr(tokenizer, "chat_template", None):
             raise ConfigError("the LLM tokenizer has no chat template; use an instruction-tuned tokenizer")
         self.tokenizer = tokenizer
-        self.system: Optional[str] = cfg.get("system")
-        templates = dict(cfg.get("templates") or {})
-        for name, template in templates.items():
-            try:
-                task = tasks.get(name)
-            except ConfigError as e:
-                raise ConfigError(f"prompt templates: {e}") from None
-            tasks.check_template(task, template)
-            try:
-                template.format(src_lang="", tgt_lang="", text="", speech="")
-            except (KeyError, IndexError, ValueError, AttributeError) as e:
-                raise ConfigError(f"prompt template for {name} {template!r}: fields are "
-                                  f"{{src_lang}}, {{tgt_lang}}, {{text}}, {{speech}} ({e!r})") from None
-        self.templates = templates
-        end = cfg.get("end_token")
+        self.system: Optional[str] = cfg.system
+        self.templates: Dict[str, str] = dict(cfg.templates)
+        end = cfg.end_token
         if end is None:
             vocab = tokenizer.get_vocab()
             end = "<|im_end|>" if "<|im_end|>" in vocab else tokenizer.eos_token

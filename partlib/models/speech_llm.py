@@ -3,20 +3,14 @@
 Shapes: feats [B, T, M] -> encoder [B, ceil(T/2), D] -> adapter [B, N, H] spliced into the prompt
 embeddings [B, L, H] at the speech placeholder -> LLM.
 
-Model YAML (``path``: pretrained local dir or hub id; ``arch``: config.json for random weights)::
-
-    encoder: {path: openai/whisper-large-v3, pad_to_30s: false, gradient_checkpointing: false}
-    adapter: {type: stack, stack: 4, hidden: 1024}          # or conv, qformer (partlib.models.adapter)
-    llm: {path: Qwen/Qwen2.5-7B-Instruct, dtype: bfloat16, tokenizer: <default: path>}
-    lora: {r: 8, alpha: 16, dropout: 0.05, target_modules: [q_proj, v_proj], layers: all}
-    prompt: {system: null, templates: {asr: "Transcribe the {src_lang} speech."}}
+The model config's sections and the trainable spec are defined in :mod:`partlib.models.schema`.
 """
 from __future__ import annotations
 
 import os
 import warnings
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -24,12 +18,13 @@ from transformers import GenerationConfig
 
 from partlib import tasks
 from partlib.common import ConfigError, DataError, PathLike
+from partlib.config import to_dict
 from partlib.models.adapter import build_adapter
 from partlib.models.encoder import SpeechEncoder, load_whisper_encoder, whisper_encoder_from_config
 from partlib.models.llm import backbone_and_head, decoder_layers, load_causal_lm, load_tokenizer, parse_dtype
-from partlib.models.lora import (LORA_KEYS, inject_lora, lora_params_by_layer, normalize_lora_config,
-                                 parse_layers, unwrap)
+from partlib.models.lora import inject_lora, lora_params_by_layer, normalize_lora_config, unwrap
 from partlib.models.prompt import IGNORE_INDEX, PromptBuilder, PromptExample
+from partlib.models.schema import EncoderTopK, Lora, Trainable, model_config, resolve_layers, trainable
 
 # Default decoding budget: speech arrives at 12.5 embeddings/s (Whisper x2, adapter x4), far more
 # than any language's tokens/s; text tasks get a multiple of the source length.
@@ -38,10 +33,6 @@ _NEW_TOKENS_PER_SPEECH_EMBED = 1.0
 _NEW_TOKENS_PER_SOURCE_TOKEN = 3.0
 _NEW_TOKENS_CAP = 512
 
-_SECTIONS = {"encoder", "adapter", "llm", "lora", "prompt"}
-_ENCODER_KEYS = {"path", "arch", "pad_to_30s", "gradient_checkpointing", "dtype"}
-_LLM_KEYS = {"path", "arch", "tokenizer", "dtype", "gradient_checkpointing", "autocast"}
-
 
 def _resolve(value: Optional[str], base_dir: Optional[Path]) -> Optional[str]:
     """A path relative to ``base_dir`` when it exists there; otherwise unchanged (e.g. a hub id)."""
@@ -49,12 +40,6 @@ def _resolve(value: Optional[str], base_dir: Optional[Path]) -> Optional[str]:
         return value
     candidate = base_dir / value
     return str(candidate) if candidate.exists() else value
-
-
-def _check_keys(section: str, cfg: dict, allowed: set) -> None:
-    unknown = set(cfg) - allowed
-    if unknown:
-        raise ConfigError(f"unknown {section} option(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
 
 
 class SpeechLLM(nn.Module):
@@ -74,7 +59,7 @@ class SpeechLLM(nn.Module):
         self.config = config
         self.n_mels: int = encoder.n_mels
         self.prompt: Optional[PromptBuilder] = (
-            PromptBuilder(tokenizer, config.get("prompt")) if tokenizer is not None else None)
+            PromptBuilder(tokenizer, config["prompt"]) if tokenizer is not None else None)
         self.lora_config: Optional[dict] = None  # normalised lora section once adapters exist
         # Weights that were trained (or are random) are saved; untouched pretrained ones are referenced.
         self.encoder_weights_modified = False
@@ -95,35 +80,27 @@ class SpeechLLM(nn.Module):
         for random weights). Relative paths are looked up in ``base_dir`` first. ``device="meta"``
         builds random-weight modules without allocating memory.
         """
-        _check_keys("model config", cfg, _SECTIONS)
+        cfg = model_config(cfg)
         base = Path(base_dir) if base_dir is not None else None
-        enc_cfg = dict(cfg.get("encoder") or {})
-        llm_cfg = dict(cfg.get("llm") or {})
-        _check_keys("encoder", enc_cfg, _ENCODER_KEYS)
-        _check_keys("llm", llm_cfg, _LLM_KEYS)
-        for name, sec in (("encoder", enc_cfg), ("llm", llm_cfg)):
-            if ("path" in sec) == ("arch" in sec):
-                raise ConfigError(f"{name} needs exactly one of 'path' (pretrained) or 'arch' (config.json)")
-            for key in ("path", "arch", "tokenizer"):
-                if key in sec:
-                    sec[key] = _resolve(sec[key], base)
+        enc, llm_sec = cfg.encoder, cfg.llm
+        for sec in (enc, llm_sec):
+            sec.path, sec.arch = _resolve(sec.path, base), _resolve(sec.arch, base)
+        llm_sec.tokenizer = _resolve(llm_sec.tokenizer, base)
         with torch.device(device or "cpu"):
-            if "path" in enc_cfg:
-                whisper = load_whisper_encoder(enc_cfg["path"], parse_dtype(enc_cfg.get("dtype")))
+            if enc.path is not None:
+                whisper = load_whisper_encoder(enc.path, parse_dtype(enc.dtype))
             else:
-                whisper = whisper_encoder_from_config(enc_cfg["arch"]).to(parse_dtype(enc_cfg.get("dtype")))
-            encoder = SpeechEncoder(whisper, bool(enc_cfg.get("pad_to_30s", False)),
-                                    bool(enc_cfg.get("gradient_checkpointing", False)))
-            llm = load_causal_lm(llm_cfg.get("path"), llm_cfg.get("arch"), parse_dtype(llm_cfg.get("dtype")))
-            adapter = build_adapter(dict(cfg.get("adapter") or {}), encoder.d_model, llm.config.hidden_size,
-                                    encoder.frame_rate)
-        tokenizer = load_tokenizer(llm_cfg.get("tokenizer", llm_cfg.get("path")))
-        if llm_cfg.get("gradient_checkpointing"):
+                whisper = whisper_encoder_from_config(enc.arch).to(parse_dtype(enc.dtype))
+            encoder = SpeechEncoder(whisper, enc.pad_to_30s, enc.gradient_checkpointing)
+            llm = load_causal_lm(llm_sec.path, llm_sec.arch, parse_dtype(llm_sec.dtype))
+            adapter = build_adapter(cfg.adapter, encoder.d_model, llm.config.hidden_size, encoder.frame_rate)
+        tokenizer = load_tokenizer(llm_sec.tokenizer or llm_sec.path)
+        if llm_sec.gradient_checkpointing:
             if hasattr(llm, "activation_checkpointing_enable"):  # transformers >= 5
                 llm.activation_checkpointing_enable({"use_reentrant": False})
             else:
                 llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        resolved = {**cfg, "encoder": enc_cfg, "llm": llm_cfg}
+        resolved = to_dict(cfg)
         return cls(encoder, adapter, llm, tokenizer, resolved)
 
     @classmethod
@@ -154,10 +131,8 @@ class SpeechLLM(nn.Module):
         """LLM layers whose LoRA adapters are trained (saved in the state dict)."""
         return [int(i) for i in torch.nonzero(self.lora_active).flatten().tolist()]
 
-    def _add_lora(self, lora_cfg: dict) -> None:
-        if not isinstance(lora_cfg, dict):
-            raise ConfigError(f"lora must be a mapping with keys {list(LORA_KEYS)}, got {lora_cfg!r}")
-        norm = normalize_lora_config(lora_cfg, unwrap(self.llm), self.num_llm_layers())
+    def _add_lora(self, lora: Union[Lora, dict]) -> None:
+        norm = normalize_lora_config(lora, unwrap(self.llm), self.num_llm_layers())
         self.llm = inject_lora(self.llm, norm)
         self.lora_config = norm
         self.config["lora"] = dict(norm)
@@ -165,8 +140,8 @@ class SpeechLLM(nn.Module):
     def set_lora_active_layers(self, layers: Sequence[int]) -> None:
         """Train LoRA on ``layers`` only (a subset of the layers that have adapters)."""
         if self.lora_config is None:
-            raise ConfigError("the model has no LoRA adapters (add a lora section to the model config)")
-        idx = parse_layers(list(layers), self.num_llm_layers(), "active LoRA layers")
+            raise ConfigError("the model has no LoRA adapters (trainable: {llm: {lora: ...}} adds them)")
+        idx = resolve_layers(list(layers), self.num_llm_layers(), "active LoRA layers") if layers else []
         outside = sorted(set(idx) - set(self.lora_config["layers"]))
         if outside:
             raise ConfigError(f"LoRA layers {outside} have no adapters; candidates are {self.lora_config['layers']}")
@@ -183,45 +158,35 @@ class SpeechLLM(nn.Module):
             for p in params:
                 p.requires_grad_(layer in active)
 
-    def apply_trainable(self, spec: dict) -> None:
-        """Set what trains: ``{"encoder": "frozen"|"full"|{"top_k": N}, "adapter": "full"|"frozen",
-        "llm": "frozen"|"full"|{"lora": {...}}}``; a missing key means frozen.
+    def apply_trainable(self, spec: Union[Trainable, dict]) -> None:
+        """Set what trains (:class:`partlib.models.schema.Trainable`, or its mapping form)::
 
-        ``{"lora": {...}}`` uses the lora schema; its ``layers`` is the active set. Adapters are added
-        if the model has none; otherwise r/alpha/dropout/target_modules must match the existing ones.
+            {encoder: frozen | full | {top_k: N}, adapter: full | frozen, llm: frozen | full | {lora: {...}}}
+
+        ``{lora: {...}}``: its ``layers`` is the active set. LoRA adapters are added if the model has
+        none; otherwise the spec's shape (r, alpha, dropout, target_modules) must be theirs.
         """
-        unknown = set(spec) - {"encoder", "adapter", "llm"}
-        if unknown:
-            raise ConfigError(f"unknown module(s) {sorted(unknown)} in trainable spec; use encoder, adapter, llm")
-        self.encoder.set_trainable(spec.get("encoder", "frozen"))
-        self.encoder_weights_modified |= spec.get("encoder", "frozen") != "frozen"
-        adapter = spec.get("adapter", "frozen")
-        if adapter not in ("full", "frozen"):
-            raise ConfigError(f"adapter trainable spec must be full or frozen, got {adapter!r}")
-        self.adapter.requires_grad_(adapter == "full")
-        llm = spec.get("llm", "frozen")
-        if llm in ("frozen", "full"):
-            unwrap(self.llm).requires_grad_(llm == "full")
-            self.llm_weights_modified |= llm == "full"
+        spec = trainable(spec)
+        encoder = spec.encoder.top_k if isinstance(spec.encoder, EncoderTopK) else spec.encoder
+        self.encoder.set_trainable(encoder)
+        self.encoder_weights_modified |= encoder != "frozen"
+        self.adapter.requires_grad_(spec.adapter == "full")
+        lora = spec.lora
+        if lora is None:
+            unwrap(self.llm).requires_grad_(spec.llm == "full")
+            self.llm_weights_modified |= spec.llm == "full"
             if self.lora_config is not None:
                 self.set_lora_active_layers([])
             return
-        if not (isinstance(llm, dict) and set(llm) == {"lora"} and isinstance(llm["lora"], dict)):
-            raise ConfigError(f"llm trainable spec must be frozen, full or {{lora: {{...}}}}, got {llm!r}")
-        lora = llm["lora"]
         if self.lora_config is None:
             self._add_lora(lora)
         else:
-            unknown = set(lora) - set(LORA_KEYS)
-            if unknown:
-                raise ConfigError(f"unknown lora option(s) {sorted(unknown)}; allowed: {list(LORA_KEYS)}")
-            given = {k: ([v] if k == "target_modules" and isinstance(v, str) else v)
-                     for k, v in lora.items() if k != "layers"}
-            changed = [k for k, v in given.items() if v != self.lora_config[k]]
-            if changed:
-                raise ConfigError(f"lora {changed} differ from the model's LoRA adapters; they are fixed at build time")
+            have = {k: v for k, v in self.lora_config.items() if k != "layers"}
+            if lora.shape() != have:
+                raise ConfigError(f"trainable.llm.lora {lora.shape()} differs from the model's LoRA adapters "
+                                  f"{have}; their shape is fixed when they are created")
         unwrap(self.llm).requires_grad_(False)
-        self.set_lora_active_layers(parse_layers(lora.get("layers", "all"), self.num_llm_layers()))
+        self.set_lora_active_layers(resolve_layers(lora.layers, self.num_llm_layers(), "trainable.llm.lora.layers"))
 
     # ----------------------------------------------------------------- computation
     @property

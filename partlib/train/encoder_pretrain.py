@@ -9,11 +9,11 @@ training transcripts) is discarded; the encoder is saved with ``save_pretrained`
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import unicodedata
 from pathlib import Path
-from typing import Dict, List, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -25,6 +25,8 @@ from partlib.data.datadir import DataDir
 from partlib.data.examples import Example, TaskSpec, build_examples
 from partlib.features.source import FeatureSource
 from partlib.models.encoder import SpeechEncoder, whisper_encoder_from_config
+from partlib.train import optim
+from partlib.train.optim import LRSchedule, Optim
 
 logger = get_logger("partlib.train.encoder_pretrain")
 BLANK = "<blank>"
@@ -60,23 +62,31 @@ def _greedy(logp: torch.Tensor, lens: torch.Tensor, vocab: Sequence[str]) -> Lis
     return out
 
 
-def pretrain_encoder(
-    arch: Dict,
-    train_dirs: Sequence[PathLike],
-    dev_dirs: Sequence[PathLike],
-    out_dir: PathLike,
-    steps: int = 1000,
-    lr: float = 2e-3,
-    max_frames: int = 20000,
-    warmup: int = 100,
-    seed: int = 0,
-    log_interval: int = 50,
-) -> Dict[str, float]:
+@dataclass
+class EncoderPretrainConfig:
+    """Options of CTC pretraining (the architecture is a WhisperConfig JSON of its own)."""
+
+    steps: int = field(default=1000, metadata={"min": 1})
+    lr: float = field(default=2e-3, metadata={"gt": 0})
+    warmup: int = field(default=100, metadata={"min": 0})
+    weight_decay: float = field(default=0.01, metadata={"min": 0})
+    max_frames: int = field(default=20000, metadata={"min": 1})  # padded log-mel frames per batch
+    seed: int = 0
+    log_interval: int = field(default=50, metadata={"min": 1})
+
+    def optim(self) -> Tuple[Optim, LRSchedule]:
+        """AdamW (betas 0.9, 0.98) with linear warmup and cosine decay to 0."""
+        return (Optim(lr=self.lr, weight_decay=self.weight_decay, betas=(0.9, 0.98)),
+                LRSchedule(type="cosine", warmup_steps=self.warmup))
+
+
+def pretrain_encoder(arch: Dict, train_dirs: Sequence[PathLike], dev_dirs: Sequence[PathLike], out_dir: PathLike,
+                     cfg: EncoderPretrainConfig) -> Dict[str, float]:
     """Train encoder + CTC head on the train dirs; save the encoder to ``out_dir``; return dev CER."""
     from partlib.scoring.wer import ErrorCounts, score_units
 
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
     encoder = SpeechEncoder(whisper_encoder_from_config({"model_type": "whisper", **arch}))
     dirs = [DataDir.load(p) for p in list(train_dirs) + list(dev_dirs)]
     n_train = len(train_dirs)
@@ -92,10 +102,8 @@ def pretrain_encoder(
     index = {c: i for i, c in enumerate(vocab)}
     model = CTCModel(encoder, len(vocab))
     feats = FeatureSource(dirs, encoder.n_mels)
-    batches = make_batches(train, max_frames, 10**9, 10**6)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warmup, 0.5 * (1 + math.cos(
-        math.pi * min(1.0, s / max(1, steps))))))
+    batches = make_batches(train, cfg.max_frames, 10**9, 10**6)
+    opt, sched = optim.build(list(model.parameters()), *cfg.optim(), cfg.steps)
     ctc = nn.CTCLoss(blank=0, zero_infinity=True)
 
     def targets(exs: Sequence[Example]):
@@ -104,7 +112,7 @@ def pretrain_encoder(
 
     model.train()
     order: List[int] = []
-    for step in range(steps):
+    for step in range(cfg.steps):
         if not order:
             order = list(rng.permutation(len(batches)))
         b = batches[order.pop()]
@@ -117,13 +125,13 @@ def pretrain_encoder(
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
-        if (step + 1) % log_interval == 0 or step == 0:
-            logger.info("encoder CTC pretraining step %d/%d: loss %.3f", step + 1, steps, float(loss))
+        if (step + 1) % cfg.log_interval == 0 or step == 0:
+            logger.info("encoder CTC pretraining step %d/%d: loss %.3f", step + 1, cfg.steps, float(loss))
 
     model.eval()
     counts = []
     with torch.no_grad():
-        for b in make_batches(dev, max_frames, 10**9, 10**6) if dev else []:
+        for b in make_batches(dev, cfg.max_frames, 10**9, 10**6) if dev else []:
             batch = collate(b, feats.load([(e.dir_index, e.utt) for e in b]))
             logp, out_lens = model(batch["feats"], batch["feat_lens"])
             for e, hyp in zip(b, _greedy(logp, out_lens, vocab)):
@@ -135,7 +143,8 @@ def pretrain_encoder(
     tmp = out.parent / f".{out.name}.tmp"
     encoder.whisper.save_pretrained(str(tmp))
     atomic_write(tmp / "ctc_pretrain.json", json.dumps(
-        {"steps": steps, "dev_cer": round(cer, 2), "vocab_size": len(vocab), "train_utts": len(train)},
+        {"config": asdict(cfg), "steps": cfg.steps, "dev_cer": round(cer, 2), "vocab_size": len(vocab),
+         "train_utts": len(train)},
         sort_keys=True) + "\n")
     if out.exists():
         shutil.rmtree(out)

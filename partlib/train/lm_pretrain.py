@@ -22,7 +22,7 @@ import math
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -32,12 +32,14 @@ import yaml
 from transformers import (AutoTokenizer, GenerationConfig, PreTrainedTokenizerBase, Qwen2Config,
                           Qwen2ForCausalLM)
 
-from partlib.common import ConfigError, DataError, PathLike, atomic_write, get_logger
+from partlib.common import DataError, PathLike, atomic_write, get_logger
+from partlib.config import Invalid
 from partlib.data import langs
 from partlib.data.kv import read_kv
 from partlib.models.prompt import IGNORE_INDEX, PromptBuilder, PromptExample
 from partlib.text.overlap import data_dir_texts, find_overlap
-from partlib.train.trainer import build_optimizer, lr_lambda
+from partlib.train import optim
+from partlib.train.optim import LRSchedule, Optim
 
 log = get_logger(__name__)
 
@@ -51,40 +53,35 @@ class LMPretrainConfig:
     updates of batch 16 there (a wider model with fewer, larger batches did not get there).
     """
 
-    hidden: int = 128
-    layers: int = 2
-    heads: int = 4
-    kv_heads: int = 2
-    intermediate: int = 256
-    max_positions: int = 512
-    steps: int = 4000
-    batch: int = 16
-    lr: float = 3e-3
-    warmup: int = 50
-    weight_decay: float = 0.01
+    hidden: int = field(default=128, metadata={"min": 1})
+    layers: int = field(default=2, metadata={"min": 1})
+    heads: int = field(default=4, metadata={"min": 1})
+    kv_heads: int = field(default=2, metadata={"min": 1})
+    intermediate: int = field(default=256, metadata={"min": 1})
+    max_positions: int = field(default=512, metadata={"min": 1})
+    steps: int = field(default=4000, metadata={"min": 1})
+    batch: int = field(default=16, metadata={"min": 1})
+    lr: float = field(default=3e-3, metadata={"gt": 0})
+    warmup: int = field(default=50, metadata={"min": 0})
+    weight_decay: float = field(default=0.01, metadata={"min": 0})
     seed: int = 1
-    plain_per_sentence: int = 1  # plain-LM examples per sentence
-    lm_per_sentence: int = 1  # "Continue this text" examples per sentence (random cut points)
-    copy_per_sentence: int = 1  # "Translate ... into the same language" (copy) examples per sentence
-    eval_batch: int = 64
-    num_translate_examples: int = 5  # dev sentences translated greedily in the log
-    max_eval_sentences: int = 200  # dev examples for loss/accuracy and for the X->en BLEU
+    plain_per_sentence: int = field(default=1, metadata={"min": 0})  # plain-LM examples per sentence
+    lm_per_sentence: int = field(default=1, metadata={"min": 0})  # "Continue this text" examples (random cuts)
+    copy_per_sentence: int = field(default=1, metadata={"min": 0})  # "Translate ... into the same language"
+    eval_batch: int = field(default=64, metadata={"min": 1})
+    num_translate_examples: int = field(default=5, metadata={"min": 0})  # dev sentences translated in the log
+    max_eval_sentences: int = field(default=200, metadata={"min": 1})  # dev examples for loss/accuracy/BLEU
 
-    @classmethod
-    def from_dict(cls, d: Dict) -> "LMPretrainConfig":
-        """Options from a dict (YAML); unknown keys and bad values raise ConfigError."""
-        defaults = cls()
-        known = {f.name for f in fields(cls)}
-        bad = set(d) - known
-        if bad:
-            raise ConfigError(f"unknown LM pretraining option(s) {sorted(bad)}; known: {sorted(known)}")
-        try:  # YAML may give 3e-3 as a string; cast to each field's type
-            cfg = cls(**{k: type(getattr(defaults, k))(v) for k, v in d.items()})
-        except (TypeError, ValueError) as e:
-            raise ConfigError(f"bad LM pretraining option value: {e}") from None
-        if cfg.hidden % cfg.heads or cfg.heads % cfg.kv_heads:
-            raise ConfigError("hidden must be divisible by heads, and heads by kv_heads")
-        return cfg
+    def validate(self) -> None:
+        if self.hidden % self.heads:
+            raise Invalid("heads", f"must divide hidden ({self.hidden}), got {self.heads}")
+        if self.heads % self.kv_heads:
+            raise Invalid("kv_heads", f"must divide heads ({self.heads}), got {self.kv_heads}")
+
+    def optim(self) -> Tuple[Optim, LRSchedule]:
+        """AdamW (betas 0.9, 0.95) with warmup and cosine decay to 10% of ``lr``."""
+        return (Optim(lr=self.lr, weight_decay=self.weight_decay, betas=(0.9, 0.95)),
+                LRSchedule(type="cosine", warmup_steps=self.warmup, min_lr_ratio=0.1))
 
 
 @dataclass
@@ -265,10 +262,7 @@ def pretrain(tokenizer_dir: PathLike, data_dirs: Sequence[PathLike], out_dir: Pa
     n_params = sum(p.numel() for p in model.parameters())
     log.info("Qwen2 LM: hidden %d, layers %d, heads %d/%d, vocab %d: %.2fM parameters",
              cfg.hidden, cfg.layers, cfg.heads, cfg.kv_heads, len(tokenizer), n_params / 1e6)
-    opt = build_optimizer(list(model.parameters()),
-                          {"lr": cfg.lr, "weight_decay": cfg.weight_decay, "betas": (0.9, 0.95)})
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lr_lambda({"type": "cosine", "warmup_steps": cfg.warmup, "min_lr_ratio": 0.1}, cfg.steps))
+    opt, sched = optim.build(list(model.parameters()), *cfg.optim(), cfg.steps)
     model.train()
     lengths = [len(ex.prefix) + len(ex.suffix) + len(ex.target) for _, ex in train]
     batches: List[List[int]] = []

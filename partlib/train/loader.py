@@ -9,7 +9,7 @@ from typing import Dict, Optional
 import torch
 
 from partlib import tasks
-from partlib.data.batching import MixtureSampler, collate, spec_augment
+from partlib.data.batching import MixtureSampler, SpecAug, collate, spec_augment
 from partlib.features.source import FeatureSource
 
 
@@ -21,7 +21,7 @@ class BatchDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, sampler: MixtureSampler, features: FeatureSource, rank: int = 0, world_size: int = 1,
-                 specaug: Optional[Dict] = None, seed: int = 0) -> None:
+                 specaug: Optional[SpecAug] = None, seed: int = 0) -> None:
         self.sampler = sampler
         self.features = features
         self.rank = rank
@@ -45,7 +45,7 @@ class BatchDataset(torch.utils.data.Dataset):
         batch = collate(mine, feats)
         batch["global_n_examples"] = len(global_batch)
         batch["loss_weight"] = weight
-        if self.specaug and batch["feats"] is not None:
+        if self.specaug is not None and batch["feats"] is not None:
             gen = torch.Generator().manual_seed(self.seed * 1_000_003 + m)
             batch["feats"] = spec_augment(batch["feats"], batch["feat_lens"], self.specaug, gen)
         return batch

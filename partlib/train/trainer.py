@@ -37,8 +37,9 @@ import os
 import shutil
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -50,13 +51,13 @@ from partlib.data.datadir import DataDir
 from partlib.data.examples import Example, build_examples, resolve_data_dirs
 from partlib.features.source import FeatureSource, check_feature_mode
 from partlib.train import distributed as dist_utils
-from partlib.train import fsdp, layout
+from partlib.train import fsdp, layout, optim
 from partlib.train.checkpoint import CheckpointManager, rng_state, set_rng_state
 from partlib.train.loader import BatchDataset
 from partlib.train.schedule import Schedule, StageConfig, active_layers_at, lora_layers_union
 
 logger = get_logger("partlib.train")
-
+_DEV_BATCH = 16  # dev examples per forward / generate batch
 
 
 class NonFiniteLossError(PartError):
@@ -66,40 +67,6 @@ class NonFiniteLossError(PartError):
 # ---------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------
-def lr_lambda(sched: Dict[str, Any], max_steps: int):
-    """Learning-rate multiplier: linear warmup, then cosine / linear decay to ``min_lr_ratio``."""
-    warmup = int(sched.get("warmup_steps", 0))
-    kind = sched.get("type", "cosine")
-    floor = float(sched.get("min_lr_ratio", 0.0))
-
-    def f(step: int) -> float:
-        if warmup and step < warmup:
-            return (step + 1) / warmup
-        if kind == "constant":
-            return 1.0
-        progress = min(1.0, (step - warmup) / max(1, max_steps - warmup))
-        decay = 0.5 * (1 + math.cos(math.pi * progress)) if kind == "cosine" else 1.0 - progress
-        return floor + (1 - floor) * decay
-
-    return f
-
-
-def build_optimizer(params: List[torch.nn.Parameter], optim: Dict[str, Any]) -> torch.optim.Optimizer:
-    """AdamW (default) or SGD over the given parameters; no weight decay on biases and norms."""
-    kind = optim.get("type", "adamw")
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": float(optim.get("weight_decay", 0.0))},
-              {"params": no_decay, "weight_decay": 0.0}]
-    lr = float(optim.get("lr", 1e-3))
-    if kind == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, betas=tuple(optim.get("betas", (0.9, 0.98))),
-                                 eps=float(optim.get("eps", 1e-8)))
-    if kind == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=float(optim.get("momentum", 0.0)))
-    raise ConfigError(f"unknown optimizer type {kind!r} (adamw | sgd)")
-
-
 def count_params(model: torch.nn.Module) -> Tuple[int, int]:
     """(trainable, total) parameter counts."""
     total = sum(p.numel() for p in model.parameters())
@@ -150,12 +117,11 @@ class StageData:
                 by_lang.setdefault(e.src_lang, []).append(e)
             for lang, lex in by_lang.items():
                 b = stage.batch
-                groups.setdefault((spec.task, lang), []).extend(
-                    make_batches(lex, int(b["max_frames"]), int(b["max_tokens"]), int(b.get("max_utts", 256))))
+                groups.setdefault((spec.task, lang), []).extend(make_batches(lex, b.max_frames, b.max_tokens, b.max_utts))
             all_examples += exs
         self.examples = all_examples
         self.groups = groups
-        self.sampler = MixtureSampler(groups, weights, float(stage.sampling.get("temperature", 1.0)), seed)
+        self.sampler = MixtureSampler(groups, weights, stage.sampling.temperature, seed)
         flat = [b for g in groups.values() for b in g]
         self.pad_frames, self.pad_tokens = padding_fraction(flat)
         self.dev_examples = self._dev_examples(model, data_root, count_tokens)
@@ -172,11 +138,11 @@ class StageData:
 
     def _dev_examples(self, model, data_root, count_tokens) -> List[Example]:
         dev = self.stage.dev
-        if not dev.get("data"):
+        if not dev.data:
             return []
         out: List[Example] = []
         for spec in self.stage.tasks:
-            dirs = self._load_dirs(dev["data"], data_root)
+            dirs = self._load_dirs(dev.data, data_root)
             exs: List[Example] = []
             for d in dirs:
                 if tasks.get(spec.task).speech and not d.has_audio():
@@ -188,11 +154,31 @@ class StageData:
                     continue  # a dev dir that does not serve this task (e.g. no translations)
             # A fixed, evenly spaced subset per task: deterministic and language-balanced enough.
             exs.sort(key=lambda e: e.key)
-            n = int(dev.get("max_utts", 64))
+            n = dev.max_utts
             if len(exs) > n:
                 exs = [exs[int(i)] for i in np.linspace(0, len(exs) - 1, n)]
             out += exs
         return out
+
+
+@dataclass
+class _StageRun:
+    """What one stage's training steps share: the model and its optimizer state, data, counters."""
+
+    stage: StageConfig
+    seed: int
+    model: Any
+    names: List[str]  # trainable parameter names (checkpointed)
+    params: List[torch.nn.Parameter]
+    data: StageData
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    ckpts: CheckpointManager
+    writer: Any = None
+    step: int = 0
+    stats: Dict[str, int] = field(default_factory=lambda: {"nonfinite_skipped": 0, "evals_since_best": 0})
+    consecutive_bad: int = 0
+    saved_step: Optional[int] = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,7 +237,7 @@ class Trainer:
         for stage in self.schedule.stages:
             if model is not None and stage.uses_lora:
                 n = model.num_llm_layers()
-                for step in [0] + [int(a["step"]) for a in stage.activation]:
+                for step in [0] + [a.step for a in stage.activation]:
                     active_layers_at(stage, step, n)
 
     # -- one stage ------------------------------------------------------------------------
@@ -298,6 +284,47 @@ class Trainer:
                 handler.close()
 
     def _train_stage(self, index: int, stage: StageConfig, sdir: Path) -> Path:
+        run = self._start(index, stage, sdir)
+        self._resume(run)
+        accum = stage.accum_grad
+        loader = torch.utils.data.DataLoader(
+            BatchDataset(run.data.sampler, run.data.features, self.ctx.rank, self.ctx.world_size,
+                         stage.specaug, run.seed),
+            batch_size=None, sampler=range(run.step * accum, stage.max_steps * accum),
+            num_workers=self.num_workers, collate_fn=lambda x: x,
+            persistent_workers=False, prefetch_factor=2 if self.num_workers else None)
+        batches = iter(loader)
+        from tqdm import tqdm
+
+        bar = tqdm(total=stage.max_steps, initial=run.step, desc=stage.name, disable=not self.ctx.is_main,
+                   mininterval=5.0, dynamic_ncols=True)
+        run.model.train()
+        t0, first = time.time(), run.step
+        stopped_early = False
+        while run.step < stage.max_steps and not stopped_early:
+            self._set_trainable(run.model, stage, run.step)
+            loss, grad_norm, n_tokens = self._optimizer_step(run, batches)
+            run.step += 1
+            bar.update(1)
+            if self.ctx.is_main and (run.step % stage.log_interval == 0 or run.step == stage.max_steps):
+                self._log_step(run, loss, grad_norm, n_tokens, (run.step - first) / max(1e-9, time.time() - t0))
+            stopped_early = self._periodic(run)
+        bar.close()
+        if run.writer is not None:
+            run.writer.close()
+        if run.stats["nonfinite_skipped"]:
+            logger.warning("stage %s: %d steps skipped for non-finite loss/gradients", stage.name,
+                           run.stats["nonfinite_skipped"])
+        self._save(run, None)
+        dist_utils.barrier()
+        model = run.model
+        if self.sharded and self.ctx.is_main:  # export from an unsharded copy, same build as above
+            model = self._prepare_model(index, stage)
+        return self.export(model, stage, run.ckpts)
+
+    def _start(self, index: int, stage: StageConfig, sdir: Path) -> _StageRun:
+        """The stage's model (on its device, sharded under FSDP), data, optimizer, LR schedule,
+        checkpoint manager and TensorBoard writer, at step 0."""
         seed = self.schedule.seed * 1000 + index
         np.random.seed(seed % 2**32)
         model = self._prepare_model(index, stage)  # seeds torch with the same seed
@@ -318,214 +345,188 @@ class Trainer:
         trainable, total = count_params(model)
         logger.info("stage %s: %d / %d parameters trainable (%.2f%%) at step 0; optimizer holds %d tensors",
                     stage.name, trainable, total, 100.0 * trainable / total, len(params))
-
         data = StageData(stage, model, self.data_root, self.schedule.seed, self.features)
         logger.info("stage %s: %d examples in %d groups (%d batches); padding: %.1f%% frames, %.1f%% tokens",
                     stage.name, len(data.examples), len(data.groups), sum(len(g) for g in data.groups.values()),
                     100 * data.pad_frames, 100 * data.pad_tokens)
-
-        opt = build_optimizer(params, stage.optim)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(stage.scheduler, stage.max_steps))
-        higher = tasks.higher_is_better(stage.dev.get("metric", "loss"))
-        ckpts = CheckpointManager(sdir / "checkpoints", stage.keep_last, int(stage.dev.get("best_n", 3)), higher)
-        step, stats = 0, {"nonfinite_skipped": 0, "evals_since_best": 0}
-        latest = ckpts.latest()
-        if latest is not None:
-            state = ckpts.load(latest)
-            missing = set(names) - set(state["model"])
-            if missing:
-                raise PartError(f"{latest}: checkpoint lacks trainable parameters {sorted(missing)[:5]}...")
-            if bool(state.get("sharded", False)) != self.sharded:
-                raise PartError(f"{latest}: written {'with' if state.get('sharded') else 'without'} FSDP "
-                                f"sharding; resume with the same --strategy (fsdp needs WORLD_SIZE > 1)")
-            if self.sharded:
-                fsdp.load_full_state(model, opt, state["model"], state["optimizer"])
-            else:
-                model.load_state_dict(state["model"], strict=False)
-                opt.load_state_dict(state["optimizer"])
-            sched.load_state_dict(state["scheduler"])
-            step, stats = state["step"], state["stats"]
-            set_rng_state(state["rng"])
-            self._set_trainable(model, stage, step)
-            logger.info("stage %s: resumed from %s at step %d", stage.name, latest.name, step)
-
+        opt, sched = optim.build(params, stage.optim, stage.scheduler, stage.max_steps)
+        ckpts = CheckpointManager(sdir / "checkpoints", stage.keep_last, stage.dev.best_n,
+                                  tasks.higher_is_better(stage.dev.metric))
         writer = None
         if self.tensorboard and self.ctx.is_main:
             from torch.utils.tensorboard import SummaryWriter
 
             writer = SummaryWriter(str(self.exp_dir / "tensorboard" / stage.name))
+        return _StageRun(stage, seed, model, names, params, data, opt, sched, ckpts, writer)
 
-        dataset = BatchDataset(data.sampler, data.features, self.ctx.rank, self.ctx.world_size,
-                               stage.specaug, seed)
-        accum = stage.accum_grad
-        loader = torch.utils.data.DataLoader(
-            dataset, batch_size=None, sampler=range(step * accum, stage.max_steps * accum),
-            num_workers=self.num_workers, collate_fn=lambda x: x,
-            persistent_workers=False, prefetch_factor=2 if self.num_workers else None)
-        it = iter(loader)
-        amp_ctx = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if self.amp else nullcontext
+    def _resume(self, run: _StageRun) -> None:
+        """Continue from the stage's newest checkpoint, if there is one (parameters, optimizer,
+        LR schedule, step, counters, RNG states, LoRA active set)."""
+        latest = run.ckpts.latest()
+        if latest is None:
+            return
+        state = run.ckpts.load(latest)
+        missing = set(run.names) - set(state["model"])
+        if missing:
+            raise PartError(f"{latest}: checkpoint lacks trainable parameters {sorted(missing)[:5]}...")
+        if bool(state.get("sharded", False)) != self.sharded:
+            raise PartError(f"{latest}: written {'with' if state.get('sharded') else 'without'} FSDP "
+                            f"sharding; resume with the same --strategy (fsdp needs WORLD_SIZE > 1)")
+        if self.sharded:
+            fsdp.load_full_state(run.model, run.opt, state["model"], state["optimizer"])
+        else:
+            run.model.load_state_dict(state["model"], strict=False)
+            run.opt.load_state_dict(state["optimizer"])
+        run.sched.load_state_dict(state["scheduler"])
+        run.step, run.stats = state["step"], state["stats"]
+        set_rng_state(state["rng"])
+        self._set_trainable(run.model, run.stage, run.step)
+        logger.info("stage %s: resumed from %s at step %d", run.stage.name, latest.name, run.step)
 
-        from tqdm import tqdm
+    def _optimizer_step(self, run: _StageRun, batches: Iterator[Dict[str, Any]]) -> Tuple[float, float, int]:
+        """One update from the next ``accum_grad`` micro-batches of this rank: summed token NLL back-propagated per
+        micro-batch, gradients summed over ranks and divided by the global token count, clipped;
+        a non-finite loss or gradient skips the update (``nan_patience`` in a row is an error).
+        Returns (loss per token, gradient norm, global target tokens)."""
+        stage, model = run.stage, run.model
+        loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
+        n_tokens = torch.zeros((), device=self.device, dtype=torch.float64)
+        for micro in range(stage.accum_grad):
+            batch = move_batch(next(batches), self.device)
+            # 0 for the stand-in example of a rank whose slice of the global batch is empty
+            weight = float(batch.get("loss_weight", 1.0))
+            fsdp.set_gradient_sync(model, micro == stage.accum_grad - 1)
+            with torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else nullcontext():
+                out = model(batch)
+            (out["loss_sum"] * weight).backward()
+            if weight:
+                loss_sum += out["loss_sum"].detach().double() * weight
+                n_tokens += float(out["n_tokens"]) * weight
+        dist_utils.all_reduce_(loss_sum)
+        dist_utils.all_reduce_(n_tokens)
+        if not self.sharded:  # FSDP has summed (reduce-scattered) the gradients in backward
+            dist_utils.all_reduce_grads(run.params)
+        active = [p for p in run.params if p.grad is not None]
+        for p in active:
+            p.grad.div_(float(n_tokens.clamp(min=1)))
+        grad_norm = float(fsdp.grad_norm(active, stage.clip_grad))
+        loss = float(loss_sum / n_tokens.clamp(min=1))
+        if math.isfinite(loss) and math.isfinite(grad_norm):
+            run.consecutive_bad = 0
+            run.opt.step()
+        else:
+            run.consecutive_bad += 1
+            run.stats["nonfinite_skipped"] += 1
+            logger.warning("stage %s step %d: non-finite loss/gradient (%s, %s): step skipped (%d in a row)",
+                           stage.name, run.step, loss, grad_norm, run.consecutive_bad)
+            if run.consecutive_bad >= stage.nan_patience:
+                raise NonFiniteLossError(f"stage {stage.name}: {run.consecutive_bad} consecutive non-finite "
+                                         f"steps at step {run.step}; lower the learning rate or check the data")
+        run.opt.zero_grad(set_to_none=True)
+        run.sched.step()
+        return loss, grad_norm, int(n_tokens)
 
-        bar = tqdm(total=stage.max_steps, initial=step, desc=stage.name, disable=not self.ctx.is_main,
-                   mininterval=5.0, dynamic_ncols=True)
-        model.train()
-        t0 = time.time()
-        consecutive_bad = 0
-        stopped_early = False
-        while step < stage.max_steps:
-            self._set_trainable(model, stage, step)
-            loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
-            n_tokens = torch.zeros((), device=self.device, dtype=torch.float64)
-            for micro in range(accum):
-                batch = move_batch(next(it), self.device)
-                # 0 for the stand-in example of a rank whose slice of the global batch is empty
-                weight = float(batch.get("loss_weight", 1.0))
-                fsdp.set_gradient_sync(model, micro == accum - 1)
-                with amp_ctx():
-                    out = model(batch)
-                (out["loss_sum"] * weight).backward()
-                if weight:
-                    loss_sum += out["loss_sum"].detach().double() * weight
-                    n_tokens += float(out["n_tokens"]) * weight
-            dist_utils.all_reduce_(loss_sum)
-            dist_utils.all_reduce_(n_tokens)
-            if not self.sharded:  # FSDP has summed (reduce-scattered) the gradients in backward
-                dist_utils.all_reduce_grads(params)
-            active = [p for p in params if p.grad is not None]
-            for p in active:
-                p.grad.div_(float(n_tokens.clamp(min=1)))
-            grad_norm = fsdp.grad_norm(active, stage.clip_grad)
-            loss = float(loss_sum / n_tokens.clamp(min=1))
-            if not (math.isfinite(loss) and math.isfinite(float(grad_norm))):
-                consecutive_bad += 1
-                stats["nonfinite_skipped"] += 1
-                opt.zero_grad(set_to_none=True)
-                logger.warning("stage %s step %d: non-finite loss/gradient (%s, %s): step skipped (%d in a row)",
-                               stage.name, step, loss, float(grad_norm), consecutive_bad)
-                if consecutive_bad >= stage.nan_patience:
-                    raise NonFiniteLossError(f"stage {stage.name}: {consecutive_bad} consecutive non-finite steps "
-                                             f"at step {step}; lower the learning rate or check the data")
-            else:
-                consecutive_bad = 0
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-            sched.step()
-            step += 1
-            bar.update(1)
-            if self.ctx.is_main and (step % stage.log_interval == 0 or step == stage.max_steps):
-                lr = sched.get_last_lr()[0]
-                logger.info("stage %s step %d/%d: loss %.4f, grad-norm %.3f, lr %.3g, tokens %d, %.2f steps/s",
-                            stage.name, step, stage.max_steps, loss, float(grad_norm), lr, int(n_tokens),
-                            step / max(1e-9, time.time() - t0))
-                if writer is not None:
-                    writer.add_scalar("train/loss", loss, step)
-                    writer.add_scalar("train/grad_norm", float(grad_norm), step)
-                    writer.add_scalar("train/lr", lr, step)
-            interval = int(stage.dev.get("interval", 0))
-            evaluate = data.dev_examples and ((interval and step % interval == 0) or step == stage.max_steps)
-            metric = None
-            if evaluate:
-                metric = self.evaluate(model, data, stage, step, writer)
-            if step % stage.save_interval == 0 or step == stage.max_steps or evaluate:
-                self._save(ckpts, model, names, opt, sched, step, stats, metric)
-            if evaluate and metric is not None:
-                patience = int(stage.dev.get("patience", 0))
-                best = ckpts.best()
-                stats["evals_since_best"] = 0 if best and best[0][1] == step else stats["evals_since_best"] + 1
-                if patience and stats["evals_since_best"] >= patience:
-                    logger.info("stage %s: early stop at step %d (no dev improvement in %d evaluations)",
-                                stage.name, step, patience)
-                    stopped_early = True
-                    break
-        bar.close()
-        if writer is not None:
-            writer.close()
-        if stats["nonfinite_skipped"]:
-            logger.warning("stage %s: %d steps skipped for non-finite loss/gradients", stage.name,
-                           stats["nonfinite_skipped"])
-        if step == stage.max_steps or stopped_early:
-            self._save(ckpts, model, names, opt, sched, step, stats, None)
-        dist_utils.barrier()
-        if self.sharded and self.ctx.is_main:  # export from an unsharded copy, same build as above
-            model = self._prepare_model(index, stage)
-        return self.export(model, names, stage, ckpts)
+    def _log_step(self, run: _StageRun, loss: float, grad_norm: float, n_tokens: int, rate: float) -> None:
+        lr = run.sched.get_last_lr()[0]
+        logger.info("stage %s step %d/%d: loss %.4f, grad-norm %.3f, lr %.3g, tokens %d, %.2f steps/s",
+                    run.stage.name, run.step, run.stage.max_steps, loss, grad_norm, lr, n_tokens, rate)
+        if run.writer is not None:
+            run.writer.add_scalar("train/loss", loss, run.step)
+            run.writer.add_scalar("train/grad_norm", grad_norm, run.step)
+            run.writer.add_scalar("train/lr", lr, run.step)
 
-    def _save(self, ckpts: CheckpointManager, model, names, opt, sched, step, stats, metric) -> None:
+    def _periodic(self, run: _StageRun) -> bool:
+        """Dev evaluation every ``dev.interval`` steps and at the end, checkpoints every
+        ``save_interval`` steps and after each evaluation; True when early stopping ends the stage."""
+        stage, step = run.stage, run.step
+        interval = stage.dev.interval
+        evaluate = bool(run.data.dev_examples) and ((interval and step % interval == 0) or step == stage.max_steps)
+        metric = self.evaluate(run.model, run.data, stage, step, run.writer) if evaluate else None
+        if step % stage.save_interval == 0 or evaluate:
+            self._save(run, metric)
+        if metric is None or not stage.dev.patience:
+            return False
+        best = run.ckpts.best()
+        run.stats["evals_since_best"] = 0 if best and best[0][1] == step else run.stats["evals_since_best"] + 1
+        if run.stats["evals_since_best"] < stage.dev.patience:
+            return False
+        logger.info("stage %s: early stop at step %d (no dev improvement in %d evaluations)",
+                    stage.name, step, stage.dev.patience)
+        return True
+
+    def _save(self, run: _StageRun, metric: Optional[float]) -> None:
+        """A checkpoint of the current step (once per step: the last one may be saved twice)."""
         if metric is not None:
-            ckpts.record_metric(metric, step)
-        keep = set(names) | {n for n, _ in model.named_buffers()}
+            run.ckpts.record_metric(metric, run.step)
+        if run.saved_step == run.step:
+            return
+        run.saved_step = run.step
+        model = run.model
+        keep = set(run.names) | {n for n, _ in model.named_buffers()}
         if self.sharded:  # gathering full tensors is a collective: every rank takes part
-            model_state, opt_state = fsdp.full_model_state(model, keep), fsdp.full_optimizer_state(model, opt)
+            model_state, opt_state = fsdp.full_model_state(model, keep), fsdp.full_optimizer_state(model, run.opt)
         if not self.ctx.is_main:
             return
         if not self.sharded:
             model_state = {k: v.detach().cpu() for k, v in model.state_dict().items() if k in keep}
-            opt_state = opt.state_dict()
+            opt_state = run.opt.state_dict()
         state = {
             "model": model_state,
             "optimizer": opt_state,
             "sharded": self.sharded,
-            "scheduler": sched.state_dict(),
-            "step": step,
-            "stats": stats,
+            "scheduler": run.sched.state_dict(),
+            "step": run.step,
+            "stats": run.stats,
             "rng": rng_state(),
             "lora_active_layers": list(model.lora_active_layers),
         }
-        ckpts.save(step, state)
+        run.ckpts.save(run.step, state)
 
     # -- evaluation -------------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self, model, data: StageData, stage: StageConfig, step: int, writer=None) -> float:
-        """Dev loss over the dev subset, and a quick greedy decode of the tasks with a dev metric
-        (WER for asr, BLEU for s2tt, accuracy for lid: ``partlib.tasks``).
+        """Dev loss over the dev subset, and a greedy decode (the decoding path,
+        :func:`partlib.infer.decode.generate_hyps`) of the tasks with a dev metric (WER for asr,
+        BLEU for s2tt, accuracy for lid: ``partlib.tasks``), scored by :func:`quick_scores`.
 
         Returns the value of ``dev.metric`` (lower is better for loss/wer, higher for bleu/accuracy).
         """
+        from partlib.infer.decode import generate_hyps
         from partlib.train.quick_eval import quick_scores
 
         model.eval()
         exs = data.dev_examples
         tot_loss = tot_tok = 0.0
-        hyps: Dict[str, str] = {}
-        bsz = 16
-        for i in range(0, len(exs), bsz):
-            chunk = exs[i:i + bsz]
-            by_kind: Dict[bool, List[Example]] = {}
-            for e in chunk:
-                by_kind.setdefault(tasks.get(e.task).speech, []).append(e)
-            for speech, part in by_kind.items():
-                feats = data.features.load([(e.dir_index, e.utt) for e in part]) if speech else None
-                batch = move_batch(collate(part, feats), self.device)
-                out = model(batch)
+        by_kind: Dict[bool, List[Example]] = {}
+        for e in exs:
+            by_kind.setdefault(tasks.get(e.task).speech, []).append(e)
+        for speech, part in by_kind.items():
+            for i in range(0, len(part), _DEV_BATCH):
+                chunk = part[i:i + _DEV_BATCH]
+                feats = data.features.load([(e.dir_index, e.utt) for e in chunk]) if speech else None
+                out = model(move_batch(collate(chunk, feats), self.device))
                 tot_loss += float(out["loss_sum"])
                 tot_tok += float(out["n_tokens"])
-                scored = [j for j, e in enumerate(part) if tasks.get(e.task).dev_metric]
-                if not scored:
-                    continue
-                if len(scored) < len(part):
-                    batch = move_batch(collate([part[j] for j in scored],
-                                               [feats[j] for j in scored] if feats else None), self.device)
-                with fsdp.unsharded_root(model):  # generate bypasses the root forward
-                    generated = model.generate(dict(batch, targets=None))
-                for j, h in zip(scored, generated):
-                    hyps[part[j].key] = h
+        hyps: Dict[str, str] = {}
+        with fsdp.unsharded_root(model):  # generate bypasses the root forward
+            for part in by_kind.values():
+                scored = [e for e in part if tasks.get(e.task).dev_metric]
+                hyps.update(generate_hyps(model, scored, data.features, batch_size=_DEV_BATCH))
         model.train()
-        loss = tot_loss / max(1.0, tot_tok)
         scores = quick_scores(exs, hyps)
-        scores["loss"] = loss
+        scores["loss"] = tot_loss / max(1.0, tot_tok)
         msg = ", ".join(f"{k} {v:.4g}" for k, v in sorted(scores.items()))
         logger.info("stage %s step %d: dev %s", stage.name, step, msg)
         if writer is not None:
             for k, v in scores.items():
                 writer.add_scalar(f"dev/{k}", v, step)
-        metric = stage.dev.get("metric", "loss")
+        metric = stage.dev.metric
         if metric not in scores:
             raise ConfigError(f"stage {stage.name}: dev.metric {metric!r} needs dev examples of the matching task")
         return float(scores[metric])
 
     # -- export -----------------------------------------------------------------------------
-    def export(self, model, names: List[str], stage: StageConfig, ckpts: CheckpointManager) -> Path:
+    def export(self, model, stage: StageConfig, ckpts: CheckpointManager) -> Path:
         """Write ``<stage>/model``: the best checkpoint, or the average of the best N (on merged
         weights), or the last checkpoint when there is no dev set."""
         out = self.model_dir(stage)
@@ -533,7 +534,7 @@ class Trainer:
             dist_utils.barrier()
             return out
         best = ckpts.best()
-        n_avg = int(stage.dev.get("average_n", 1))
+        n_avg = stage.dev.average_n
         chosen = [s for _, s in best[:n_avg]] if best else [ckpts.steps()[-1]]
         tmp = out.parent / f".{out.name}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)

@@ -14,7 +14,7 @@ datadir=data         # data dirs of stage 1 (text-only sets)
 train_sets=""
 dev_sets=""
 test_sets=""
-conf=conf            # directory with lm_pretrain.yaml and encoder_pretrain.conf
+conf=conf            # directory with lm_pretrain.yaml and encoder_pretrain.yaml
 out=exp/pretrained
 vocab_size=1200
 model_config=conf/model.yaml  # its prompt templates are part of the tokenizer's training text
@@ -48,10 +48,7 @@ if [ ! -f "${out}/llm/config.json" ]; then
   pids+=($!)
   [ "${nj}" -ge 2 ] || { wait "${pids[-1]}"; pids=(); }
 fi
-# shellcheck disable=SC1091
-. "${conf}/encoder_pretrain.conf"   # encoder_steps, encoder_lr, encoder_max_frames
 ${python} -m partlib.bin.pretrain_encoder --arch conf/encoder_arch.json --train "${speech_train[@]}" \
-  --dev "${dev_speech[@]}" --steps "${encoder_steps}" --lr "${encoder_lr}" --max-frames "${encoder_max_frames}" \
-  --threads "${threads}" "${out}/encoder" &
+  --dev "${dev_speech[@]}" --config "${conf}/encoder_pretrain.yaml" --threads "${threads}" "${out}/encoder" &
 pids+=($!)
 for pid in "${pids[@]}"; do wait "${pid}"; done
