@@ -17,6 +17,7 @@ import torch
 import yaml
 
 from corpora_mini import RECIPES, default_covost2
+from partlib import config
 from partlib.data.kv import read_kv
 from partlib.models.builders import CONFIG_DIR, build_tiny_encoder, build_tiny_llm
 from partlib.models.speech_llm import SpeechLLM
@@ -211,7 +212,7 @@ def test_common_options_and_schedule_data_match_the_sets(tmp_path: Path, name: s
     train, dev = opts["train_sets"].split(), opts["dev_sets"].split()
     for sched in SCHEDULES:
         for stage in load_schedule(recipe(name) / "conf" / f"schedule_{sched}.yaml").stages:
-            for pat in stage.dev["data"]:
+            for pat in stage.dev.data:
                 assert fnmatch.filter(dev, pat), f"{sched}/{stage.name}: dev pattern {pat!r} matches no dev set"
             for task in stage.tasks:
                 for pat in task.data:
@@ -228,19 +229,19 @@ def test_schedules_share_one_step_budget_and_batches(name: str) -> None:
     scheds = {s: load_schedule(recipe(name) / "conf" / f"schedule_{s}.yaml") for s in SCHEDULES}
     budgets = {s: sum(st.max_steps for st in sc.stages) for s, sc in scheds.items()}
     assert len(set(budgets.values())) == 1, budgets
-    batches = {(s, st.name): (st.batch["max_frames"], st.batch["max_tokens"], st.accum_grad)
+    batches = {(s, st.name): (st.batch.max_frames, st.batch.max_tokens, st.accum_grad)
                for s, sc in scheds.items() for st in sc.stages}
     assert len(set(batches.values())) == 1, batches
     frames = next(iter(batches.values()))[0]
     assert frames >= 8 * 3000  # a global micro-batch holds at least one 30 s utterance per GPU of a node
     part = scheds["part"].stages
-    assert [s.name for s in part][0] == "stage1_within" and part[0].trainable["llm"] == "frozen"
+    assert [s.name for s in part][0] == "stage1_within" and part[0].trainable.llm == "frozen"
     assert not part[0].uses_lora and all(s.uses_lora for s in part[1:])
 
 
 def paper_config_offline(path: Path) -> dict:
     """The model config with each pretrained ``path`` replaced by its bundled architecture."""
-    cfg = yaml.safe_load(path.read_text())
+    cfg = config.load_file(path)
     for section in ("encoder", "llm"):
         sec = cfg[section]
         sec["arch"] = ARCHS[sec.pop("path")]
@@ -249,7 +250,7 @@ def paper_config_offline(path: Path) -> dict:
 
 @pytest.mark.parametrize("name", RECIPES)
 def test_paper_model_builds_offline_and_takes_the_schedules(name: str) -> None:
-    raw = yaml.safe_load((recipe(name) / "conf" / "model.yaml").read_text())
+    raw = config.load_file(recipe(name) / "conf" / "model.yaml")
     assert raw["encoder"]["path"] == "openai/whisper-large-v3"
     assert raw["llm"]["path"] == "Qwen/Qwen2.5-7B-Instruct" and raw["llm"]["dtype"] == "bfloat16"
     model = SpeechLLM.from_config(paper_config_offline(recipe(name) / "conf" / "model.yaml"),
