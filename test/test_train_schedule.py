@@ -40,6 +40,17 @@ def test_config_errors(bad, msg):
         parse_schedule(_cfg(**bad))
 
 
+def test_init_from_names_an_earlier_stage_or_a_model_dir(tmp_path):
+    cfg = _cfg()
+    cfg["stages"].append({**cfg["stages"][0], "name": "s2", "init_from": "s1"})
+    assert parse_schedule(cfg).stages[1].init_from == "s1"
+    cfg["stages"][1]["init_from"] = str(tmp_path)
+    assert parse_schedule(cfg).stages[1].init_from == str(tmp_path)
+    cfg["stages"][1]["init_from"] = "s_1"
+    with pytest.raises(ConfigError, match=r"stages\[1\]\.init_from: 's_1' is neither an earlier stage \(s1\)"):
+        parse_schedule(cfg)
+
+
 def test_duplicate_stage_names_rejected():
     cfg = _cfg()
     cfg["stages"].append(dict(cfg["stages"][0]))

@@ -35,6 +35,7 @@ errors naming the file and the key path (``stages[1].optim.lr_rate: unknown key 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from partlib import config, tasks
@@ -174,8 +175,21 @@ def parse_schedule(cfg: Dict[str, Any], where: str = "schedule") -> Schedule:
             raise ConfigError(f"{where}: {path}.name: {stage.name!r} is the name of an earlier stage")
         if i == 0 and stage.init_from == "previous":
             stage.init_from = None
+        _check_init_from(stage, stages, where, path)
         stages.append(stage)
     return Schedule(seed=top.seed, stages=stages, description=top.description)
+
+
+def _check_init_from(stage: StageConfig, earlier: List[StageConfig], where: str, path: str) -> None:
+    """``init_from`` is null, ``previous``, an earlier stage or an existing model directory: a typo
+    fails now, not after the stages before it have trained."""
+    src = stage.init_from
+    if src in (None, "previous") or src in [s.name for s in earlier]:
+        return
+    if not Path(src).is_dir():
+        names = ", ".join(s.name for s in earlier) or "none"
+        raise ConfigError(f"{where}: {path}.init_from: {src!r} is neither an earlier stage ({names}) "
+                          f"nor a model directory")
 
 
 def load_schedule(path: PathLike, overrides: Sequence[str] = ()) -> Schedule:
