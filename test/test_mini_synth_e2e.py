@@ -70,6 +70,13 @@ def test_every_stage_has_outputs(run):
     assert (exp / "RESULTS.md").is_file()
     assert (exp / "analysis_seed1" / "metrics.json").is_file()
     assert "analysis_seed1/analysis.md" in (exp / "RESULTS.md").read_text()
+    # stage 10: the self-contained model folder, its card carrying the stage's test scores
+    folder = exp / "model_part_seed1"
+    info = json.loads((folder / "info.json").read_text())
+    assert info["stage"] == "stage3_text" and (folder / "done").is_file() and (folder / "encoder").is_dir()
+    assert set(info["scores"]) == {p.name for p in (exp / "part_seed1" / "stage3_text").glob("decode_*")}
+    assert f"decode_test_de_asr | wer | {info['scores']['decode_test_de_asr']['value']:.2f}" in (
+        folder / "README.md").read_text()
 
 
 def _asr_error(decode_root: Path) -> float:

@@ -91,7 +91,7 @@ def test_loss_falls_and_dev_eval(setup, caplog):
     assert len(losses) == 2 and losses[1] < losses[0]
     best = (root / "exp" / "loss" / "s1" / "checkpoints" / "best.json").read_text()
     assert "30" in best
-    assert (out[0] / "done").is_file() and (out[0] / "export.json").is_file()
+    assert (out[0] / "done").is_file() and (out[0] / "info.json").is_file()
 
 
 def test_config_errors_before_any_step(setup):

@@ -2,14 +2,20 @@
 
 Layout written by :func:`save_model` (assembled next to the target and renamed into place)::
 
-    config.yaml          the model config; encoder.path / llm.path point inside the dir or to the
-                         unchanged pretrained weights (an absolute local path or a hub id)
+    config.yaml          the model config; encoder.path / llm.path point inside the dir or, unless
+                         the folder is self-contained, to unchanged pretrained weights (an absolute
+                         local path or a hub id)
     adapter.safetensors  the adapter
     encoder/             Whisper encoder weights, if they were trained or are random
     llm/                 full LLM weights (trained, merged with LoRA, or random) + tokenizer
     lora/                LoRA factors in peft format over a referenced base LLM (not merged)
     tokenizer/           the tokenizer with its chat template
     state.json           {"lora_active_layers": [...]}
+
+A *self-contained* folder (``self_contained=True``: what training exports) holds every weight it
+needs and names no path outside itself, so it can be copied anywhere. Weights are safetensors only;
+:func:`load_model` refuses a folder with pickled weights (``*.bin``, ``*.pt``, ...), which can run
+code when loaded.
 """
 from __future__ import annotations
 
@@ -24,7 +30,7 @@ import yaml
 from peft import set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
-from partlib.common import PathLike, atomic_write
+from partlib.common import DataError, PathLike, atomic_write
 from partlib.models.lora import merged_state_dict, unwrap
 from partlib.models.speech_llm import SpeechLLM
 
@@ -34,9 +40,18 @@ def _reference(path: str) -> str:
     return os.path.abspath(path) if os.path.exists(path) else path
 
 
+PICKLED = ("*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle", "*.ckpt")
+
+
 def load_model(path: PathLike) -> SpeechLLM:
-    """Load a directory written by :func:`save_model`."""
+    """Load a directory written by :func:`save_model` (safetensors weights only)."""
     path = Path(path)
+    if not (path / "config.yaml").is_file():
+        raise DataError("not a saved SpeechLLM directory (no config.yaml)", path)
+    pickled = sorted(p for pattern in PICKLED for p in path.rglob(pattern))
+    if pickled:
+        raise DataError("pickled weights are refused (they can run code when loaded); "
+                        "re-save the model as safetensors", pickled[0])
     cfg = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8"))
     model = SpeechLLM.from_config(cfg, base_dir=path)
     # weights stored inside this directory are copied on the next save, never referenced
@@ -50,10 +65,11 @@ def load_model(path: PathLike) -> SpeechLLM:
     return model
 
 
-def save_model(model: SpeechLLM, path: PathLike, merge_lora: bool = False) -> None:
+def save_model(model: SpeechLLM, path: PathLike, merge_lora: bool = False, self_contained: bool = False) -> None:
     """Write config.yaml, adapter.safetensors, tokenizer/, state.json, encoder/ (if its weights
-    were trained or are random; else config.yaml refers to the pretrained ones) and either lora/
-    (peft format, over a referenced base LLM) or llm/ (full weights: trained, merged or random).
+    were trained or are random, or ``self_contained``; else config.yaml refers to the pretrained
+    ones) and llm/ (full weights: trained, merged, random, or ``self_contained``) and/or lora/
+    (peft format, unless ``merge_lora``).
 
     The directory is assembled next to ``path`` and renamed into place.
     """
@@ -61,7 +77,7 @@ def save_model(model: SpeechLLM, path: PathLike, merge_lora: bool = False) -> No
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
-        _write(model, tmp, merge_lora)
+        _write(model, tmp, merge_lora, self_contained)
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
@@ -70,10 +86,10 @@ def save_model(model: SpeechLLM, path: PathLike, merge_lora: bool = False) -> No
         raise
 
 
-def _write(model: SpeechLLM, out: Path, merge_lora: bool) -> None:
+def _write(model: SpeechLLM, out: Path, merge_lora: bool, self_contained: bool) -> None:
     cfg = copy.deepcopy(model.config)
     enc_cfg = {k: v for k, v in cfg["encoder"].items() if k != "arch"}
-    if model.encoder_weights_modified or "path" not in cfg["encoder"]:
+    if model.encoder_weights_modified or cfg["encoder"].get("path") is None or self_contained:
         model.encoder.whisper.save_pretrained(out / "encoder")
         enc_cfg["path"] = "encoder"
     else:
@@ -82,7 +98,7 @@ def _write(model: SpeechLLM, out: Path, merge_lora: bool) -> None:
     save_file({k: v.contiguous() for k, v in model.adapter.state_dict().items()}, str(out / "adapter.safetensors"))
     llm_cfg = {k: v for k, v in cfg["llm"].items() if k not in ("arch", "tokenizer")}
     has_lora = model.lora_config is not None
-    save_llm = merge_lora or model.llm_weights_modified or "path" not in cfg["llm"]
+    save_llm = merge_lora or model.llm_weights_modified or cfg["llm"].get("path") is None or self_contained
     if save_llm:
         base = unwrap(model.llm)
         if has_lora and merge_lora:

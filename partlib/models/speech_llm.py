@@ -110,11 +110,11 @@ class SpeechLLM(nn.Module):
 
         return io.load_model(path)
 
-    def save_pretrained(self, path: PathLike, merge_lora: bool = False) -> None:
-        """Write the model to a directory, atomically (layout: ``partlib.models.io``)."""
+    def save_pretrained(self, path: PathLike, merge_lora: bool = False, self_contained: bool = False) -> None:
+        """Write the model to a directory, atomically (layout and options: ``partlib.models.io``)."""
         from partlib.models import io
 
-        io.save_model(self, path, merge_lora)
+        io.save_model(self, path, merge_lora, self_contained)
 
     # ----------------------------------------------------------------- trainable parts
     def num_llm_layers(self) -> int:

@@ -58,6 +58,21 @@ def _lower_is_better(key: str) -> bool:
     return key in ("err", "wrong_lang") or not tasks.higher_is_better(key)
 
 
+def git_commit() -> str:
+    """The commit of the working tree (``-dirty`` when tracked files changed), or ``unknown``."""
+    def git(*args: str) -> Optional[str]:
+        try:
+            out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10,
+                                 cwd=Path(__file__).resolve().parent)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return (commit + ("-dirty" if dirty else "")) if commit else "unknown"
+
+
 def write_env_json(exp_dir: PathLike, *, overwrite: bool = True) -> Path:
     """Record the training environment in ``<exp_dir>/env.json`` (date, git commit, versions,
     device), so that RESULTS.md can show it without depending on when it is regenerated."""
@@ -67,22 +82,13 @@ def write_env_json(exp_dir: PathLike, *, overwrite: bool = True) -> Path:
     import torch
     import transformers
 
-    def git(*args: str) -> Optional[str]:
-        try:
-            out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return out.stdout.strip() if out.returncode == 0 else None
-
-    commit = git("rev-parse", "HEAD")
-    dirty = git("status", "--porcelain", "--untracked-files=no")
     if torch.cuda.is_available():
         device = f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
     else:
         device = "cpu"
     env = {
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "git_commit": (commit + ("-dirty" if dirty else "")) if commit else "unknown",
+        "git_commit": git_commit(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,

@@ -17,7 +17,8 @@ from partlib.common import PathLike
 
 def average_merged(model, ckpt_paths: Sequence[PathLike], out_dir: PathLike) -> None:
     """Load each training checkpoint into ``model``, export it merged, average the exported
-    weights (floating-point tensors only) and save the average as a model directory ``out_dir``."""
+    weights (floating-point tensors only) and save the average as a self-contained model
+    directory ``out_dir``."""
     from partlib.models.speech_llm import SpeechLLM
 
     acc: Dict[str, torch.Tensor] = {}
@@ -39,4 +40,4 @@ def average_merged(model, ckpt_paths: Sequence[PathLike], out_dir: PathLike) -> 
         n = float(len(ckpt_paths))
         sd = first.state_dict()
         first.load_state_dict({k: (acc[k] / n).to(sd[k].dtype) if k in acc else sd[k] for k in sd})
-        first.save_pretrained(out_dir)
+        first.save_pretrained(out_dir, self_contained=True)

@@ -30,7 +30,6 @@ the same command continues from ``latest`` and reaches the same parameters as an
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -44,12 +43,13 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from partlib import tasks
+from partlib import config, tasks
 from partlib.common import ConfigError, PartError, PathLike, get_logger
 from partlib.data.batching import MixtureSampler, collate, make_batches, padding_fraction
 from partlib.data.datadir import DataDir
 from partlib.data.examples import Example, build_examples, resolve_data_dirs
 from partlib.features.source import FeatureSource, check_feature_mode
+from partlib.models import card
 from partlib.train import distributed as dist_utils
 from partlib.train import fsdp, layout, optim
 from partlib.train.checkpoint import CheckpointManager, rng_state, set_rng_state
@@ -259,9 +259,11 @@ class Trainer:
             model.set_lora_active_layers(layers)
             logger.info("stage %s step %d: LoRA active on LLM layers %s", stage.name, step, layers)
 
-    def _prepare_model(self, index: int, stage: StageConfig):
-        """The stage's initial model with every LoRA layer of the stage active, built after seeding
-        torch with the stage seed: the same weights on every call (and every rank)."""
+    def initial_model(self, index: int):
+        """Stage ``index``'s initial model with every LoRA layer of the stage active, built after
+        seeding torch with the stage seed: the same weights on every call (and every rank). A
+        checkpoint of the stage loads into it (``load_state_dict(state["model"], strict=False)``)."""
+        stage = self.schedule.stages[index]
         torch.manual_seed(self.schedule.seed * 1000 + index)
         model = self._init_model(index)
         # Every parameter that trains at some step of the stage goes into the optimizer; LoRA layers
@@ -319,15 +321,15 @@ class Trainer:
         dist_utils.barrier()
         model = run.model
         if self.sharded and self.ctx.is_main:  # export from an unsharded copy, same build as above
-            model = self._prepare_model(index, stage)
-        return self.export(model, stage, run.ckpts)
+            model = self.initial_model(index)
+        return self.export(model, stage, run.ckpts, run.data)
 
     def _start(self, index: int, stage: StageConfig, sdir: Path) -> _StageRun:
         """The stage's model (on its device, sharded under FSDP), data, optimizer, LR schedule,
         checkpoint manager and TensorBoard writer, at step 0."""
         seed = self.schedule.seed * 1000 + index
         np.random.seed(seed % 2**32)
-        model = self._prepare_model(index, stage)  # seeds torch with the same seed
+        model = self.initial_model(index)  # seeds torch with the same seed
         names = [n for n, p in model.named_parameters() if p.requires_grad]
         params = [p for p in model.parameters() if p.requires_grad]
         if not params:
@@ -526,9 +528,35 @@ class Trainer:
         return float(scores[metric])
 
     # -- export -----------------------------------------------------------------------------
-    def export(self, model, stage: StageConfig, ckpts: CheckpointManager) -> Path:
-        """Write ``<stage>/model``: the best checkpoint, or the average of the best N (on merged
-        weights), or the last checkpoint when there is no dev set."""
+    def _provenance(self, stage: StageConfig, checkpoints: List[int], data: Optional[StageData]) -> Dict[str, Any]:
+        """What an exported folder says about itself (``info.json``): code, stage, data, tasks."""
+        from partlib.scoring.results import git_commit
+
+        summary: Dict[str, Dict[str, Dict[str, Any]]] = {}
+        for e in data.examples if data is not None else []:
+            d = summary.setdefault(e.task, {}).setdefault(e.src_lang, {"utterances": 0, "frames": 0})
+            d["utterances"] += 1
+            d["frames"] += e.num_frames
+        for by_lang in summary.values():
+            for d in by_lang.values():  # log-mel frames are 10 ms
+                frames = d.pop("frames")
+                d["hours"] = round(frames / 360000, 4) if frames else None
+        cross = {e.tgt_lang for e in (data.examples if data is not None else []) if tasks.get(e.task).cross_lingual}
+        return {
+            "experiment": self.exp_dir.name, "stage": stage.name, "description": self.schedule.description,
+            "git_commit": git_commit(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "tasks": [{"task": t.task, "weight": t.weight} for t in stage.tasks],
+            "languages": sorted({lang for by_lang in summary.values() for lang in by_lang}),
+            "target_languages": sorted(cross), "data": summary,
+            "checkpoints": checkpoints, "averaged": len(checkpoints) > 1,
+            "stage_config": config.to_dict(stage), "scores": {},
+        }
+
+    def export(self, model, stage: StageConfig, ckpts: CheckpointManager, data: Optional[StageData] = None) -> Path:
+        """Write ``<stage>/model``, a self-contained folder (every weight inside, LoRA merged; model
+        card and provenance: :mod:`partlib.models.card`): the best checkpoint, or the average of the
+        best N (on merged weights), or the last checkpoint when there is no dev set."""
         out = self.model_dir(stage)
         if not self.ctx.is_main:
             dist_utils.barrier()
@@ -541,13 +569,12 @@ class Trainer:
         if len(chosen) == 1:
             state = ckpts.load(ckpts.dir / f"ckpt-{chosen[0]:06d}.pt")
             model.load_state_dict(state["model"], strict=False)
-            model.save_pretrained(tmp, merge_lora=True)
+            model.save_pretrained(tmp, merge_lora=True, self_contained=True)
         else:
             from partlib.train.average import average_merged
 
             average_merged(model, [ckpts.dir / f"ckpt-{s:06d}.pt" for s in chosen], tmp)
-        (tmp / "export.json").write_text(json.dumps({"stage": stage.name, "checkpoints": chosen,
-                                                     "averaged": len(chosen) > 1}, sort_keys=True) + "\n")
+        card.write(tmp, self._provenance(stage, chosen, data), model.config)
         (tmp / layout.DONE).write_text("")
         shutil.rmtree(out, ignore_errors=True)
         os.replace(tmp, out)

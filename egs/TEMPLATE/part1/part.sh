@@ -8,6 +8,8 @@
 #   5 training: every schedule x seed, all alignment stages -> exp/<schedule>_seed<k>/<stage>/model
 #   6 decoding: every exported stage model x test set x task (+ controls)
 #   7 scoring   8 representation analysis   9 RESULTS.md
+#  10 export: the first schedule's last stage of each seed -> exp/model_<schedule>_seed<k>, a
+#     self-contained model folder with its model card and scores (python -m partlib.bin.export)
 #
 # Stages whose outputs are complete are skipped on re-run; training resumes where it stopped.
 set -euo pipefail
@@ -78,7 +80,7 @@ help_message=$(cat <<EOF
 Usage: $0 --train_sets "<sets>" --dev_sets "<sets>" --test_sets "<sets>" [options]
 Options (defaults in the script):
   --stage N --stop_stage M   stages to run (1 data, 2 filter, 3 features, 4 models, 5 train,
-                             6 decode, 7 score, 8 analysis, 9 RESULTS.md)
+                             6 decode, 7 score, 8 analysis, 9 RESULTS.md, 10 export)
   --schedules "part frozen_llm joint_lora"   --seeds "1 2 3"
   --features dumped|on_the_fly|auto   --n_mels 80|128   --nj N   --decode_nj N
   --model_config FILE   --train_args "..."   --train_nj N (trainings at once)
@@ -269,6 +271,17 @@ if [ ${stage} -le 9 ] && [ ${stop_stage} -ge 9 ]; then
       links+=(--link "Seed ${seed}: language-specific vs shared representations=analysis_seed${seed}/analysis.md")
   done
   ${python} -m partlib.bin.results --seeds "${copts[@]}" "${links[@]}" --out "${expdir}/RESULTS.md" "${exps[@]}"
+fi
+
+# The model users take away: one self-contained folder per seed of the first schedule.
+if [ ${stage} -le 10 ] && [ ${stop_stage} -ge 10 ]; then
+  for seed in ${seeds}; do
+    tag=${first_sched}_seed${seed}
+    last_model=$(${python} -m partlib.bin.exp models "${expdir}/${tag}" | tail -n 1 | cut -d' ' -f2)
+    [ -n "${last_model}" ] || { log "Stage 10: ${expdir}/${tag} has no exported model (run stage 5)"; exit 1; }
+    log "Stage 10: ${last_model} -> ${expdir}/model_${tag}"
+    ${python} -m partlib.bin.export "${last_model}" "${expdir}/model_${tag}"
+  done
 fi
 
 log "Finished stages ${stage}-${stop_stage} in ${SECONDS} s"

@@ -1,0 +1,108 @@
+"""Export a trained stage as a self-contained model folder, with its dev/test scores in the card.
+
+    python -m partlib.bin.export exp/part_seed1/stage3_text OUT_DIR [--keep-lora]
+
+SRC is a stage directory (``exp/<tag>/<stage>``) or its ``model/``. OUT_DIR holds every weight the
+model needs (encoder, adapter, LLM, tokenizer with its chat template; safetensors only), its
+prompt templates in ``config.yaml``, ``info.json`` (commit, stage config, tasks, languages, hours
+of data per language, the scores of every scored decode dir of the stage) and a ``README.md``
+model card; it names no path outside itself. LoRA is merged into the LLM unless ``--keep-lora``,
+which rebuilds the stage's model from its exported checkpoint and keeps the adapters separate
+(peft format): run it from the directory the training ran in (the recipe), as the experiment's
+``config.yaml`` names its pretrained models relative to it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import yaml
+
+from partlib import tasks
+from partlib.bin import cli
+from partlib.common import ConfigError, DataError, get_logger
+from partlib.train import layout
+
+logger = get_logger("partlib.bin.export")
+
+
+def stage_scores(stage_dir: Path) -> Dict[str, Dict[str, Any]]:
+    """``{decode dir name: {metric, value, utterances}}`` of the scored decodes of a stage."""
+    out = {}
+    for d in sorted(stage_dir.glob("decode_*")):
+        path = d / "scores.json"
+        if not path.is_file() or tasks.parse_decode_dir(d.name) is None:
+            continue
+        try:
+            overall = json.loads(path.read_text(encoding="utf-8"))["sets"]["overall"]
+            metric = overall["primary"]
+            out[d.name] = {"metric": metric, "value": overall["scores"][metric]["value"],
+                           "utterances": overall["num_utts"]}
+        except (ValueError, KeyError, TypeError) as e:
+            raise DataError(f"not a scores.json of partlib.scoring ({e!r})", path) from None
+    return out
+
+
+def _with_lora(exp: Path, stage: str, checkpoints: List[int]):
+    """The stage's model rebuilt from its exported checkpoint, LoRA adapters kept separate."""
+    import torch
+
+    from partlib.train.schedule import parse_schedule
+    from partlib.train.trainer import Trainer
+
+    if len(checkpoints) != 1:
+        raise ConfigError(f"{exp / stage}: the export averages checkpoints {checkpoints} on merged weights; "
+                          f"--keep-lora needs a single checkpoint")
+    cfg_path = exp / layout.CONFIG
+    cfg = yaml.safe_load(cfg_path.read_text(encoding="utf-8"))
+    schedule = parse_schedule(cfg["schedule"], str(cfg_path))
+    trainer = Trainer(schedule, cfg["model"], exp, tensorboard=False)
+    model = trainer.initial_model(schedule.stage_names().index(stage))
+    if model.lora_config is None:
+        raise ConfigError(f"{exp / stage}: the stage trains no LoRA; export it without --keep-lora")
+    ckpt = exp / stage / "checkpoints" / f"ckpt-{checkpoints[0]:06d}.pt"
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    model.load_state_dict(state["model"], strict=False)
+    return model
+
+
+@cli
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("src", type=Path, help="exp/<tag>/<stage> or its model/ directory")
+    p.add_argument("out_dir", type=Path)
+    p.add_argument("--keep-lora", action="store_true", help="keep the LoRA adapters separate (peft format)")
+    args = p.parse_args(argv)
+    model_dir = args.src / "model" if (args.src / "model").is_dir() else args.src
+    if not layout.is_exported(model_dir):
+        raise DataError("not an exported stage model (no 'done' marker)", model_dir)
+    from partlib.models import card
+    from partlib.models.speech_llm import SpeechLLM
+
+    info = card.read_info(model_dir)
+    stage_dir = model_dir.parent
+    if args.keep_lora:
+        model = _with_lora(stage_dir.parent, stage_dir.name, info.get("checkpoints", []))
+    else:
+        model = SpeechLLM.from_pretrained(model_dir)
+    info["scores"] = stage_scores(stage_dir)
+    info["lora"] = "separate" if args.keep_lora else "merged"
+    out = args.out_dir
+    tmp = out.parent / f".{out.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, merge_lora=not args.keep_lora, self_contained=True)
+    card.write(tmp, info, model.config)
+    (tmp / layout.DONE).write_text("")
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    logger.info("exported %s -> %s (%d scored decodes, LoRA %s)", model_dir, out, len(info["scores"]), info["lora"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
