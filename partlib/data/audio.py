@@ -211,6 +211,26 @@ def load_audio(
     return _finish(samples, rate, sr, resample, key, path)
 
 
+def load_file(path: PathLike, sr: int = TARGET_SR) -> np.ndarray:
+    """An audio file (anything libsndfile decodes: wav, flac, ogg/vorbis, ogg/opus, mp3) as float32
+    mono in [-1, 1] at ``sr`` Hz; errors name the file."""
+    samples, rate = _read_file(str(path), None)
+    return from_array(samples, rate, sr, name=str(path))
+
+
+def from_array(samples: np.ndarray, rate: int, sr: int = TARGET_SR, name: Optional[str] = None) -> np.ndarray:
+    """Audio samples (``[samples]`` or ``[samples, channels]``) at ``rate`` Hz as float32 mono in
+    [-1, 1] at ``sr`` Hz; empty or non-finite audio is a :class:`DataError` naming ``name``."""
+    samples = np.asarray(samples, dtype=np.float32)
+    if samples.ndim == 2:
+        samples = samples.mean(axis=1, dtype=np.float32)
+    if samples.ndim != 1 or samples.size == 0:
+        raise DataError(f"expected 1-D or [samples, channels] audio with samples, got shape {samples.shape}", name)
+    if int(rate) <= 0:
+        raise DataError(f"invalid sample rate {rate}", name)
+    return _finish(np.ascontiguousarray(samples), int(rate), sr, True, None, name)
+
+
 def _tables(
     data_dir: Union[DataDir, PathLike]
 ) -> Tuple[Optional[Path], Dict[str, str], Optional[Dict[str, Tuple[str, float, float]]]]:

@@ -1,0 +1,112 @@
+"""Audio in, text out: the Transcriber API and the transcribe CLI on an exported tiny model."""
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from partlib.bin import transcribe as cli
+from partlib.common import DataError
+from partlib.data import audio
+from partlib.infer.transcribe import Transcriber
+from partlib.models import card
+from partlib.models.builders import tiny_model_config
+from partlib.models.speech_llm import SpeechLLM
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("transcribe")
+    torch.manual_seed(0)
+    model = SpeechLLM.from_config(tiny_model_config(root / "pretrained", lora=False))
+    model.save_pretrained(root / "model", self_contained=True)
+    card.write(root / "model", {"languages": ["de", "en"], "stage": "s", "experiment": "t"}, model.config)
+    return root / "model"
+
+
+def _tone(seconds, rate, freq, channels=1):
+    t = np.arange(int(seconds * rate)) / rate
+    x = (0.3 * np.sin(2 * np.pi * freq * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
+    return np.stack([x] * channels, axis=1) if channels > 1 else x
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("audio")
+    out = {}
+    for i, (fmt, subtype, ext) in enumerate([("WAV", "PCM_16", "wav"), ("FLAC", "PCM_16", "flac"),
+                                             ("OGG", "OPUS", "opus"), ("MP3", "MPEG_LAYER_III", "mp3")]):
+        path = d / f"x{i}.{ext}"
+        rate = 48000 if ext == "opus" else 16000 if i % 2 == 0 else 22050
+        sf.write(path, _tone(0.6 + 0.3 * i, rate, 220 * (i + 1), channels=2 if i == 1 else 1), rate,
+                 format=fmt, subtype=subtype)
+        out[ext] = path
+    return out
+
+
+def test_every_input_kind_and_batches_equal_batch_one(folder, files):
+    model = Transcriber(folder)
+    inputs = [files["wav"], files["flac"], files["opus"], files["mp3"], (_tone(0.5, 8000, 300, channels=2), 8000)]
+    batched = model(inputs, src_lang="de", batch_size=5, max_new_tokens=4)
+    alone = [model(x, src_lang="de", batch_size=1, max_new_tokens=4)[0] for x in inputs]
+    assert [r.text for r in batched] == [r.text for r in alone]
+    assert [r.source for r in batched] == [str(p) for p in inputs[:4]] + ["<array 4>"]
+    for r, x in zip(batched, inputs):
+        assert r.language == "de" and r.task == "asr" and len(r.segments) == 1
+        seconds = len(audio.load_file(x) if not isinstance(x, tuple) else audio.from_array(*x)) / 16000
+        assert r.segments[0].start == 0.0 and r.segments[0].end == pytest.approx(seconds, abs=1e-3)
+    # a file and the same samples as an array give the same output
+    samples, rate = sf.read(files["wav"], dtype="float32")
+    assert model((samples, rate), src_lang="de", max_new_tokens=4)[0].text == batched[0].text
+
+
+def test_language_is_identified_when_not_given(folder, files, monkeypatch):
+    model = Transcriber(folder)
+    with pytest.raises(DataError, match="language identification answered .* not one of this model's languages"):
+        model(files["wav"], max_new_tokens=3)
+    calls = []
+    original = Transcriber._generate
+
+    def fake(self, task, tgt, names, feats, src_langs, batch_size, opts):
+        calls.append((task, list(src_langs)))
+        return [" english. "] * len(feats) if task == "lid" else original(
+            self, task, tgt, names, feats, src_langs, batch_size, opts)
+
+    monkeypatch.setattr(Transcriber, "_generate", fake)
+    r = model([files["wav"], files["flac"]], max_new_tokens=3)
+    assert [x.language for x in r] == ["en", "en"] and calls[1] == ("asr", ["en", "en"])
+
+
+def test_cli_formats_and_bad_files(folder, files, tmp_path, capsys, caplog):
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(b"RIFF not really")
+    out = tmp_path / "out.jsonl"
+    args = ["--model", str(folder), "--src-lang", "en", "--max-new-tokens", "3", "--output-format", "jsonl"]
+    assert cli.main([*args, "--output", str(out), str(files["wav"]), str(files["mp3"])]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["file"] for r in rows] == [str(files["wav"]), str(files["mp3"])]
+    assert all({"file", "text", "language", "task", "segments"} <= set(r) for r in rows)
+    assert rows[0]["segments"][0]["start"] == 0.0
+    # an unreadable file stops the run and is named; --skip-bad goes on
+    assert cli.main([*args, str(files["wav"]), str(bad)]) == 1
+    assert f"{bad}: cannot decode audio" in caplog.text
+    caplog.clear()
+    capsys.readouterr()
+    assert cli.main([*args, "--skip-bad", str(files["wav"]), str(bad)]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 1 and f"1 of 2 inputs skipped: {bad}" in caplog.text
+    caplog.clear()
+    assert cli.main([*args, "--skip-bad", str(bad)]) == 1
+    assert "no input could be read" in caplog.text
+    # subtitles of one input
+    assert cli.main(["--model", str(folder), "--src-lang", "en", "--max-new-tokens", "3", "--output-format", "srt",
+                     str(files["flac"])]) == 0
+    srt = capsys.readouterr().out.splitlines()
+    assert srt[0] == "1" and srt[1] == "00:00:00,000 --> 00:00:00,900"
+    # a wav.scp of inputs, names by utterance id
+    scp = tmp_path / "wav.scp"
+    scp.write_text(f"u1 {files['wav']}\nu2 {files['flac']}\n")
+    assert cli.main([*args, "--wav-scp", str(scp)]) == 0
+    assert [json.loads(line)["file"] for line in capsys.readouterr().out.splitlines()] == ["u1", "u2"]
