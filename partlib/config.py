@@ -10,19 +10,22 @@ path and what is expected::
 
 Field types understood: ``int``, ``float`` (an int, or a string such as ``3e-3``, which YAML 1.1
 reads as text), ``bool``, ``str``, ``Literal[...]``, ``Optional[X]``, ``Union[...]``,
-``List[X]``, ``Tuple[X, ...]``, ``Dict[str, X]``, ``Any``, nested dataclasses, and classes with a
+``List[X]``, ``Tuple[X, ...]``, ``Dict[str, X]``, ``Any``, nested dataclasses (``key: null`` for
+a field with a default that is not Optional means that default), and classes with a
 ``config_check(value, path) -> value`` static method for grammars of their own (e.g. layer
 specs). Field metadata ``{"min": m}`` / ``{"gt": m}`` bound numbers; a dataclass's
 ``validate(self)`` checks rules across its fields, raising :class:`Invalid`.
 
 Files may inherit: ``base: <file>`` or ``base: [<file>, ...]`` (relative to the file that names
 them) are read first and the file merged onto them by :func:`merge` (mappings merge key by key,
-lists replace, except lists of mappings with a ``name`` key, which merge entry by entry by name).
+lists replace, except lists of mappings with a ``name`` key, which merge entry by entry by name:
+the base's order is kept, new names are appended, and no entry of the base can be dropped).
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import typing
 from pathlib import Path
 from typing import Any, Dict, Sequence, Tuple, Type, TypeVar, Union
@@ -108,6 +111,8 @@ def convert(tp: Any, value: Any, path: str, partial: bool = False) -> Any:
         if value is None and type(None) in args:
             return None
         options = [a for a in args if a is not type(None)]
+        if len(options) == 1:  # Optional[X]: X's own error is the precise one
+            return convert(options[0], value, path, partial)
         errors = []
         for option in options:
             try:
@@ -132,14 +137,15 @@ def convert(tp: Any, value: Any, path: str, partial: bool = False) -> Any:
             raise Invalid(path, f"expected an integer, got {value!r}")
         return value
     if tp is float:
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise Invalid(path, f"expected a number, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise Invalid(path, f"expected a number, got {value!r}")
+        try:
+            number = float(value)
+        except ValueError:
+            raise Invalid(path, f"expected a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise Invalid(path, f"expected a finite number, got {value!r}")
+        return number
     if tp is str:
         if not isinstance(value, str):
             raise Invalid(path, f"expected a string, got {value!r}")
@@ -175,13 +181,14 @@ def _convert_dataclass(cls: Type[T], value: Any, path: str, partial: bool) -> An
             raise Invalid(join(path, str(key)), f"unknown key (known: {', '.join(fields)})")
     out: Dict[str, Any] = {}
     for name, f in fields.items():
+        if name in value and value[name] is None and _has_default(f) and not _optional(hints[name]):
+            continue  # `section: null` (an empty YAML section) means the section's defaults
         if name in value:
             v = convert(hints[name], value[name], join(path, name), partial)
             if f.metadata and v is not None:
                 _check_range(v, f.metadata, join(path, name))
             out[name] = v
-        elif (f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-              and not partial):
+        elif not _has_default(f) and not partial:
             raise Invalid(join(path, name), f"required ({describe(hints[name])})")
     if partial:
         return out
@@ -193,6 +200,14 @@ def _convert_dataclass(cls: Type[T], value: Any, path: str, partial: bool) -> An
         except Invalid as e:
             raise Invalid(join(path, e.path) if e.path else path, e.message) from None
     return obj
+
+
+def _has_default(f: dataclasses.Field) -> bool:
+    return f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+
+
+def _optional(tp: Any) -> bool:
+    return typing.get_origin(tp) is Union and type(None) in typing.get_args(tp)
 
 
 def parse(cls: Type[T], data: Any, where: str, path: str = "") -> T:
@@ -258,6 +273,9 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         seen = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, (str, int, float, bool)) and key is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"a mapping key must be a plain value, got {key!r}", key_node.start_mark)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"key {key!r} appears twice in one mapping", key_node.start_mark)

@@ -61,11 +61,18 @@ def test_grammar_converts_and_fills_defaults():
     ({"name": "x", "either": "on"}, "f.yaml: either: expected one of off or a mapping with keys n, mode"),
     ({"name": "x", "flag": "yes please"}, "f.yaml: flag: expected true or false"),
     ({"name": 3}, "f.yaml: name: expected a string, got 3"),
+    ({"name": "x", "pair": [1, float("nan")]}, "f.yaml: pair[1]: expected a finite number, got nan"),
+    ({"name": "x", "maybe": {"n": "x"}}, "f.yaml: maybe.n: expected an integer, got 'x'"),  # Optional: precise
 ])
 def test_grammar_errors_name_the_key_path(data, message):
     with pytest.raises(ConfigError) as e:
         config.parse(_Outer, data, "f.yaml")
     assert str(e.value).startswith(message), str(e.value)
+
+
+def test_null_section_means_its_defaults():
+    o = config.parse(_Outer, {"name": "x", "inner": None, "table": None, "maybe": None}, "f.yaml")
+    assert o.inner == _Inner() and o.table == {} and o.maybe is None
 
 
 def test_base_inheritance_merge_rules(tmp_path):
@@ -89,6 +96,9 @@ def test_a_key_twice_in_one_mapping_is_an_error(tmp_path):
     f = tmp_path / "dup.yaml"
     f.write_text("defaults:\n  dev: {data: [a]}\n  dev: {interval: 2}\n")
     with pytest.raises(ConfigError, match="dup.yaml: invalid YAML: key 'dev' appears twice"):
+        config.read_yaml(f)
+    f.write_text("? [a, b]\n: 1\n")
+    with pytest.raises(ConfigError, match="dup.yaml: invalid YAML: a mapping key must be a plain value"):
         config.read_yaml(f)
 
 
@@ -155,7 +165,7 @@ MODEL = {"encoder": {"path": "enc"}, "llm": {"path": "llm"}}
     ({"adapter": {"type": "qformer", "queries": 0}}, "adapter.queries: expected a positive integer, got 0"),
     ({"llm": {"path": "llm", "dtype": "fp32"}}, "llm.dtype: expected one of float32 | bfloat16 | float16"),
     ({"prompt": {"templates": {"asrr": "x"}}}, "prompt.templates.asrr: unknown task 'asrr'"),
-    ({"prompt": {"system": ["a"]}}, "prompt.system: expected a string or null"),
+    ({"prompt": {"system": ["a"]}}, "prompt.system: expected a string, got ['a']"),
     ({"lora": {"r": 8}}, "lora: the LoRA shape is part of a schedule's trainable spec"),
     ({"llm": {"path": "llm", "arch": "x.json"}}, "llm: needs exactly one of 'path'"),
 ])

@@ -64,6 +64,9 @@ def test_export_is_portable_and_keeps_lora_on_request(tmp_path, monkeypatch):
     decode.mkdir()
     (decode / "scores.json").write_text(json.dumps(
         {"sets": {"overall": {"primary": "wer", "num_utts": 3, "scores": {"wer": {"value": 42.0}}}}}))
+    assert export.main(["exp/s2", "exp/s2"]) == 1 and export.main(["exp/s2", "exp"]) == 1  # would delete it
+    (work / "notes").mkdir()
+    assert export.main(["exp/s2", "notes"]) == 1 and (work / "notes").is_dir()  # not a model folder: kept
     assert export.main(["exp/s2", "out/merged"]) == 0
     assert export.main(["exp/s2", "out/lora", "--keep-lora"]) == 0
     merged, lora = work / "out" / "merged", work / "out" / "lora"

@@ -7,8 +7,11 @@ import soundfile as sf
 import torch
 
 from partlib.bin import transcribe as cli
-from partlib.common import DataError
-from partlib.data import audio
+from partlib.common import ConfigError, DataError
+from partlib.data import audio, langs
+from partlib.data.batching import collate
+from partlib.data.examples import Example
+from partlib.features.compute import compute_features
 from partlib.infer.transcribe import Transcriber
 from partlib.models import card
 from partlib.models.builders import tiny_model_config
@@ -23,7 +26,8 @@ def folder(tmp_path_factory):
     torch.manual_seed(0)
     model = SpeechLLM.from_config(tiny_model_config(root / "pretrained", lora=False))
     model.save_pretrained(root / "model", self_contained=True)
-    card.write(root / "model", {"languages": ["de", "en"], "stage": "s", "experiment": "t"}, model.config)
+    lid = {lang: {"utterances": 1, "hours": 0.1} for lang in ("de", "en")}
+    card.write(root / "model", {"data": {"lid": lid}, "stage": "s", "experiment": "t"}, model.config)
     return root / "model"
 
 
@@ -65,19 +69,38 @@ def test_every_input_kind_and_batches_equal_batch_one(folder, files):
 
 def test_language_is_identified_when_not_given(folder, files, monkeypatch):
     model = Transcriber(folder)
-    with pytest.raises(DataError, match="language identification answered .* not one of this model's languages"):
-        model(files["wav"], max_new_tokens=3)
+    inputs = [files["wav"], files["flac"], files["mp3"]]
+    feats = compute_features([audio.load_file(x) for x in inputs], 80)
+    # the closed-set choice, computed here one candidate at a time
+    expected = []
+    for f in feats:
+        logp = {}
+        for code in ("de", "en"):
+            ex = Example(key="k", utt="u", dir_index=0, task="lid", src_lang=code, tgt_lang=code,
+                         num_frames=int(f.shape[0]), src_text=None, target=langs.name(code), n_tokens=0)
+            logp[code] = float(model.model.target_log_probs(collate([ex], [f]))[0])
+        expected.append(max(logp, key=logp.get))
+    assert model.identify(feats, batch_size=3) == expected == [model.identify([f], 1)[0] for f in feats]
+    # per-example log-probabilities add up to the model's summed NLL of the same batch
+    exs = [Example(key=f"k{i}", utt="u", dir_index=i, task="lid", src_lang="en", tgt_lang="en",
+                   num_frames=int(f.shape[0]), src_text=None, target="English", n_tokens=0) for i, f in enumerate(feats)]
+    batch = collate(exs, feats)
+    with torch.no_grad():
+        torch.testing.assert_close(-model.model.target_log_probs(batch).sum(), model.model.eval()(batch)["loss_sum"])
     calls = []
     original = Transcriber._generate
 
-    def fake(self, task, tgt, names, feats, src_langs, batch_size, opts):
+    def spy(self, task, tgt, names, feats, src_langs, batch_size, opts):
         calls.append((task, list(src_langs)))
-        return [" english. "] * len(feats) if task == "lid" else original(
-            self, task, tgt, names, feats, src_langs, batch_size, opts)
+        return original(self, task, tgt, names, feats, src_langs, batch_size, opts)
 
-    monkeypatch.setattr(Transcriber, "_generate", fake)
-    r = model([files["wav"], files["flac"]], max_new_tokens=3)
-    assert [x.language for x in r] == ["en", "en"] and calls[1] == ("asr", ["en", "en"])
+    monkeypatch.setattr(Transcriber, "_generate", spy)
+    results = model(inputs, max_new_tokens=3)
+    assert [r.language for r in results] == expected and calls == [("asr", expected)]
+    # a model that never learned lid does not guess
+    model.languages = []
+    with pytest.raises(ConfigError, match="not trained on the lid task"):
+        model(inputs[0])
 
 
 def test_cli_formats_and_bad_files(folder, files, tmp_path, capsys, caplog):

@@ -59,6 +59,8 @@ def _with_lora(exp: Path, stage: str, checkpoints: List[int]):
         raise ConfigError(f"{exp / stage}: the export averages checkpoints {checkpoints} on merged weights; "
                           f"--keep-lora needs a single checkpoint")
     cfg_path = exp / layout.CONFIG
+    if not cfg_path.is_file():
+        raise DataError("no resolved experiment config: --keep-lora rebuilds the stage from it", cfg_path)
     cfg = yaml.safe_load(cfg_path.read_text(encoding="utf-8"))
     schedule = parse_schedule(cfg["schedule"], str(cfg_path))
     trainer = Trainer(schedule, cfg["model"], exp, tensorboard=False)
@@ -66,6 +68,8 @@ def _with_lora(exp: Path, stage: str, checkpoints: List[int]):
     if model.lora_config is None:
         raise ConfigError(f"{exp / stage}: the stage trains no LoRA; export it without --keep-lora")
     ckpt = exp / stage / "checkpoints" / f"ckpt-{checkpoints[0]:06d}.pt"
+    if not ckpt.is_file():
+        raise DataError("the exported checkpoint is gone (pruned or deleted): --keep-lora needs it", ckpt)
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
     model.load_state_dict(state["model"], strict=False)
     return model
@@ -78,21 +82,29 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("out_dir", type=Path)
     p.add_argument("--keep-lora", action="store_true", help="keep the LoRA adapters separate (peft format)")
     args = p.parse_args(argv)
-    model_dir = args.src / "model" if (args.src / "model").is_dir() else args.src
+    model_dir = (args.src / "model" if (args.src / "model").is_dir() else args.src).resolve()
     if not layout.is_exported(model_dir):
         raise DataError("not an exported stage model (no 'done' marker)", model_dir)
+    out = args.out_dir.resolve()
+    if out == model_dir or out in model_dir.parents:
+        raise ConfigError(f"{args.out_dir}: the output would replace the model it exports (or a folder holding it)")
+    if out.exists() and not layout.is_exported(out):
+        raise ConfigError(f"{args.out_dir}: exists and is not an exported model folder; not overwritten")
+    in_stage = model_dir.name == "model"  # exp/<tag>/<stage>/model: the stage's decodes are its siblings
     from partlib.models import card
     from partlib.models.speech_llm import SpeechLLM
 
     info = card.read_info(model_dir)
     stage_dir = model_dir.parent
     if args.keep_lora:
+        if not in_stage:
+            raise ConfigError(f"{args.src}: --keep-lora rebuilds a stage from its checkpoint: give exp/<tag>/<stage>")
         model = _with_lora(stage_dir.parent, stage_dir.name, info.get("checkpoints", []))
     else:
         model = SpeechLLM.from_pretrained(model_dir)
-    info["scores"] = stage_scores(stage_dir)
+    if in_stage:
+        info["scores"] = stage_scores(stage_dir)
     info["lora"] = "separate" if args.keep_lora else "merged"
-    out = args.out_dir
     tmp = out.parent / f".{out.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, merge_lora=not args.keep_lora, self_contained=True)
@@ -100,7 +112,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     (tmp / layout.DONE).write_text("")
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
-    logger.info("exported %s -> %s (%d scored decodes, LoRA %s)", model_dir, out, len(info["scores"]), info["lora"])
+    logger.info("exported %s -> %s (%d scored decodes, LoRA %s)", model_dir, out, len(info.get("scores", {})),
+                info["lora"])
     return 0
 
 

@@ -79,13 +79,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("files", nargs="*")
     args = p.parse_args(argv)
     if bool(args.files) == bool(args.wav_scp):
-        p.error("give audio FILES or --wav-scp, not both")
+        p.error("give audio FILES or --wav-scp (one of the two)")
+    inputs = _inputs(args)
+    if args.output_format in ("srt", "vtt") and len(inputs) != 1:
+        p.error(f"--output-format {args.output_format} writes the subtitles of one input, got {len(inputs)}")
     from partlib.data import audio
     from partlib.infer.transcribe import Transcriber
 
     loaded: List[Tuple[str, np.ndarray]] = []
     skipped = []
-    for name, value in _inputs(args):
+    for name, value in inputs:
         try:
             loaded.append((name, audio.load_file(name) if value is None else audio.load_audio(value, key=name)))
         except DataError as e:

@@ -8,8 +8,8 @@
 
 An input is an audio file (anything soundfile reads: wav, flac, ogg/opus, mp3), a
 ``(samples, sample_rate)`` pair or a list of them; audio is mixed to mono and resampled to 16 kHz.
-Without ``src_lang`` the model first names the spoken language (the ``lid`` task) and the task
-then runs with it; the prediction is returned. Inputs are decoded in batches sorted by duration,
+Without ``src_lang`` the model first names the spoken language (the ``lid`` task, as a choice
+among the languages it was trained on) and the task then runs with it; the prediction is returned. Inputs are decoded in batches sorted by duration,
 and every result equals the one of the input decoded alone. Audio longer than the encoder window
 (30 s) is refused: long-form segmentation is not part of this module yet.
 """
@@ -27,11 +27,11 @@ from partlib.common import ConfigError, DataError, PathLike
 from partlib.data import langs
 from partlib.data import audio
 from partlib.data.audio import TARGET_SR
+from partlib.data.batching import collate
 from partlib.data.examples import Example
 from partlib.features.compute import compute_features
 from partlib.infer.decode import generate_hyps
 from partlib.models import card
-from partlib.scoring.accuracy import label_matches
 
 Audio = Union[PathLike, Tuple[np.ndarray, int]]
 MAX_SECONDS = 30.0  # Whisper's positional table
@@ -92,19 +92,28 @@ class Transcriber:
         if device:
             self.model.to(device)
         info = card.read_info(model_dir)
-        self.languages: List[str] = info.get("languages") or sorted(langs.LANGUAGES)
+        # the languages the model learned to name: those of its lid training data
+        self.languages: List[str] = sorted(info.get("data", {}).get("lid", {}))
 
-    def identify(self, names: Sequence[str], feats: Sequence[torch.Tensor], batch_size: int) -> List[str]:
-        """The spoken language of each input, by the ``lid`` task, among the model's languages."""
-        hyps = self._generate("lid", None, names, feats, [self.languages[0]] * len(feats), batch_size, {})
-        out = []
-        for name, hyp in zip(names, hyps):
-            found = [code for code in self.languages if label_matches(hyp, langs.name(code))]
-            if not found:
-                raise DataError(f"language identification answered {hyp!r}, not one of this model's languages "
-                                f"({', '.join(self.languages)}); give the source language", name)
-            out.append(found[0])
-        return out
+    def identify(self, feats: Sequence[torch.Tensor], batch_size: int) -> List[str]:
+        """The spoken language of each input: the model's ``lid`` answer chosen among the names of
+        the languages it was trained on, by the log-probability it gives each name (a closed-set
+        decision, so it always names one of them)."""
+        cands = self.languages
+        if not cands:
+            raise ConfigError("this model was not trained on the lid task (its info.json names no lid data): "
+                              "give the source language")
+        exs = [Example(key=f"{i}/{code}", utt=f"{i}", dir_index=i, task="lid", src_lang=code, tgt_lang=code,
+                       num_frames=int(f.shape[0]), src_text=None, target=langs.name(code), n_tokens=0)
+               for i, f in enumerate(feats) for code in cands]
+        scores = torch.empty(len(exs))
+        step = max(1, batch_size) * len(cands)
+        for i in range(0, len(exs), step):
+            chunk = exs[i:i + step]
+            batch = collate(chunk, [feats[e.dir_index] for e in chunk])
+            scores[i:i + len(chunk)] = self.model.target_log_probs(batch).float().cpu()
+        best = scores.view(len(feats), len(cands)).argmax(dim=1)
+        return [cands[int(j)] for j in best]
 
     def _generate(self, task: str, tgt_lang: Optional[str], names: Sequence[str], feats: Sequence[torch.Tensor],
                   src_langs: Sequence[str], batch_size: int, opts: Dict) -> List[str]:
@@ -144,7 +153,7 @@ class Transcriber:
         if src_lang is not None:
             src_langs = [langs.canonical(src_lang)] * len(loaded)
         else:
-            src_langs = self.identify(names, feats, batch_size)
+            src_langs = self.identify(feats, batch_size)
         target = langs.canonical(tgt_lang) if tgt_lang else None
         opts = {"num_beams": num_beams, "max_new_tokens": max_new_tokens}
         texts = self._generate(task, target, names, feats, src_langs, batch_size, opts)

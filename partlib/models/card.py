@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any, Dict, List
 
-from partlib.common import PathLike, atomic_write
+from partlib.common import DataError, PathLike, atomic_write
 
 INFO = "info.json"
 CARD = "README.md"
@@ -24,7 +24,12 @@ CARD = "README.md"
 def read_info(folder: PathLike) -> Dict[str, Any]:
     """The provenance of a model folder ({} when it has none)."""
     path = Path(folder) / INFO
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise DataError(f"not valid JSON ({e})", path) from None
 
 
 def write(folder: PathLike, info: Dict[str, Any], model_config: Dict[str, Any]) -> None:

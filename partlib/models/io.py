@@ -119,6 +119,13 @@ def _write(model: SpeechLLM, out: Path, merge_lora: bool, self_contained: bool) 
     cfg["llm"] = llm_cfg
     if has_lora and not merge_lora:
         model.llm.save_pretrained(out / "lora")
+        (out / "lora" / "README.md").unlink(missing_ok=True)  # peft's card template; the folder has its own
+        # peft records where the base model was loaded from; name the base this folder uses instead
+        # (its own llm/ when saved, else the reference), so that the folder names no other place
+        adapter_config = out / "lora" / "adapter_config.json"
+        peft_cfg = json.loads(adapter_config.read_text(encoding="utf-8"))
+        peft_cfg["base_model_name_or_path"] = "../llm" if llm_cfg["path"] == "llm" else llm_cfg["path"]
+        atomic_write(adapter_config, json.dumps(peft_cfg, indent=2, sort_keys=True) + "\n")
         cfg["lora"] = dict(model.lora_config)
     else:
         cfg.pop("lora", None)

@@ -32,7 +32,10 @@ def normalize_lora_config(lora: Union[Lora, dict], llm: nn.Module, num_layers: i
     if missing:
         raise ConfigError(f"lora.target_modules {missing} are not linear layers of the LLM; "
                           f"choose from {sorted(names)}")
-    return {**lora.shape(), "layers": resolve_layers(lora.layers, num_layers, "lora.layers")}
+    layers = resolve_layers(lora.layers, num_layers, "lora.layers")
+    if not layers:  # peft reads an empty layer list as "every layer"
+        raise ConfigError(f"lora.layers {lora.layers!r} selects no layer of the LLM")
+    return {**lora.shape(), "layers": layers}
 
 
 def inject_lora(llm: nn.Module, cfg: dict) -> PeftModel:

@@ -292,18 +292,33 @@ class SpeechLLM(nn.Module):
         states["speech_mask"], states["attention_mask"] = t["speech_mask"], t["attention_mask"]
         return states
 
+    def _target_logits(self, batch: dict) -> Tuple[Tensor, Tensor, Tensor]:
+        """Logits [N, V] at the N target-token positions of the batch, their labels [N] and the
+        batch row [N] of each."""
+        t, _ = self._prompt_batch(batch, train=True)
+        backbone, head = backbone_and_head(unwrap(self.llm))
+        hidden = backbone(inputs_embeds=t["inputs_embeds"], attention_mask=t["attention_mask"],
+                          position_ids=t["position_ids"], use_cache=False).last_hidden_state
+        labels = t["labels"][:, 1:]
+        sel = labels != IGNORE_INDEX  # logits only where a target token is predicted
+        rows = torch.nonzero(sel)[:, 0]
+        return head(hidden[:, :-1][sel]).float(), labels[sel], rows
+
     def forward(self, batch: dict) -> dict:
         """Summed NLL of the target tokens (incl. end-of-turn): ``{"loss_sum", "n_tokens"}``."""
         with self._autocast():
-            t, _ = self._prompt_batch(batch, train=True)
-            backbone, head = backbone_and_head(unwrap(self.llm))
-            hidden = backbone(inputs_embeds=t["inputs_embeds"], attention_mask=t["attention_mask"],
-                              position_ids=t["position_ids"], use_cache=False).last_hidden_state
-            labels = t["labels"][:, 1:]
-            sel = labels != IGNORE_INDEX  # logits only where a target token is predicted
-            logits = head(hidden[:, :-1][sel]).float()
-            loss_sum = nn.functional.cross_entropy(logits, labels[sel], reduction="sum")
-        return {"loss_sum": loss_sum, "n_tokens": int(sel.sum())}
+            logits, labels, _ = self._target_logits(batch)
+            loss_sum = nn.functional.cross_entropy(logits, labels, reduction="sum")
+        return {"loss_sum": loss_sum, "n_tokens": int(labels.numel())}
+
+    @torch.no_grad()
+    def target_log_probs(self, batch: dict) -> Tensor:
+        """Log-probability [B] of each example's target (incl. end-of-turn) given its prompt: scores
+        candidate outputs, e.g. the labels of a closed set."""
+        with self._autocast():
+            logits, labels, rows = self._target_logits(batch)
+            nll = nn.functional.cross_entropy(logits, labels, reduction="none")
+        return -torch.zeros(len(batch["tasks"]), device=nll.device).index_add_(0, rows, nll)
 
     def _budget(self, ex: PromptExample, src_text: Optional[str]) -> int:
         if ex.n_speech:

@@ -105,7 +105,7 @@ class StageConfig:
     scheduler: LRSchedule = field(default_factory=LRSchedule)
     batch: Batch = field(default_factory=Batch)
     accum_grad: int = field(default=1, metadata={"min": 1})
-    clip_grad: float = field(default=1.0, metadata={"min": 0})  # 0: no clipping
+    clip_grad: Optional[float] = field(default=1.0, metadata={"min": 0})  # 0 or null: no clipping
     specaug: Optional[SpecAug] = None
     sampling: Sampling = field(default_factory=Sampling)
     log_interval: int = field(default=10, metadata={"min": 1})

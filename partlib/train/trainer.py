@@ -317,7 +317,7 @@ class Trainer:
         if run.stats["nonfinite_skipped"]:
             logger.warning("stage %s: %d steps skipped for non-finite loss/gradients", stage.name,
                            run.stats["nonfinite_skipped"])
-        self._save(run, None)
+        self._save(run)
         dist_utils.barrier()
         model = run.model
         if self.sharded and self.ctx.is_main:  # export from an unsharded copy, same build as above
@@ -411,7 +411,7 @@ class Trainer:
         active = [p for p in run.params if p.grad is not None]
         for p in active:
             p.grad.div_(float(n_tokens.clamp(min=1)))
-        grad_norm = float(fsdp.grad_norm(active, stage.clip_grad))
+        grad_norm = float(fsdp.grad_norm(active, stage.clip_grad or 0.0))
         loss = float(loss_sum / n_tokens.clamp(min=1))
         if math.isfinite(loss) and math.isfinite(grad_norm):
             run.consecutive_bad = 0
@@ -444,22 +444,20 @@ class Trainer:
         interval = stage.dev.interval
         evaluate = bool(run.data.dev_examples) and ((interval and step % interval == 0) or step == stage.max_steps)
         metric = self.evaluate(run.model, run.data, stage, step, run.writer) if evaluate else None
+        if metric is not None:  # counted before the checkpoint, which carries the counter
+            run.ckpts.record_metric(metric, step)
+            best = run.ckpts.best()
+            run.stats["evals_since_best"] = 0 if best and best[0][1] == step else run.stats["evals_since_best"] + 1
         if step % stage.save_interval == 0 or evaluate:
-            self._save(run, metric)
-        if metric is None or not stage.dev.patience:
-            return False
-        best = run.ckpts.best()
-        run.stats["evals_since_best"] = 0 if best and best[0][1] == step else run.stats["evals_since_best"] + 1
-        if run.stats["evals_since_best"] < stage.dev.patience:
+            self._save(run)
+        if metric is None or not stage.dev.patience or run.stats["evals_since_best"] < stage.dev.patience:
             return False
         logger.info("stage %s: early stop at step %d (no dev improvement in %d evaluations)",
                     stage.name, step, stage.dev.patience)
         return True
 
-    def _save(self, run: _StageRun, metric: Optional[float]) -> None:
-        """A checkpoint of the current step (once per step: the last one may be saved twice)."""
-        if metric is not None:
-            run.ckpts.record_metric(metric, run.step)
+    def _save(self, run: _StageRun) -> None:
+        """A checkpoint of the current step (once per step: the last one may be asked for twice)."""
         if run.saved_step == run.step:
             return
         run.saved_step = run.step
