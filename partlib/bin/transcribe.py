@@ -100,7 +100,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         logger.warning("%d of %d inputs skipped: %s", len(skipped), len(skipped) + len(loaded), " ".join(skipped))
     if not loaded:
         raise DataError("no input could be read", args.wav_scp or args.files[0])
-    model = Transcriber(args.model, device=args.device, threads=args.threads)
+    model = Transcriber(args.model, device=args.device, threads=args.threads, progress=True)
     results = model.transcribe_loaded(loaded, task=args.task, src_lang=args.src_lang, tgt_lang=args.tgt_lang,
                                       num_beams=args.beam, batch_size=args.batch_size,
                                       max_new_tokens=args.max_new_tokens)

@@ -66,13 +66,15 @@ def decode_examples(model, data_dir: PathLike, task: str, tgt_lang: Optional[str
 
 @torch.no_grad()
 def generate_hyps(model, examples: Sequence[Example], source: FeatureSource, batch_frames: int = 60000,
-                  batch_size: int = 16, audio: str = "real", seed: int = 0, **generate_opts) -> Dict[str, str]:
+                  batch_size: int = 16, audio: str = "real", seed: int = 0, progress: bool = False,
+                  **generate_opts) -> Dict[str, str]:
     """Hypotheses of ``examples`` (all of speech tasks, or all of text tasks), keyed by ``Example.key``.
 
     Examples are sorted by length and cut into batches of at most ``batch_frames`` encoder input
     frames and ``batch_size`` utterances, then decoded by the model's ``generate`` (greedy or beam
-    search: ``generate_opts``). ``audio`` selects the controls of the module docstring. Training's
-    dev evaluation and decoding both come here.
+    search: ``generate_opts``). ``audio`` selects the controls of the module docstring; ``progress``
+    shows a progress bar (utterances) on stderr. Training's dev evaluation, decoding and
+    :mod:`partlib.infer.transcribe` all come here.
     """
     if audio not in AUDIO_MODES:
         raise ConfigError(f"audio must be one of {AUDIO_MODES}")
@@ -93,6 +95,9 @@ def generate_hyps(model, examples: Sequence[Example], source: FeatureSource, bat
     by_source = {feat_of[e.key].key: e for e in examples}
     batches = make_batches(sources, max(batch_frames, max(e.num_frames for e in examples)), 10**9, batch_size)
     hyps: Dict[str, str] = {}
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(examples), disable=not progress, unit="utt", mininterval=1.0, dynamic_ncols=True)
     for b in batches:
         exs = [by_source[s.key] for s in b]  # the examples whose prompts/targets we decode
         feats = None
@@ -105,6 +110,8 @@ def generate_hyps(model, examples: Sequence[Example], source: FeatureSource, bat
         batch["targets"] = None
         for e, h in zip(exs, model.generate(batch, **generate_opts)):
             hyps[e.key] = " ".join(h.split())
+        bar.update(len(exs))
+    bar.close()
     return hyps
 
 

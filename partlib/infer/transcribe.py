@@ -83,9 +83,12 @@ class _Features:
 class Transcriber:
     """An exported model folder ready to run (``partlib.bin.export`` / part.sh stage 10)."""
 
-    def __init__(self, model_dir: PathLike, device: Optional[str] = None, threads: Optional[int] = None) -> None:
+    def __init__(self, model_dir: PathLike, device: Optional[str] = None, threads: Optional[int] = None,
+                 progress: bool = False) -> None:
+        """Load ``model_dir`` (on ``device``); ``progress`` shows a progress bar on stderr."""
         from partlib.models.speech_llm import SpeechLLM
 
+        self.progress = progress
         if threads:
             torch.set_num_threads(threads)
         self.model = SpeechLLM.from_pretrained(model_dir).eval()
@@ -120,7 +123,7 @@ class Transcriber:
         exs = [Example(key=f"{i}", utt=f"{i}", dir_index=i, task=task, src_lang=src,
                        tgt_lang=tgt_lang or src, num_frames=int(f.shape[0]), src_text=None, target="", n_tokens=0)
                for i, (f, src) in enumerate(zip(feats, src_langs))]
-        hyps = generate_hyps(self.model, exs, _Features(feats), batch_size=batch_size, **opts)
+        hyps = generate_hyps(self.model, exs, _Features(feats), batch_size=batch_size, progress=self.progress, **opts)
         return [hyps[e.key] for e in exs]
 
     def __call__(self, inputs: Union[Audio, Sequence[Audio]], task: str = "asr", src_lang: Optional[str] = None,
