@@ -94,6 +94,13 @@ def _check_range(value: Any, meta: Any, path: str) -> None:
         raise Invalid(path, f"must be <= {meta['max']}, got {value!r}")
 
 
+_SCALARS = {  # YAML's own scalar types, taken as they are (true is not an integer)
+    bool: lambda v: isinstance(v, bool),
+    int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+    str: lambda v: isinstance(v, str),
+}
+
+
 def convert(tp: Any, value: Any, path: str, partial: bool = False) -> Any:
     """Check ``value`` against type ``tp`` and convert it (dataclasses are built from mappings).
 
@@ -128,13 +135,9 @@ def convert(tp: Any, value: Any, path: str, partial: bool = False) -> Any:
         if not any(value == a and type(value) is type(a) for a in args):
             raise Invalid(path, f"expected {describe(tp)}, got {value!r}")
         return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise Invalid(path, f"expected true or false, got {value!r}")
-        return value
-    if tp is int:
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise Invalid(path, f"expected an integer, got {value!r}")
+    if tp in _SCALARS:
+        if not _SCALARS[tp](value):
+            raise Invalid(path, f"expected {describe(tp)}, got {value!r}")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
@@ -146,10 +149,6 @@ def convert(tp: Any, value: Any, path: str, partial: bool = False) -> Any:
         if not math.isfinite(number):
             raise Invalid(path, f"expected a finite number, got {value!r}")
         return number
-    if tp is str:
-        if not isinstance(value, str):
-            raise Invalid(path, f"expected a string, got {value!r}")
-        return value
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise Invalid(path, f"expected {describe(tp)}, got {value!r}")
