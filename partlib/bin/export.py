@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -105,13 +103,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     if in_stage:
         info["scores"] = stage_scores(stage_dir)
     info["lora"] = "separate" if args.keep_lora else "merged"
-    tmp = out.parent / f".{out.name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, merge_lora=not args.keep_lora, self_contained=True)
-    card.write(tmp, info, model.config)
-    (tmp / layout.DONE).write_text("")
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp, merge_lora=not args.keep_lora, self_contained=True)
+        card.write(tmp, info, model.config)
+
+    layout.write_exported(out, write)
     logger.info("exported %s -> %s (%d scored decodes, LoRA %s)", model_dir, out, len(info.get("scores", {})),
                 info["lora"])
     return 0

@@ -9,8 +9,10 @@ through ``python -m partlib.bin.exp``)::
 """
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
-from typing import List, Tuple
+from typing import Callable, List, Tuple
 
 import yaml
 
@@ -33,6 +35,19 @@ def model_dir(exp_dir: PathLike, stage: str) -> Path:
 def is_exported(model: PathLike) -> bool:
     """Whether an exported model directory is complete."""
     return (Path(model) / DONE).is_file()
+
+
+def write_exported(out: PathLike, write: Callable[[Path], None]) -> Path:
+    """Assemble an exported model folder: ``write(tmp)`` fills a folder next to ``out``, the
+    ``done`` marker goes in last, then it replaces ``out`` (readers never see a partial export)."""
+    out = Path(out)
+    tmp = out.parent / f".{out.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    write(tmp)
+    (tmp / DONE).write_text("")
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    return out
 
 
 def exported_models(exp_dir: PathLike) -> List[Tuple[str, Path]]:

@@ -32,8 +32,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import shutil
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -562,20 +560,19 @@ class Trainer:
         best = ckpts.best()
         n_avg = stage.dev.average_n
         chosen = [s for _, s in best[:n_avg]] if best else [ckpts.steps()[-1]]
-        tmp = out.parent / f".{out.name}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        if len(chosen) == 1:
-            state = ckpts.load(ckpts.dir / f"ckpt-{chosen[0]:06d}.pt")
-            model.load_state_dict(state["model"], strict=False)
-            model.save_pretrained(tmp, merge_lora=True, self_contained=True)
-        else:
-            from partlib.train.average import average_merged
 
-            average_merged(model, [ckpts.dir / f"ckpt-{s:06d}.pt" for s in chosen], tmp)
-        card.write(tmp, self._provenance(stage, chosen, data), model.config)
-        (tmp / layout.DONE).write_text("")
-        shutil.rmtree(out, ignore_errors=True)
-        os.replace(tmp, out)
+        def write(tmp: Path) -> None:
+            if len(chosen) == 1:
+                state = ckpts.load(ckpts.dir / f"ckpt-{chosen[0]:06d}.pt")
+                model.load_state_dict(state["model"], strict=False)
+                model.save_pretrained(tmp, merge_lora=True, self_contained=True)
+            else:
+                from partlib.train.average import average_merged
+
+                average_merged(model, [ckpts.dir / f"ckpt-{s:06d}.pt" for s in chosen], tmp)
+            card.write(tmp, self._provenance(stage, chosen, data), model.config)
+
+        layout.write_exported(out, write)
         logger.info("stage %s: exported %s from checkpoint(s) %s", stage.name, out, chosen)
         dist_utils.barrier()
         return out
