@@ -22,6 +22,8 @@ import numpy as np
 
 from partlib.bin import cli
 from partlib.common import ConfigError, DataError, atomic_write, get_logger
+from partlib.data import audio
+from partlib.infer.transcribe import Transcriber, text_tasks
 
 logger = get_logger("partlib.bin.transcribe")
 FORMATS = ("text", "jsonl", "srt", "vtt")
@@ -64,7 +66,7 @@ def _inputs(args: argparse.Namespace) -> List[Tuple[str, Optional[str]]]:
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="an exported model folder")
-    p.add_argument("--task", default="asr", choices=["asr", "s2tt"])
+    p.add_argument("--task", default="asr", choices=text_tasks())
     p.add_argument("--src-lang", default=None, help="the spoken language (default: identified by the model)")
     p.add_argument("--tgt-lang", default=None, help="target language of s2tt")
     p.add_argument("--output-format", choices=FORMATS, default="text")
@@ -83,9 +85,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     inputs = _inputs(args)
     if args.output_format in ("srt", "vtt") and len(inputs) != 1:
         p.error(f"--output-format {args.output_format} writes the subtitles of one input, got {len(inputs)}")
-    from partlib.data import audio
-    from partlib.infer.transcribe import Transcriber
-
     loaded: List[Tuple[str, np.ndarray]] = []
     skipped = []
     for name, value in inputs:

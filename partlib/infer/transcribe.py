@@ -24,8 +24,7 @@ import torch
 
 from partlib import tasks
 from partlib.common import ConfigError, DataError, PathLike
-from partlib.data import langs
-from partlib.data import audio
+from partlib.data import audio, langs
 from partlib.data.audio import TARGET_SR
 from partlib.data.batching import collate
 from partlib.data.examples import Example
@@ -34,6 +33,11 @@ from partlib.infer.decode import generate_hyps
 from partlib.models import card
 
 Audio = Union[PathLike, Tuple[np.ndarray, int]]
+
+
+def text_tasks() -> List[str]:
+    """The tasks that turn speech into free text (asr, s2tt; not closed-set ones such as lid)."""
+    return [n for n in tasks.names(speech=True) if tasks.get(n).labels is None]
 MAX_SECONDS = 30.0  # Whisper's positional table
 
 
@@ -138,9 +142,9 @@ class Transcriber:
                           src_lang: Optional[str] = None, tgt_lang: Optional[str] = None, num_beams: int = 1,
                           batch_size: int = 8, max_new_tokens: Optional[int] = None) -> List[Result]:
         """:meth:`__call__` on inputs already loaded by :func:`load_input`: ``(name, samples)``."""
+        if task not in text_tasks():
+            raise ConfigError(f"task must be one of {', '.join(text_tasks())} (speech -> text), got {task!r}")
         t = tasks.get(task)
-        if not t.speech or t.name == "lid":
-            raise ConfigError(f"task must be a speech task that makes text (asr, s2tt), got {task!r}")
         if t.cross_lingual and not tgt_lang:
             raise ConfigError(f"task {task} needs tgt_lang")
         if not t.cross_lingual and tgt_lang:
