@@ -294,15 +294,14 @@ class SpeechLLM(nn.Module):
 
     def _target_logits(self, batch: dict) -> Tuple[Tensor, Tensor, Tensor]:
         """Logits [N, V] at the N target-token positions of the batch, their labels [N] and the
-        batch row [N] of each."""
+        [B, L-1] mask of those positions."""
         t, _ = self._prompt_batch(batch, train=True)
         backbone, head = backbone_and_head(unwrap(self.llm))
         hidden = backbone(inputs_embeds=t["inputs_embeds"], attention_mask=t["attention_mask"],
                           position_ids=t["position_ids"], use_cache=False).last_hidden_state
         labels = t["labels"][:, 1:]
         sel = labels != IGNORE_INDEX  # logits only where a target token is predicted
-        rows = torch.nonzero(sel)[:, 0]
-        return head(hidden[:, :-1][sel]).float(), labels[sel], rows
+        return head(hidden[:, :-1][sel]).float(), labels[sel], sel
 
     def forward(self, batch: dict) -> dict:
         """Summed NLL of the target tokens (incl. end-of-turn): ``{"loss_sum", "n_tokens"}``."""
@@ -316,8 +315,9 @@ class SpeechLLM(nn.Module):
         """Log-probability [B] of each example's target (incl. end-of-turn) given its prompt: scores
         candidate outputs, e.g. the labels of a closed set."""
         with self._autocast():
-            logits, labels, rows = self._target_logits(batch)
+            logits, labels, sel = self._target_logits(batch)
             nll = nn.functional.cross_entropy(logits, labels, reduction="none")
+        rows = torch.nonzero(sel)[:, 0]  # row of each target token (a host sync: kept off the training path)
         return -torch.zeros(len(batch["tasks"]), device=nll.device).index_add_(0, rows, nll)
 
     def _budget(self, ex: PromptExample, src_text: Optional[str]) -> int:
