@@ -90,9 +90,9 @@ def test_language_is_identified_when_not_given(folder, files, monkeypatch):
     calls = []
     original = Transcriber._generate
 
-    def spy(self, task, tgt, names, feats, src_langs, batch_size, opts):
+    def spy(self, task, tgt, feats, src_langs, batch_size, opts):
         calls.append((task, list(src_langs)))
-        return original(self, task, tgt, names, feats, src_langs, batch_size, opts)
+        return original(self, task, tgt, feats, src_langs, batch_size, opts)
 
     monkeypatch.setattr(Transcriber, "_generate", spy)
     results = model(inputs, max_new_tokens=3)

@@ -74,6 +74,12 @@ def load_input(item: Audio, index: int) -> Tuple[str, np.ndarray]:
     return str(item), audio.load_file(item)
 
 
+def _example(i: int, feats: torch.Tensor, task: str, src: str, tgt: str, target: str = "") -> Example:
+    """Input ``i`` as an example of ``task`` (its features are ``_Features`` entry ``i``)."""
+    return Example(key=f"{i}/{task}/{tgt}/{target}", utt=f"{i}", dir_index=i, task=task, src_lang=src, tgt_lang=tgt,
+                   num_frames=int(feats.shape[0]), src_text=None, target=target, n_tokens=0)
+
+
 class _Features:
     """In-memory log-mel features, served like :class:`partlib.features.source.FeatureSource`."""
 
@@ -110,9 +116,7 @@ class Transcriber:
         if not cands:
             raise ConfigError("this model was not trained on the lid task (its info.json names no lid data): "
                               "give the source language")
-        exs = [Example(key=f"{i}/{code}", utt=f"{i}", dir_index=i, task="lid", src_lang=code, tgt_lang=code,
-                       num_frames=int(f.shape[0]), src_text=None, target=langs.name(code), n_tokens=0)
-               for i, f in enumerate(feats) for code in cands]
+        exs = [_example(i, f, "lid", code, code, target=langs.name(code)) for i, f in enumerate(feats) for code in cands]
         scores = torch.empty(len(exs))
         step = max(1, batch_size) * len(cands)
         for i in range(0, len(exs), step):
@@ -122,11 +126,9 @@ class Transcriber:
         best = scores.view(len(feats), len(cands)).argmax(dim=1)
         return [cands[int(j)] for j in best]
 
-    def _generate(self, task: str, tgt_lang: Optional[str], names: Sequence[str], feats: Sequence[torch.Tensor],
+    def _generate(self, task: str, tgt_lang: Optional[str], feats: Sequence[torch.Tensor],
                   src_langs: Sequence[str], batch_size: int, opts: Dict) -> List[str]:
-        exs = [Example(key=f"{i}", utt=f"{i}", dir_index=i, task=task, src_lang=src,
-                       tgt_lang=tgt_lang or src, num_frames=int(f.shape[0]), src_text=None, target="", n_tokens=0)
-               for i, (f, src) in enumerate(zip(feats, src_langs))]
+        exs = [_example(i, f, task, src, tgt_lang or src) for i, (f, src) in enumerate(zip(feats, src_langs))]
         hyps = generate_hyps(self.model, exs, _Features(feats), batch_size=batch_size, progress=self.progress, **opts)
         return [hyps[e.key] for e in exs]
 
@@ -163,7 +165,7 @@ class Transcriber:
             src_langs = self.identify(feats, batch_size)
         target = langs.canonical(tgt_lang) if tgt_lang else None
         opts = {"num_beams": num_beams, "max_new_tokens": max_new_tokens}
-        texts = self._generate(task, target, names, feats, src_langs, batch_size, opts)
+        texts = self._generate(task, target, feats, src_langs, batch_size, opts)
         return [Result(source=name, task=task, language=src, text=text, tgt_lang=target,
                        segments=[Segment(0.0, round(len(samples) / TARGET_SR, 3), text)])
                 for (name, samples), src, text in zip(loaded, src_langs, texts)]
