@@ -3,6 +3,7 @@ pretrained models deleted, they decode bit-identically; LoRA kept separate agree
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -57,6 +58,15 @@ def test_export_is_portable_and_keeps_lora_on_request(tmp_path, monkeypatch):
     assert info["data"]["asr"] == {lang: {"utterances": 6, "hours": round(frames / 360000, 4)} for lang in ("de", "en")}
     assert info["languages"] == ["de", "en"] and info["target_languages"] == ["de", "en"]
     assert [t["task"] for t in info["tasks"]] == ["asr", "s2tt"] and info["checkpoints"] == [2]
+    # the bounds inference takes from the training data: longest utterance, target tokens/s
+    assert info["longest_utterance_s"] == (40 + 7 * 5) / 100
+    tok = SpeechLLM.from_pretrained(stage_model).tokenizer
+    for task, text_file in (("asr", "text"), ("s2tt", None)):
+        for src, tgt in (("de", "de"), ("en", "en")) if task == "asr" else (("de", "en"), ("en", "de")):
+            d = DataDir.load(work / "data" / f"train_{src}")
+            texts = d.text if text_file else d.translations[tgt]
+            n = [len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts.values()]  # all clips < 1 s
+            assert info["target_rates"][task][tgt] == pytest.approx(float(np.percentile(n, 99)), abs=1e-3)
     assert "s2" in (stage_model / "README.md").read_text()
 
     # decode scores of the stage go into the card of the exported folder

@@ -17,6 +17,7 @@ speech embeddings.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -30,6 +31,9 @@ from partlib.data.datadir import DataDir
 from partlib.data.kv import write_kv
 from partlib.data.examples import Example, TaskSpec, build_examples
 from partlib.features.source import FeatureSource
+from partlib.features.whisper_mel import FRAMES_PER_SECOND
+from partlib.infer import control
+from partlib.models.speech_llm import Hypothesis
 
 logger = get_logger("partlib.infer")
 
@@ -64,28 +68,44 @@ def decode_examples(model, data_dir: PathLike, task: str, tgt_lang: Optional[str
     return build_examples(spec, [d], count_tokens, model.speech_embed_length)
 
 
+@dataclass
+class Decoded:
+    """What :func:`generate_hyps` returns: hypotheses by ``Example.key``, and for each example whose
+    greedy hypothesis showed trouble (:func:`partlib.infer.control.troubles`) the reasons; those
+    examples were re-decoded with beam search."""
+
+    hyps: Dict[str, str]
+    troubles: Dict[str, List[str]] = field(default_factory=dict)
+
+
 @torch.no_grad()
 def generate_hyps(model, examples: Sequence[Example], source: FeatureSource, batch_frames: int = 60000,
                   batch_size: int = 16, audio: str = "real", seed: int = 0, progress: bool = False,
-                  **generate_opts) -> Dict[str, str]:
-    """Hypotheses of ``examples`` (all of speech tasks, or all of text tasks), keyed by ``Example.key``.
+                  script_mask: bool = False, trouble: Optional[control.Trouble] = None,
+                  **generate_opts) -> Decoded:
+    """Hypotheses of ``examples`` (all of speech tasks, or all of text tasks).
 
     Examples are sorted by length and cut into batches of at most ``batch_frames`` encoder input
     frames and ``batch_size`` utterances, then decoded by the model's ``generate`` (greedy or beam
     search: ``generate_opts``). ``audio`` selects the controls of the module docstring; ``progress``
-    shows a progress bar (utterances) on stderr. Training's dev evaluation, decoding and
+    shows a progress bar (utterances) on stderr. ``script_mask`` keeps each hypothesis in its target
+    language's script; with ``trouble``, greedy hypotheses that show trouble are decoded again with
+    ``trouble.beams`` beams (:mod:`partlib.infer.control`). Training's dev evaluation, decoding and
     :mod:`partlib.infer.transcribe` all come here.
     """
     if audio not in AUDIO_MODES:
         raise ConfigError(f"audio must be one of {AUDIO_MODES}")
     if not examples:
-        return {}
+        return Decoded({})
     kinds = {tasks.get(e.task).speech for e in examples}
     if len(kinds) > 1:
         raise ValueError("generate_hyps takes examples of speech tasks or of text tasks, not both")
     speech = kinds.pop()
     if audio != "real" and not speech:
         raise ConfigError(f"audio={audio} is a control for speech tasks, not {examples[0].task}")
+    if trouble is not None and generate_opts.get("num_beams", 1) != 1:
+        raise ConfigError("the re-decode on trouble follows a greedy decode: num_beams must be 1")
+    mask = model.script_mask() if script_mask else None
     # The shuffled control: example i is decoded with the features of example perm[i].
     feat_of = {e.key: e for e in examples}
     if audio == "shuffled":
@@ -93,26 +113,44 @@ def generate_hyps(model, examples: Sequence[Example], source: FeatureSource, bat
         feat_of = {e.key: examples[int(j)] for e, j in zip(examples, perm)}
     sources = [feat_of[e.key] for e in examples]
     by_source = {feat_of[e.key].key: e for e in examples}
-    batches = make_batches(sources, max(batch_frames, max(e.num_frames for e in examples)), 10**9, batch_size)
-    hyps: Dict[str, str] = {}
+    max_frames = max(batch_frames, max(e.num_frames for e in examples))
+
+    def run(srcs: Sequence[Example], opts: Dict, bar) -> Dict[str, Hypothesis]:
+        out: Dict[str, Hypothesis] = {}
+        for b in make_batches(srcs, max_frames, 10**9, batch_size):
+            exs = [by_source[s.key] for s in b]  # the examples whose prompts/targets we decode
+            feats = None
+            if speech:
+                if audio == "none":
+                    feats = [torch.zeros(0, model.n_mels) for _ in b]
+                else:
+                    feats = source.load([(s.dir_index, s.utt) for s in b])
+            batch = collate(exs, feats)
+            batch["targets"] = None
+            for e, h in zip(exs, model.hypotheses(batch, script_mask=mask, **opts)):
+                out[e.key] = h
+            bar.update(len(exs))
+        return out
+
     from tqdm import tqdm
 
-    bar = tqdm(total=len(examples), disable=not progress, unit="utt", mininterval=1.0, dynamic_ncols=True)
-    for b in batches:
-        exs = [by_source[s.key] for s in b]  # the examples whose prompts/targets we decode
-        feats = None
-        if speech:
-            if audio == "none":
-                feats = [torch.zeros(0, model.n_mels) for _ in b]
-            else:
-                feats = source.load([(s.dir_index, s.utt) for s in b])
-        batch = collate(exs, feats)
-        batch["targets"] = None
-        for e, h in zip(exs, model.generate(batch, **generate_opts)):
-            hyps[e.key] = " ".join(h.split())
-        bar.update(len(exs))
-    bar.close()
-    return hyps
+    with tqdm(total=len(examples), disable=not progress, unit="utt", mininterval=1.0, dynamic_ncols=True) as bar:
+        hyps = run(sources, generate_opts, bar)
+        found: Dict[str, List[str]] = {}
+        if trouble is not None:
+            for e in examples:
+                h = hyps[e.key]
+                # the rate counts the audio decoded, which the shuffled control takes from another utterance
+                seconds = feat_of[e.key].num_frames / FRAMES_PER_SECOND
+                why = control.troubles(h.text, h.n_tokens, h.ended, seconds, e.tgt_lang,
+                                       trouble.bound(e.task, e.tgt_lang) if speech else None)
+                if why:
+                    found[e.key] = why
+            if found:
+                bar.reset(total=len(found))
+                again = [feat_of[e.key] for e in examples if e.key in found]
+                hyps.update(run(again, {**generate_opts, "num_beams": trouble.beams}, bar))
+    return Decoded({k: " ".join(h.text.split()) for k, h in hyps.items()}, found)
 
 
 @torch.no_grad()
@@ -137,10 +175,10 @@ def decode_dir(
     model.eval()
     examples = decode_examples(model, data_dir, task, tgt_lang)
     source = FeatureSource([DataDir.load(data_dir)], model.n_mels, features)
-    by_key = generate_hyps(model, examples, source, batch_frames, batch_size, audio, seed,
-                           max_new_tokens=max_new_tokens, num_beams=num_beams, length_penalty=length_penalty,
-                           repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size)
-    hyps = {e.utt: by_key[e.key] for e in examples}
+    decoded = generate_hyps(model, examples, source, batch_frames, batch_size, audio, seed,
+                            max_new_tokens=max_new_tokens, num_beams=num_beams, length_penalty=length_penalty,
+                            repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size)
+    hyps = {e.utt: decoded.hyps[e.key] for e in examples}
     out_dir = Path(out_dir)
     write_kv(out_dir / "ref", {e.utt: e.target for e in examples})
     write_kv(out_dir / "utt2lang", {e.utt: e.src_lang for e in examples})

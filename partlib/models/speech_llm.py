@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -32,6 +33,16 @@ _NEW_TOKENS_MIN = 16
 _NEW_TOKENS_PER_SPEECH_EMBED = 1.0
 _NEW_TOKENS_PER_SOURCE_TOKEN = 3.0
 _NEW_TOKENS_CAP = 512
+
+
+@dataclass
+class Hypothesis:
+    """One decoded output: its text, its length in tokens (without the stop token) and whether
+    it ended with a stop token (False: it reached its budget)."""
+
+    text: str
+    n_tokens: int
+    ended: bool
 
 
 def _resolve(value: Optional[str], base_dir: Optional[Path]) -> Optional[str]:
@@ -61,6 +72,7 @@ class SpeechLLM(nn.Module):
         self.prompt: Optional[PromptBuilder] = (
             PromptBuilder(tokenizer, config["prompt"]) if tokenizer is not None else None)
         self.lora_config: Optional[dict] = None  # normalised lora section once adapters exist
+        self._script_mask = None  # built by script_mask() on first use
         # Weights that were trained (or are random) are saved; untouched pretrained ones are referenced.
         self.encoder_weights_modified = False
         self.llm_weights_modified = False
@@ -330,11 +342,21 @@ class SpeechLLM(nn.Module):
     @torch.no_grad()
     def generate(self, batch: dict, max_new_tokens: Optional[int] = None, num_beams: int = 1,
                  length_penalty: float = 1.0, repetition_penalty: float = 1.0,
-                 no_repeat_ngram_size: int = 0) -> List[str]:
+                 no_repeat_ngram_size: int = 0, script_mask=None) -> List[str]:
+        """The text of :meth:`hypotheses`: one hypothesis per example."""
+        return [h.text for h in self.hypotheses(batch, max_new_tokens, num_beams, length_penalty,
+                                                repetition_penalty, no_repeat_ngram_size, script_mask)]
+
+    @torch.no_grad()
+    def hypotheses(self, batch: dict, max_new_tokens: Optional[int] = None, num_beams: int = 1,
+                   length_penalty: float = 1.0, repetition_penalty: float = 1.0,
+                   no_repeat_ngram_size: int = 0, script_mask=None) -> List[Hypothesis]:
         """Decode one hypothesis per example (greedy or beam search, KV cache), special tokens removed.
 
         Without ``max_new_tokens`` each example gets a budget from its input length; hypotheses
         are cut to their own budget, so greedy results do not depend on the batch composition.
+        ``script_mask`` (:class:`partlib.infer.control.ScriptMask`) restricts each example's tokens
+        to the script of its target language.
         """
         with self._autocast():
             t, examples = self._prompt_batch(batch, train=False)
@@ -345,15 +367,31 @@ class SpeechLLM(nn.Module):
                 length_penalty=length_penalty, repetition_penalty=repetition_penalty,
                 no_repeat_ngram_size=no_repeat_ngram_size, eos_token_id=self.prompt.stop_ids,
                 pad_token_id=self.prompt.pad_id, use_cache=True)
+            processors = None
+            if script_mask is not None:
+                from transformers import LogitsProcessorList
+
+                processors = LogitsProcessorList([script_mask.processor(batch["tgt_langs"], num_beams)])
             with warnings.catch_warnings():
                 # penalties apply to the hypothesis only, which is what we want: silence the notice
                 warnings.filterwarnings("ignore", message=r"Passing `\w+` with `inputs_embeds`")
-                out = unwrap(self.llm).generate(inputs_embeds=t["inputs_embeds"],
-                                                attention_mask=t["attention_mask"], generation_config=gen_cfg)
+                out = unwrap(self.llm).generate(inputs_embeds=t["inputs_embeds"], attention_mask=t["attention_mask"],
+                                                generation_config=gen_cfg, logits_processor=processors)
         hyps = []
         stops = set(self.prompt.stop_ids)
         for row, budget in zip(out.tolist(), budgets):
             row = row[:budget]
-            cut = next((j for j, tok in enumerate(row) if tok in stops), len(row))
-            hyps.append(self.tokenizer.decode(row[:cut], skip_special_tokens=True).strip())
+            cut = next((j for j, tok in enumerate(row) if tok in stops), None)
+            ended = cut is not None
+            ids = row[:cut] if ended else row
+            hyps.append(Hypothesis(self.tokenizer.decode(ids, skip_special_tokens=True).strip(), len(ids), ended))
         return hyps
+
+    def script_mask(self):
+        """The model's :class:`partlib.infer.control.ScriptMask` (built on first use)."""
+        if self._script_mask is None:
+            from partlib.infer.control import ScriptMask
+
+            vocab = unwrap(self.llm).get_output_embeddings().weight.shape[0]
+            self._script_mask = ScriptMask(self.tokenizer, vocab, always=self.prompt.stop_ids)
+        return self._script_mask

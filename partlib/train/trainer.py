@@ -47,6 +47,8 @@ from partlib.data.batching import MixtureSampler, collate, make_batches, padding
 from partlib.data.datadir import DataDir
 from partlib.data.examples import Example, build_examples, resolve_data_dirs
 from partlib.features.source import FeatureSource, check_feature_mode
+from partlib.features.whisper_mel import FRAMES_PER_SECOND
+from partlib.infer import control
 from partlib.models import card
 from partlib.train import distributed as dist_utils
 from partlib.train import fsdp, layout, optim
@@ -56,6 +58,7 @@ from partlib.train.schedule import Schedule, StageConfig, active_layers_at, lora
 
 logger = get_logger("partlib.train")
 _DEV_BATCH = 16  # dev examples per forward / generate batch
+_RATE_SAMPLE = 50000  # training targets tokenised for the output-rate bound of info.json
 
 
 class NonFiniteLossError(PartError):
@@ -509,7 +512,7 @@ class Trainer:
         with fsdp.unsharded_root(model):  # generate bypasses the root forward
             for part in by_kind.values():
                 scored = [e for e in part if tasks.get(e.task).dev_metric]
-                hyps.update(generate_hyps(model, scored, data.features, batch_size=_DEV_BATCH))
+                hyps.update(generate_hyps(model, scored, data.features, batch_size=_DEV_BATCH).hyps)
         model.train()
         scores = quick_scores(exs, hyps)
         scores["loss"] = tot_loss / max(1.0, tot_tok)
@@ -524,8 +527,10 @@ class Trainer:
         return float(scores[metric])
 
     # -- export -----------------------------------------------------------------------------
-    def _provenance(self, stage: StageConfig, checkpoints: List[int], data: Optional[StageData]) -> Dict[str, Any]:
-        """What an exported folder says about itself (``info.json``): code, stage, data, tasks."""
+    def _provenance(self, stage: StageConfig, checkpoints: List[int], data: Optional[StageData],
+                    tokenizer) -> Dict[str, Any]:
+        """What an exported folder says about itself (``info.json``): code, stage, data, tasks, and what
+        inference bounds by the training data (longest utterance, target tokens per second)."""
         from partlib.scoring.results import git_commit
 
         summary: Dict[str, Dict[str, Dict[str, Any]]] = {}
@@ -536,8 +541,14 @@ class Trainer:
         for by_lang in summary.values():
             for d in by_lang.values():  # log-mel frames are 10 ms
                 frames = d.pop("frames")
-                d["hours"] = round(frames / 360000, 4) if frames else None
-        cross = {e.tgt_lang for e in (data.examples if data is not None else []) if tasks.get(e.task).cross_lingual}
+                d["hours"] = round(frames / (3600 * FRAMES_PER_SECOND), 4) if frames else None
+        examples = data.examples if data is not None else []
+        cross = {e.tgt_lang for e in examples if tasks.get(e.task).cross_lingual}
+        speech = [e for e in examples if e.num_frames]
+        sample = speech[::max(1, len(speech) // _RATE_SAMPLE)]  # the rate quantile from at most ~this many
+        n_target = [len(ids) for ids in tokenizer([e.target for e in sample], add_special_tokens=False)["input_ids"]]
+        rates = control.target_rates([(e.task, e.tgt_lang, n, e.num_frames / FRAMES_PER_SECOND)
+                                      for e, n in zip(sample, n_target)])
         return {
             "experiment": self.exp_dir.name, "stage": stage.name, "description": self.schedule.description,
             "git_commit": git_commit(),
@@ -545,6 +556,8 @@ class Trainer:
             "tasks": [{"task": t.task, "weight": t.weight} for t in stage.tasks],
             "languages": sorted({lang for by_lang in summary.values() for lang in by_lang}),
             "target_languages": sorted(cross), "data": summary,
+            "longest_utterance_s": max((e.num_frames for e in speech), default=0) / FRAMES_PER_SECOND,
+            "target_rates": rates,
             "checkpoints": checkpoints, "averaged": len(checkpoints) > 1,
             "stage_config": config.to_dict(stage), "scores": {},
         }
@@ -570,7 +583,7 @@ class Trainer:
                 from partlib.train.average import average_merged
 
                 average_merged(model, [ckpts.dir / f"ckpt-{s:06d}.pt" for s in chosen], tmp)
-            card.write(tmp, self._provenance(stage, chosen, data), model.config)
+            card.write(tmp, self._provenance(stage, chosen, data, model.tokenizer), model.config)
 
         layout.write_exported(out, write)
         logger.info("stage %s: exported %s from checkpoint(s) %s", stage.name, out, chosen)
