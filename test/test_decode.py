@@ -1,5 +1,6 @@
 """Decoding with a tiny model trained in the test: batch-invariant greedy search, beam search,
 parallel jobs with resume, Kaldi-format outputs, the audio controls and option errors."""
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,10 @@ from partlib.common import ConfigError
 from partlib.data.datadir import DataDir
 from partlib.data.dirtools import combine_data_dirs
 from partlib.data.kv import read_kv
-from partlib.infer.decode import decode_dir, derangement
+from partlib.data.batching import collate
+from partlib.features.source import FeatureSource
+from partlib.infer import control
+from partlib.infer.decode import decode_dir, decode_examples, derangement, generate_hyps
 from partlib.train.schedule import parse_schedule
 from partlib.train.trainer import Trainer
 from train_fixtures import speech_dir
@@ -88,6 +92,43 @@ def test_beam_search(trained, tmp_path):
     assert _check_kaldi_outputs(tmp_path, root / "data" / "test") == hyps
     assert all(isinstance(h, str) for h in hyps.values()) and any(hyps.values())
     assert '"num_beams": 3' in (tmp_path / "decode.json").read_text()
+
+
+def test_outputs_in_trouble_are_decoded_again_with_beams(trained, tmp_path):
+    model, _, root = trained
+    data = root / "data" / "test"
+    examples = decode_examples(model, data, "asr", None)
+    source = FeatureSource([DataDir.load(data)], model.n_mels, "auto")
+    trouble = control.Trouble({"asr": {"en": 5.0, "de": 5.0}}, rate_factor=2.0, beams=3)  # bound: 10 tokens/s
+
+    def alone(e, **opts):
+        batch = collate([e], source.load([(e.dir_index, e.utt)]))
+        batch["targets"] = None
+        return model.hypotheses(batch, max_new_tokens=12, **opts)[0]
+
+    greedy = {e.key: alone(e) for e in examples}
+    expected = {}
+    for e in examples:
+        h = greedy[e.key]
+        why = (["budget"] if not h.ended else []) + (["rate"] if h.n_tokens / max(1.0, e.num_frames / 100) > 10 else [])
+        if why:
+            expected[e.key] = why
+    assert 0 < len(expected) < len(examples)  # both kinds present
+    decoded = generate_hyps(model, examples, source, batch_size=5, trouble=trouble, max_new_tokens=12)
+    assert decoded.troubles == expected
+    for e in examples:
+        want = alone(e, num_beams=3) if e.key in expected else greedy[e.key]
+        assert decoded.hyps[e.key] == " ".join(want.text.split()), e.key
+    assert generate_hyps(model, examples, source, max_new_tokens=12).troubles == {}
+    with pytest.raises(ConfigError, match="greedy"):
+        generate_hyps(model, examples, source, trouble=trouble, num_beams=2)
+    # a decode dir lists them, counted in decode.json
+    decode_dir(model, data, tmp_path, trouble=trouble, max_new_tokens=12, batch_size=5)
+    utt = {e.key: e.utt for e in examples}
+    assert read_kv(tmp_path / "troubles") == {utt[k]: ",".join(v) for k, v in sorted(expected.items())}
+    counts = json.loads((tmp_path / "decode.json").read_text())["redecode"]["counts"]
+    assert counts == {"redecoded": len(expected), "budget": sum("budget" in v for v in expected.values()),
+                      "rate": sum("rate" in v for v in expected.values()), "repeat": 0}
 
 
 def test_s2tt_writes_tgt_lang(trained, tmp_path):
@@ -187,14 +228,17 @@ def test_decode_sets_one_process_and_parallel_jobs_agree(trained, greedy, tmp_pa
             str(root / "data"), "--decodes", specs, "--threads", "1"]
     one, jobs = tmp_path / "one", tmp_path / "jobs"
     for out, extra in ((one, []), (jobs, ["--nj", "2", "--cmd", "utils/run.pl"])):
-        res = subprocess.run([*base, "--max-new-tokens", "6", *extra, str(out)], cwd=REPO, capture_output=True,
-                             text=True)
+        res = subprocess.run([*base, "--max-new-tokens", "6", "--redecode", "--script-mask", *extra, str(out)],
+                             cwd=REPO, capture_output=True, text=True)
         assert res.returncode == 0, res.stderr[-3000:]
         assert sorted(p.name for p in out.glob("decode_*")) == ["decode_test_asr", "decode_train_de_to_en_s2tt"]
     for name in ("decode_test_asr", "decode_train_de_to_en_s2tt"):
-        for f in ("hyp", "ref", "utt2lang"):
+        for f in ("hyp", "ref", "utt2lang", "troubles"):
             assert (jobs / name / f).read_bytes() == (one / name / f).read_bytes(), (name, f)
-        assert '"max_new_tokens": 6' in (jobs / name / "decode.json").read_text()
+        opts = [json.loads((d / name / "decode.json").read_text()) for d in (one, jobs)]
+        assert opts[0]["max_new_tokens"] == opts[1]["max_new_tokens"] == 6 and opts[0]["script_mask"] is True
+        assert opts[0]["redecode"] == opts[1]["redecode"] and opts[0]["redecode"]["counts"]["redecoded"] == len(
+            read_kv(one / name / "troubles", allow_empty=True))
     assert (one / "decode_train_de_to_en_s2tt" / "tgt_lang").read_text().split() == ["en"]
     assert (one / "decode_test_asr" / "ref").read_bytes() == (out1 / "ref").read_bytes()
     bad = subprocess.run([*base[:-2], "--decodes", "s2tt:train_de", str(tmp_path / "bad")], cwd=REPO,

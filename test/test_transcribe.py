@@ -12,10 +12,12 @@ from partlib.data import audio, langs
 from partlib.data.batching import collate
 from partlib.data.examples import Example
 from partlib.features.compute import compute_features
+from partlib.infer import longform
 from partlib.infer.transcribe import Transcriber
 from partlib.models import card
 from partlib.models.builders import tiny_model_config
 from partlib.models.speech_llm import SpeechLLM
+from audio_fixtures import espeak, join, needs_espeak
 
 torch.set_num_threads(1)
 
@@ -133,3 +135,28 @@ def test_cli_formats_and_bad_files(folder, files, tmp_path, capsys, caplog):
     scp.write_text(f"u1 {files['wav']}\nu2 {files['flac']}\n")
     assert cli.main([*args, "--wav-scp", str(scp)]) == 0
     assert [json.loads(line)["file"] for line in capsys.readouterr().out.splitlines()] == ["u1", "u2"]
+
+
+@needs_espeak
+def test_long_recording_is_segmented_decoded_and_stitched(folder):
+    sentences = ["the cat sat on the mat", "a dog ran home", "we like green tea", "it is cold today",
+                 "one two three four five six seven eight nine ten"]
+    samples, _ = join([espeak(s) for s in sentences], [0.5, 0.3, 0.5, 0.2, 0.0])
+    model = Transcriber(folder, max_segment_s=3.0)
+    with pytest.raises(ConfigError, match="encoder window"):
+        Transcriber(folder, max_segment_s=31.0)
+    (long,) = model((samples, 16000), src_lang="en", max_new_tokens=4, batch_size=3)
+    segs = long.segments
+    assert len(segs) >= 3 and all(0 <= g.start < g.end <= len(samples) / 16000 + 1e-3 for g in segs)
+    assert all(g.end - g.start <= 3.0 + 1e-3 for g in segs) and all(b.start >= a.end for a, b in zip(segs, segs[1:]))
+    # each segment's text is the one of its span decoded alone; the result joins them in order
+    for g in segs:
+        piece = samples[round(g.start * 16000):round(g.end * 16000)]
+        assert model((piece, 16000), src_lang="en", max_new_tokens=4)[0].text == g.text
+    assert long.text == " ".join(g.text for g in segs if g.text)
+    # without a language the segments of one recording decide together: their lid scores summed
+    spans = longform.plan_segments(samples, 3.0, model.vad)
+    feats = compute_features([samples[s:e] for s, e in spans], 80)
+    summed = model._lid_scores(feats, 4).sum(dim=0)
+    (auto,) = model((samples, 16000), max_new_tokens=2)
+    assert auto.language == model.languages[int(summed.argmax())]

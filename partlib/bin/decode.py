@@ -3,7 +3,7 @@
     python -m partlib.bin.decode --model-dir exp/part/stage3_text/model --data-dir data/test_de \\
         --task s2tt --tgt-lang en [--beam 4] [--batch-frames 60000] [--nj 4] OUT_DIR
 
-Writes OUT_DIR/{hyp,ref,utt2lang[,tgt_lang],decode.json}. With --nj N the data dir is split and
+Writes OUT_DIR/{hyp,ref,utt2lang[,tgt_lang],decode.json} (and ``troubles`` with --redecode). With --nj N the data dir is split and
 N jobs run through --cmd (utils/run.pl by default; utils/slurm.pl on a cluster); finished jobs are
 skipped on re-run, and a finished decode (OUT_DIR/hyp present) is not redone.
 """
@@ -20,6 +20,8 @@ from partlib import tasks
 from partlib.bin import cli
 from partlib.common import PartError, atomic_write, get_logger
 from partlib.features.source import FEATURE_MODES
+from partlib.infer import control
+from partlib.models import card
 
 logger = get_logger("partlib.bin.decode")
 
@@ -40,6 +42,14 @@ def add_decoding_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--features", choices=list(FEATURE_MODES), default="auto",
                    help="dumped: feats.scp; on_the_fly: from wav.scp; auto: feats.scp where present")
+    p.add_argument("--script-mask", action="store_true",
+                   help="only tokens of the target language's script (partlib.infer.control)")
+    p.add_argument("--redecode", action="store_true",
+                   help="decode again with beam search the greedy outputs that show trouble: they reach the "
+                        "token budget, exceed the training data's tokens/s, or repeat an n-gram 3 times")
+    p.add_argument("--redecode-beams", type=int, default=4, help="beam size of the re-decode")
+    p.add_argument("--rate-factor", type=float, default=1.5,
+                   help="trouble above this times the 99th percentile of the training targets' tokens/s")
     p.add_argument("--nj", type=int, default=1, help="N > 1: split each data dir into N jobs of --cmd")
     p.add_argument("--cmd", default="utils/run.pl", help="job runner (run.pl / slurm.pl interface)")
     p.add_argument("--device", default=None)
@@ -51,7 +61,9 @@ def decoding_kwargs(args: argparse.Namespace) -> dict:
     return dict(batch_frames=args.batch_frames, batch_size=args.batch_size, num_beams=args.beam,
                 length_penalty=args.length_penalty, repetition_penalty=args.repetition_penalty,
                 no_repeat_ngram_size=args.no_repeat_ngram_size, max_new_tokens=args.max_new_tokens,
-                audio=args.audio, seed=args.seed, features=args.features)
+                audio=args.audio, seed=args.seed, features=args.features, script_mask=args.script_mask,
+                trouble=control.Trouble(card.read_info(args.model_dir).get("target_rates", {}), args.rate_factor,
+                                        args.redecode_beams) if args.redecode else None)
 
 
 def load_model(args: argparse.Namespace):
@@ -83,9 +95,9 @@ def _forward_args(args: argparse.Namespace, data: str, out: str) -> list:
     skip = {"model_dir", "data_dir", "nj", "cmd", "out_dir"}
     argv = ["--model-dir", args.model_dir, "--data-dir", data]
     for k, v in vars(args).items():
-        if k in skip or v is None:
+        if k in skip or v is None or v is False:
             continue
-        argv += [f"--{k.replace('_', '-')}", str(v)]
+        argv += [f"--{k.replace('_', '-')}"] + ([] if v is True else [str(v)])
     return argv + [out]
 
 
@@ -105,7 +117,8 @@ def decode_in_jobs(args: argparse.Namespace) -> None:
                                    sys.executable, "-m", "partlib.bin.decode"] + sub
     if subprocess.run(cmd).returncode != 0:
         raise PartError(f"decoding job(s) failed; see {out}/log/decode.*.log")
-    merged = {name: {} for name in ("ref", "utt2lang", "hyp")}
+    names = ("ref", "utt2lang", "troubles", "hyp") if args.redecode else ("ref", "utt2lang", "hyp")
+    merged = {name: {} for name in names}
     for j in range(1, n + 1):
         for name, table in merged.items():
             table.update(read_kv(out / f"split{n}" / str(j) / name, allow_empty=True))
@@ -114,6 +127,8 @@ def decode_in_jobs(args: argparse.Namespace) -> None:
         atomic_write(out / "tgt_lang", tgt.read_text())
     opts = json.loads((out / f"split{n}" / "1" / "decode.json").read_text())
     opts.update(num_utts=len(merged["hyp"]), nj=n)
+    if args.redecode:
+        opts["redecode"]["counts"] = control.trouble_counts(merged["troubles"].values())
     atomic_write(out / "decode.json", json.dumps(opts, sort_keys=True, indent=1) + "\n")
     for name, table in merged.items():  # hyp last: its presence marks a finished decode
         write_kv(out / name, table)

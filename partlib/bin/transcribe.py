@@ -7,9 +7,11 @@
 One result per input, in input order, on stdout or written atomically to ``--output``:
 ``text`` (one line per input), ``jsonl`` (``file``, ``text``, ``language``, ``task``,
 ``tgt_lang``, ``segments`` with ``start``/``end``/``text``), or ``srt`` / ``vtt`` subtitles of one
-input. Without ``--src-lang`` the model names the spoken language first (``lid``). An unreadable
-file stops the run naming it; ``--skip-bad`` goes on, lists the skipped files and fails only if
-every file failed. Inputs up to 30 s (the encoder window).
+input. Without ``--src-lang`` the model names the spoken language first (``lid``). A recording
+longer than ``--max-segment`` (default: the model's longest training utterance) is cut at pauses
+(voice activity) and decoded in segments, each with its start and end. ``--script-mask`` and
+``--redecode`` are the output controls of ``partlib.infer.control``. An unreadable file stops the
+run naming it; ``--skip-bad`` goes on, lists the skipped files and fails only if every file failed.
 """
 from __future__ import annotations
 
@@ -47,7 +49,7 @@ def render(results: Sequence, fmt: str) -> str:
         raise ConfigError(f"--output-format {fmt} writes the subtitles of one input, got {len(results)} inputs")
     sep = "," if fmt == "srt" else "."
     blocks = []
-    for i, seg in enumerate(results[0].segments, 1):
+    for i, seg in enumerate([g for g in results[0].segments if g.text], 1):
         span = f"{_timestamp(seg.start, sep)} --> {_timestamp(seg.end, sep)}"
         blocks.append((f"{i}\n" if fmt == "srt" else "") + f"{span}\n{seg.text}\n")
     return ("WEBVTT\n\n" if fmt == "vtt" else "") + "\n".join(blocks)
@@ -74,6 +76,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--beam", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-new-tokens", type=int, default=None)
+    p.add_argument("--max-segment", type=float, default=None,
+                   help="seconds: longer recordings are cut at pauses (default: the longest training utterance)")
+    p.add_argument("--script-mask", action="store_true", help="only tokens of the target language's script")
+    p.add_argument("--redecode", action="store_true",
+                   help="decode again with beam search when the output shows trouble (budget, rate, repetition)")
     p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cpu)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable files (listed on stderr)")
@@ -99,10 +106,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         logger.warning("%d of %d inputs skipped: %s", len(skipped), len(skipped) + len(loaded), " ".join(skipped))
     if not loaded:
         raise DataError("no input could be read", args.wav_scp or args.files[0])
-    model = Transcriber(args.model, device=args.device, threads=args.threads, progress=True)
+    model = Transcriber(args.model, device=args.device, threads=args.threads, progress=True,
+                        max_segment_s=args.max_segment)
     results = model.transcribe_loaded(loaded, task=args.task, src_lang=args.src_lang, tgt_lang=args.tgt_lang,
                                       num_beams=args.beam, batch_size=args.batch_size,
-                                      max_new_tokens=args.max_new_tokens)
+                                      max_new_tokens=args.max_new_tokens, script_mask=args.script_mask,
+                                      redecode=args.redecode)
     text = render(results, args.output_format)
     if args.output:
         atomic_write(args.output, text)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import unicodedata
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -143,3 +143,10 @@ def troubles(text: str, n_tokens: int, ended: bool, seconds: float, lang: str,
     if repeats(units):
         out.append("repeat")
     return out
+
+
+def trouble_counts(reasons: Iterable[str]) -> Dict[str, int]:
+    """``{"redecoded": n, "<reason>": n, ...}`` from comma-joined reasons, one item per re-decoded
+    utterance (the ``troubles`` file of a decode dir)."""
+    items = [r.split(",") for r in reasons]
+    return {"redecoded": len(items), **{t: sum(t in r for r in items) for t in TROUBLES}}

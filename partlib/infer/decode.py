@@ -9,6 +9,7 @@ the model's ``generate`` (KV cache; greedy or beam search). Outputs, in Kaldi te
     OUT_DIR/utt2lang   <utt> <source language>
     OUT_DIR/tgt_lang   the target language (translation tasks only)
     OUT_DIR/decode.json the decoding options
+    OUT_DIR/troubles   <utt> <reasons>  (with a re-decode on trouble: the utterances re-decoded)
 
 Controls that show whether speech is used: ``audio="shuffled"`` feeds each utterance another
 utterance's features (a fixed derangement); ``audio="none"`` gives the LLM the prompt without any
@@ -170,12 +171,17 @@ def decode_dir(
     audio: str = "real",
     seed: int = 0,
     features: str = "auto",
+    script_mask: bool = False,
+    trouble: Optional[control.Trouble] = None,
 ) -> Dict[str, str]:
-    """Decode every utterance of ``data_dir`` and write hyp/ref/utt2lang into ``out_dir``."""
+    """Decode every utterance of ``data_dir`` and write hyp/ref/utt2lang into ``out_dir``; with
+    ``trouble`` also ``troubles`` (the re-decoded utterances and why) and their counts in
+    ``decode.json`` (output controls: :mod:`partlib.infer.control`)."""
     model.eval()
     examples = decode_examples(model, data_dir, task, tgt_lang)
     source = FeatureSource([DataDir.load(data_dir)], model.n_mels, features)
     decoded = generate_hyps(model, examples, source, batch_frames, batch_size, audio, seed,
+                            script_mask=script_mask, trouble=trouble,
                             max_new_tokens=max_new_tokens, num_beams=num_beams, length_penalty=length_penalty,
                             repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size)
     hyps = {e.utt: decoded.hyps[e.key] for e in examples}
@@ -184,11 +190,16 @@ def decode_dir(
     write_kv(out_dir / "utt2lang", {e.utt: e.src_lang for e in examples})
     if tgt_lang:
         atomic_write(out_dir / "tgt_lang", f"{examples[0].tgt_lang}\n")
-    atomic_write(out_dir / "decode.json", json.dumps({
-        "task": task, "tgt_lang": tgt_lang, "num_beams": num_beams, "length_penalty": length_penalty,
-        "repetition_penalty": repetition_penalty, "no_repeat_ngram_size": no_repeat_ngram_size,
-        "max_new_tokens": max_new_tokens, "audio": audio, "seed": seed, "batch_size": batch_size,
-        "batch_frames": batch_frames, "num_utts": len(examples)}, sort_keys=True, indent=1) + "\n")
+    opts = {"task": task, "tgt_lang": tgt_lang, "num_beams": num_beams, "length_penalty": length_penalty,
+            "repetition_penalty": repetition_penalty, "no_repeat_ngram_size": no_repeat_ngram_size,
+            "max_new_tokens": max_new_tokens, "audio": audio, "seed": seed, "batch_size": batch_size,
+            "batch_frames": batch_frames, "num_utts": len(examples), "script_mask": script_mask, "redecode": None}
+    if trouble is not None:
+        troubles = {e.utt: ",".join(decoded.troubles[e.key]) for e in examples if e.key in decoded.troubles}
+        write_kv(out_dir / "troubles", troubles)
+        opts["redecode"] = {"beams": trouble.beams, "rate_factor": trouble.rate_factor,
+                            "counts": control.trouble_counts(troubles.values())}
+    atomic_write(out_dir / "decode.json", json.dumps(opts, sort_keys=True, indent=1) + "\n")
     write_kv(out_dir / "hyp", hyps)  # last: its presence marks a finished decode
     logger.info("decoded %d utterances of %s (%s%s, audio=%s) into %s", len(hyps), data_dir, task,
                 f"->{tgt_lang}" if tgt_lang else "", audio, out_dir)

@@ -9,9 +9,13 @@
 An input is an audio file (anything soundfile reads: wav, flac, ogg/opus, mp3), a
 ``(samples, sample_rate)`` pair or a list of them; audio is mixed to mono and resampled to 16 kHz.
 Without ``src_lang`` the model first names the spoken language (the ``lid`` task, as a choice
-among the languages it was trained on) and the task then runs with it; the prediction is returned. Inputs are decoded in batches sorted by duration,
-and every result equals the one of the input decoded alone. Audio longer than the encoder window
-(30 s) is refused: long-form segmentation is not part of this module yet.
+among the languages it was trained on) and the task then runs with it; the prediction is returned.
+A recording longer than the maximum segment (default: the longest training utterance of the model,
+never more than the encoder window) is cut at pauses found by a voice-activity detector and decoded
+in pieces (:mod:`partlib.infer.longform`); each result lists its segments with start and end
+seconds. Segments are decoded in batches sorted by duration, and every result equals the one of
+the input decoded alone. ``script_mask`` and ``redecode`` are the output controls of
+:mod:`partlib.infer.control`.
 """
 from __future__ import annotations
 
@@ -23,12 +27,14 @@ import numpy as np
 import torch
 
 from partlib import tasks
-from partlib.common import ConfigError, DataError, PathLike
+from partlib.common import ConfigError, PathLike
 from partlib.data import audio, langs
 from partlib.data.audio import TARGET_SR
 from partlib.data.batching import collate
 from partlib.data.examples import Example
 from partlib.features.compute import compute_features
+from partlib.features.whisper_mel import FRAMES_PER_SECOND
+from partlib.infer import control, longform
 from partlib.infer.decode import generate_hyps
 from partlib.models import card
 
@@ -38,7 +44,6 @@ Audio = Union[PathLike, Tuple[np.ndarray, int]]
 def text_tasks() -> List[str]:
     """The tasks that turn speech into free text (asr, s2tt; not closed-set ones such as lid)."""
     return [n for n in tasks.names(speech=True) if tasks.get(n).labels is None]
-MAX_SECONDS = 30.0  # Whisper's positional table
 
 
 @dataclass
@@ -94,8 +99,10 @@ class Transcriber:
     """An exported model folder ready to run (``partlib.bin.export`` / part.sh stage 10)."""
 
     def __init__(self, model_dir: PathLike, device: Optional[str] = None, threads: Optional[int] = None,
-                 progress: bool = False) -> None:
-        """Load ``model_dir`` (on ``device``); ``progress`` shows a progress bar on stderr."""
+                 progress: bool = False, max_segment_s: Optional[float] = None,
+                 vad: Optional[longform.VoiceActivity] = None) -> None:
+        """Load ``model_dir`` (on ``device``); ``progress`` shows a progress bar on stderr;
+        ``max_segment_s`` and ``vad`` set how long recordings are cut (module docstring)."""
         from partlib.models.speech_llm import SpeechLLM
 
         self.progress = progress
@@ -107,11 +114,17 @@ class Transcriber:
         info = card.read_info(model_dir)
         # the languages the model learned to name: those of its lid training data
         self.languages: List[str] = sorted(info.get("data", {}).get("lid", {}))
+        self.target_rates: Dict[str, Dict[str, float]] = info.get("target_rates", {})
+        window = self.model.encoder.max_frames / FRAMES_PER_SECOND
+        if max_segment_s is not None and not 0 < max_segment_s <= window:
+            raise ConfigError(f"the maximum segment must be in (0, {window:g}] s (the encoder window), "
+                              f"got {max_segment_s}")
+        self.max_segment_s = max_segment_s or min(window, info.get("longest_utterance_s") or window)
+        self.vad = vad or longform.VoiceActivity()
 
-    def identify(self, feats: Sequence[torch.Tensor], batch_size: int) -> List[str]:
-        """The spoken language of each input: the model's ``lid`` answer chosen among the names of
-        the languages it was trained on, by the log-probability it gives each name (a closed-set
-        decision, so it always names one of them)."""
+    def _lid_scores(self, feats: Sequence[torch.Tensor], batch_size: int) -> torch.Tensor:
+        """[len(feats), len(self.languages)]: the log-probability of each language name as the
+        ``lid`` answer for each input."""
         cands = self.languages
         if not cands:
             raise ConfigError("this model was not trained on the lid task (its info.json names no lid data): "
@@ -123,26 +136,38 @@ class Transcriber:
             chunk = exs[i:i + step]
             batch = collate(chunk, [feats[e.dir_index] for e in chunk])
             scores[i:i + len(chunk)] = self.model.target_log_probs(batch).float().cpu()
-        best = scores.view(len(feats), len(cands)).argmax(dim=1)
-        return [cands[int(j)] for j in best]
+        return scores.view(len(feats), len(cands))
+
+    def identify(self, feats: Sequence[torch.Tensor], batch_size: int, groups: Optional[Sequence[int]] = None
+                 ) -> List[str]:
+        """The spoken language of each input: the model's ``lid`` answer chosen among the names of
+        the languages it was trained on, by the log-probability it gives each name (a closed-set
+        decision, so it always names one of them). With ``groups`` (the input of each of ``feats``,
+        0..n-1), the segments of one input decide together (their log-probabilities summed)."""
+        scores = self._lid_scores(feats, batch_size)
+        if groups is not None:
+            scores = torch.zeros(max(groups) + 1, scores.shape[1]).index_add_(0, torch.tensor(groups), scores)
+        return [self.languages[int(j)] for j in scores.argmax(dim=1)]
 
     def _generate(self, task: str, tgt_lang: Optional[str], feats: Sequence[torch.Tensor],
                   src_langs: Sequence[str], batch_size: int, opts: Dict) -> List[str]:
         exs = [_example(i, f, task, src, tgt_lang or src) for i, (f, src) in enumerate(zip(feats, src_langs))]
-        hyps = generate_hyps(self.model, exs, _Features(feats), batch_size=batch_size, progress=self.progress, **opts)
-        return [hyps[e.key] for e in exs]
+        decoded = generate_hyps(self.model, exs, _Features(feats), batch_size=batch_size, progress=self.progress, **opts)
+        return [decoded.hyps[e.key] for e in exs]
 
     def __call__(self, inputs: Union[Audio, Sequence[Audio]], task: str = "asr", src_lang: Optional[str] = None,
                  tgt_lang: Optional[str] = None, num_beams: int = 1, batch_size: int = 8,
-                 max_new_tokens: Optional[int] = None) -> List[Result]:
+                 max_new_tokens: Optional[int] = None, script_mask: bool = False,
+                 redecode: bool = False) -> List[Result]:
         """One :class:`Result` per input, in input order."""
         items = [inputs] if isinstance(inputs, (str, Path, tuple)) else list(inputs)
         return self.transcribe_loaded([load_input(x, i) for i, x in enumerate(items)], task, src_lang, tgt_lang,
-                                      num_beams, batch_size, max_new_tokens)
+                                      num_beams, batch_size, max_new_tokens, script_mask, redecode)
 
     def transcribe_loaded(self, loaded: Sequence[Tuple[str, np.ndarray]], task: str = "asr",
                           src_lang: Optional[str] = None, tgt_lang: Optional[str] = None, num_beams: int = 1,
-                          batch_size: int = 8, max_new_tokens: Optional[int] = None) -> List[Result]:
+                          batch_size: int = 8, max_new_tokens: Optional[int] = None, script_mask: bool = False,
+                          redecode: bool = False) -> List[Result]:
         """:meth:`__call__` on inputs already loaded by :func:`load_input`: ``(name, samples)``."""
         if task not in text_tasks():
             raise ConfigError(f"task must be one of {', '.join(text_tasks())} (speech -> text), got {task!r}")
@@ -153,19 +178,25 @@ class Transcriber:
             raise ConfigError(f"task {task} is within-language: tgt_lang does not apply")
         if not loaded:
             return []
-        for name, samples in loaded:
-            if len(samples) / TARGET_SR > MAX_SECONDS:
-                raise DataError(f"{len(samples) / TARGET_SR:.1f} s of audio: longer than the encoder window "
-                                f"({MAX_SECONDS:.0f} s); cut it into segments first", name)
-        names = [n for n, _ in loaded]
-        feats = compute_features([s for _, s in loaded], self.model.n_mels, utts=names)
+        # every input as segments [(input, start, end)], decoded together
+        spans = [(i, s, e) for i, (_, samples) in enumerate(loaded)
+                 for s, e in longform.plan_segments(samples, self.max_segment_s, self.vad)]
+        feats = compute_features([loaded[i][1][s:e] for i, s, e in spans], self.model.n_mels,
+                                 utts=[f"{loaded[i][0]}@{s / TARGET_SR:.2f}" for i, s, _ in spans])
         if src_lang is not None:
-            src_langs = [langs.canonical(src_lang)] * len(loaded)
+            input_langs = [langs.canonical(src_lang)] * len(loaded)
         else:
-            src_langs = self.identify(feats, batch_size)
+            found = self.identify(feats, batch_size, groups=[i for i, _, _ in spans]) if spans else []
+            heard = {i for i, _, _ in spans}
+            it = iter(found)
+            input_langs = [next(it) if i in heard else "" for i in range(len(loaded))]  # "": no speech found
         target = langs.canonical(tgt_lang) if tgt_lang else None
-        opts = {"num_beams": num_beams, "max_new_tokens": max_new_tokens}
-        texts = self._generate(task, target, feats, src_langs, batch_size, opts)
-        return [Result(source=name, task=task, language=src, text=text, tgt_lang=target,
-                       segments=[Segment(0.0, round(len(samples) / TARGET_SR, 3), text)])
-                for (name, samples), src, text in zip(loaded, src_langs, texts)]
+        opts = {"num_beams": num_beams, "max_new_tokens": max_new_tokens, "script_mask": script_mask,
+                "trouble": control.Trouble(self.target_rates) if redecode else None}
+        texts = self._generate(task, target, feats, [input_langs[i] for i, _, _ in spans], batch_size, opts)
+        segments: List[List[Segment]] = [[] for _ in loaded]
+        for (i, s, e), text in zip(spans, texts):
+            segments[i].append(Segment(round(s / TARGET_SR, 3), round(e / TARGET_SR, 3), text))
+        return [Result(source=name, task=task, language=lang, tgt_lang=target, segments=segs,
+                       text=longform.stitch([g.text for g in segs], target or lang) if segs else "")
+                for (name, _), lang, segs in zip(loaded, input_langs, segments)]
