@@ -35,6 +35,9 @@ setup(
         "tensorboard",
         "matplotlib",
         "scikit-learn",
+        # voice activity for long recordings (partlib.infer.longform); its wheel carries the model and
+        # needs only torch (its torchaudio extras are not wanted: audio is read with soundfile)
+        "silero-vad==6.2.3",
     ],
     extras_require={
         "dev": ["pytest>=7", "pytest-timeout"],

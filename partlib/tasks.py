@@ -135,12 +135,14 @@ def get(name: str) -> Task:
 
 
 def names(*, speech: Optional[bool] = None, cross_lingual: Optional[bool] = None,
-          scored: Optional[bool] = None) -> List[str]:
-    """Names of the registered tasks (in registration order), optionally filtered."""
+          scored: Optional[bool] = None, free_text: Optional[bool] = None) -> List[str]:
+    """Names of the registered tasks (in registration order), optionally filtered; ``free_text``:
+    the output is free text (asr, s2tt, ...), not a choice from a closed label set (lid)."""
     return [t.name for t in _REGISTRY.values()
             if (speech is None or t.speech == speech)
             and (cross_lingual is None or t.cross_lingual == cross_lingual)
-            and (scored is None or (t.scorer is not None) == scored)]
+            and (scored is None or (t.scorer is not None) == scored)
+            and (free_text is None or (t.labels is None) == free_text)]
 
 
 def dev_metric_names() -> List[str]:

@@ -28,7 +28,8 @@ def espeak(text: str, voice: str = "en", rate: int = 170) -> np.ndarray:
 def join(clips: Sequence[np.ndarray], gaps_s: Sequence[float], lead_s: float = 0.3
          ) -> Tuple[np.ndarray, List[Tuple[int, int]]]:
     """The clips in a row, clip i followed by ``gaps_s[i]`` s of silence, after ``lead_s`` s of
-    silence; returns the samples and each clip's [start, end) sample span."""
+    silence; returns the samples and each clip's [start, end) sample span (written out here, not
+    with the library's own joiner)."""
     parts = [np.zeros(int(lead_s * 16000), np.float32)]
     spans, pos = [], len(parts[0])
     for clip, gap in zip(clips, gaps_s):

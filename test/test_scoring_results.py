@@ -104,6 +104,10 @@ def test_results_run_section_from_a_gnu_time_report(exp_tree, tmp_path):
     text = out.read_text(encoding="utf-8")
     assert ("## Run\n\n| command | wall time | peak memory (largest process) | CPU use | exit status |\n|---|---|---|---|---|\n"
             "| `./run.sh --seeds 1 2 3` | 29:47.99 | 1.72 GiB | 184% | 0 |\n\n## Environment") in text
+    # a run made of two commands: one row each
+    assert results_cli.main([*map(str, exp_tree), "--seeds", "--time-log", str(log), "--time-log", str(log),
+                             "--out", str(out)]) == 0
+    assert out.read_text(encoding="utf-8").count("| `./run.sh --seeds 1 2 3` | 29:47.99 |") == 2
     log.write_text("Command being timed: \"x\"\n", encoding="utf-8")
     assert results_cli.main([*map(str, exp_tree), "--time-log", str(log)]) == 1  # not a time -v report
 
@@ -117,3 +121,31 @@ def test_write_env_json(tmp_path):
     path.write_text("{}", encoding="utf-8")
     results.write_env_json(tmp_path, overwrite=False)
     assert path.read_text(encoding="utf-8") == "{}"
+
+
+def test_sections_take_systems_out_of_the_main_tables(exp_tree, tmp_path):
+    # a re-decoded variant of "part" and a long-form system, with their decode.json statistics
+    extra = []
+    for name, options in (("redecode", {"num_utts": 4, "redecode": {"counts": {
+            "redecoded": 1, "budget": 1, "rate": 0, "repeat": 1}}}),
+                          ("longform", {"num_utts": 1, "longform": {"recordings": 1, "segments": 3,
+                                                                     "utterances_per_segment": 2.5, "rtf": 0.02}})):
+        for seed in (1, 2):
+            exp = tmp_path / "exp" / f"{name}_seed{seed}"
+            decode(exp / "decode_test_set_asr", {u: REFS[u] for u in REFS})
+            (exp / "decode_test_set_asr" / "decode.json").write_text(json.dumps(options), encoding="utf-8")
+            (exp / "env.json").write_text(json.dumps(ENV), encoding="utf-8")
+            extra.append(exp)
+    text = results.build_results(exp_tree + extra, seeds=True,
+                                 sections=[("Output control", ["part/final", "redecode"]), ("Long form", ["longform"])])
+    main = text.split("## Results")[1].split("## Output control")[0]
+    control, longform = text.split("## Output control")[1].split("## Long form")
+    assert "redecode" not in main and "longform" not in main and "| part final |" in main.replace("PART", "part")
+    assert "| test set | part final | redecode final |" in control
+    assert "| part final / test_set (asr) |" not in control  # no statistics for plain decodes
+    assert "| redecode final / test_set (asr) | 25.00 ± 0.00 | 25.00 ± 0.00 | 0.00 ± 0.00 | 25.00 ± 0.00 |" in control
+    assert "| longform final / test_set (asr) | 1 ± 0 | - | 3.0 ± 0.0 | 2.50 ± 0.00 | - | 0.0200 ± 0.0000 |" in longform
+    with pytest.raises(ConfigError, match="no decodes of 'nothing'"):
+        results.build_results(exp_tree, seeds=True, sections=[("X", ["nothing"])])
+    assert results_cli.main([*map(str, exp_tree + extra), "--seeds", "--section", "Output control=part/final redecode",
+                             "--section", "bad"]) == 1

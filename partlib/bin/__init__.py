@@ -40,6 +40,17 @@ def cli(main: Callable[[Optional[List[str]]], Optional[int]]) -> Callable[[Optio
     return wrapper
 
 
+def pair(kind: type) -> Callable[[str], tuple]:
+    """An argparse ``type`` for ``A:B`` (two values of ``kind``, e.g. a range of seconds)."""
+    def parse(value: str) -> tuple:
+        try:
+            a, b = value.split(":")
+            return kind(a), kind(b)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected A:B, got {value!r}") from None
+    return parse
+
+
 def add_config_options(parser: argparse.ArgumentParser, cls: type) -> None:
     """``--config FILE`` and one ``--<field>`` option per scalar field of the config dataclass
     ``cls`` (values are read as YAML and checked like the file's)."""

@@ -10,6 +10,8 @@ The ``utils/*.sh`` wrappers call these commands with Kaldi's command lines:
   combine DST SRC1 [SRC2 ...]
   copy [--utt-prefix P] [--spk-prefix P] [--utt-suffix S] SRC DST
   split [--per-utt] DIR N                 (writes DIR/splitN/1..N, DIR/splitNutt/... per utterance)
+  concat [--sizes 2:3] [--pause 0.1:0.4] [--fraction F] [--max-dur S] [--seed N] SRC AUDIO_DIR DST
+                                          (longer utterances: several of one speaker joined)
 
 Errors are printed as ``file:line: utterance 'id': message`` and exit with status 1.
 """
@@ -19,7 +21,7 @@ import argparse
 import sys
 from typing import Dict, List, Optional, Sequence
 
-from partlib.bin import cli
+from partlib.bin import cli, pair
 from partlib.data import dirtools
 from partlib.data.validate import validate_data_dir
 
@@ -104,7 +106,7 @@ def _parser(prog: str, description: str) -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run one data-dir command; return the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = ("validate", "fix", "subset", "combine", "copy", "split")
+    commands = ("validate", "fix", "subset", "combine", "copy", "split", "concat")
     if not argv or argv[0] not in commands:
         print(__doc__, file=sys.stderr)
         return 1
@@ -123,6 +125,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         p.add_argument("srcs", nargs="+")
         a = p.parse_args(args)
         dirtools.combine_data_dirs(a.dest, a.srcs)
+    elif cmd == "concat":
+        p = _parser("concat", dirtools.concat_data_dir.__doc__)
+        p.add_argument("--sizes", type=pair(int), default=(2, 3), help="MIN:MAX utterances per group")
+        p.add_argument("--pause", type=pair(float), default=(0.1, 0.4), help="LOW:HIGH seconds between them")
+        p.add_argument("--fraction", type=float, default=1.0, help="share of the utterances used")
+        p.add_argument("--max-dur", type=float, default=None, help="seconds")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("src")
+        p.add_argument("audio_dir")
+        p.add_argument("dst")
+        a = p.parse_args(args)
+        dirtools.concat_data_dir(a.src, a.audio_dir, a.dst, a.sizes, a.pause, a.fraction, a.max_dur, a.seed)
     elif cmd == "copy":
         p = _parser("copy_data_dir.sh", dirtools.copy_data_dir.__doc__)
         for name in ("utt-prefix", "spk-prefix", "utt-suffix"):

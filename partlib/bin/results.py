@@ -28,6 +28,13 @@ def parse_systems(spec: Optional[str]) -> Dict[str, str]:
     return out
 
 
+def _section(value: str):
+    title, sep, specs = value.partition("=")
+    if not sep or not title.strip() or not specs.split():
+        raise ConfigError(f"--section {value!r}: expected TITLE=SPEC[ SPEC...]")
+    return title.strip(), specs.split()
+
+
 def get_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -41,7 +48,12 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--link", action="append", default=[], metavar="TITLE=PATH",
                    help="list a report (e.g. an analysis.md) in a final section; PATH as written (relative "
                         "to the output file); repeatable")
-    p.add_argument("--time-log", help="report of /usr/bin/time -v for the run (command, wall time, peak memory)")
+    p.add_argument("--time-log", action="append", default=[],
+                   help="report of /usr/bin/time -v for the run (command, wall time, peak memory); repeat it "
+                        "for a run made of several commands")
+    p.add_argument("--section", action="append", default=[], metavar="TITLE=SPEC[ SPEC...]",
+                   help="show these systems (system) or columns (system/stage) in a section of their own, "
+                        "with their re-decode and long-form statistics; repeatable")
     p.add_argument("--out", default="-", help="output file (default: stdout)")
     return p
 
@@ -53,7 +65,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     text = results.build_results(args.exp_dirs, seeds=args.seeds, systems=parse_systems(args.systems),
                                  compare=args.compare, n_bootstrap=args.n_bootstrap,
                                  links=[tuple(x.split("=", 1)) for x in args.link if "=" in x],
-                                 run_info=results.parse_time_log(args.time_log) if args.time_log else None)
+                                 run_info=[results.parse_time_log(t) for t in args.time_log],
+                                 sections=[_section(x) for x in args.section])
     if args.out == "-":
         sys.stdout.write(text)
     else:

@@ -39,13 +39,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     lang.add_argument("--within", dest="cross", action="store_const", const=False, help="within-language tasks")
     lang.add_argument("--cross", dest="cross", action="store_const", const=True, help="cross-lingual tasks")
     ls.add_argument("--scored", action="store_true", help="tasks that are decoded and scored")
+    ls.add_argument("--free-text", action="store_true", help="tasks whose output is free text (no label set)")
     ls.add_argument("--long", action="store_true",
                     help="name, input, languages, data-dir files, metrics, dev metric, default instruction")
     dec = sub.add_parser("decodes", help="check decode specs and name their decode dirs")
     dec.add_argument("specs", nargs="+", help="<task>:<set> or <task>:<set>:<tgt_lang>")
     args = p.parse_args(argv)
     if args.command == "list":
-        for name in tasks.names(speech=args.speech, cross_lingual=args.cross, scored=args.scored or None):
+        for name in tasks.names(speech=args.speech, cross_lingual=args.cross, scored=args.scored or None,
+                                free_text=args.free_text or None):
             print(_describe(name) if args.long else name)
     else:
         rows = []

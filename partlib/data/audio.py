@@ -16,7 +16,7 @@ import os
 import re
 import subprocess
 from pathlib import Path
-from typing import Dict, Iterator, Mapping, Optional, Tuple, Union
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import kaldiio
 import numpy as np
@@ -229,6 +229,19 @@ def from_array(samples: np.ndarray, rate: int, sr: int = TARGET_SR, name: Option
     if int(rate) <= 0:
         raise DataError(f"invalid sample rate {rate}", name)
     return _finish(np.ascontiguousarray(samples), int(rate), sr, True, None, name)
+
+
+def concatenate(clips: Sequence[np.ndarray], pauses_s: Sequence[float], sr: int = TARGET_SR
+                ) -> Tuple[np.ndarray, List[Tuple[int, int]]]:
+    """The clips in a row, clip i followed by ``pauses_s[i]`` seconds of silence; returns the
+    samples and each clip's ``[start, end)`` sample span in them."""
+    parts, spans, pos = [], [], 0
+    for clip, pause in zip(clips, pauses_s):
+        gap = np.zeros(int(round(pause * sr)), np.float32)
+        spans.append((pos, pos + len(clip)))
+        parts += [np.asarray(clip, np.float32), gap]
+        pos += len(clip) + len(gap)
+    return (np.concatenate(parts) if parts else np.zeros(0, np.float32)), spans
 
 
 def _tables(

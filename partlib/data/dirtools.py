@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from partlib.common import DataError, PathLike, atomic_open, get_logger
 from partlib.data.datadir import EXTRA_RECO_FILES, EXTRA_SPK_FILES, EXTRA_UTT_FILES, MANAGED_FILES, DataDir
@@ -205,3 +205,77 @@ def subset_data_dir(src: PathLike, dst: PathLike, *, first: Optional[int] = None
             raise DataError("none of the listed ids is in the source dir",
                             utt_list or spk_list)
     dd.subset(keep).write(dst)
+
+
+def concat_data_dir(src: PathLike, audio_dir: PathLike, dst: PathLike, sizes: Tuple[int, int] = (2, 3),
+                    pause_s: Tuple[float, float] = (0.1, 0.4), fraction: float = 1.0,
+                    max_dur: Optional[float] = None, seed: int = 0) -> int:
+    """A data dir of longer utterances made by joining utterances of one speaker and language.
+
+    A ``fraction`` of ``src``'s utterances (drawn with ``seed``) is shuffled per speaker and cut
+    into groups of ``sizes[0]..sizes[1]`` utterances (kept within ``max_dur`` seconds, at least two
+    per group); each group becomes one utterance: the audio joined with pauses drawn from
+    ``pause_s`` (FLAC, 16 kHz, in ``audio_dir``), the texts joined (``text`` and every
+    ``text.<lang>`` all members have). Training on them teaches a model outputs of several
+    sentences, which segments of a long recording hold. Returns the number of utterances written.
+    """
+    import numpy as np
+    import soundfile as sf
+
+    from partlib.data import audio, langs
+
+    lo, hi = sizes
+    if not 2 <= lo <= hi:
+        raise DataError(f"group sizes must be 2 <= min <= max, got {lo}:{hi}", src)
+    if not 0 < fraction <= 1 or not 0 <= pause_s[0] <= pause_s[1]:
+        raise DataError(f"fraction must be in (0, 1] and pauses 0 <= low <= high, got {fraction}, {pause_s}", src)
+    dd = DataDir.load(src)
+    if dd.text is None or dd.utt2lang is None or dd.wav_scp is None:
+        raise DataError("joining utterances needs wav.scp, text and utt2lang", src)
+    rng = np.random.default_rng(seed)
+    chosen = set(rng.choice(dd.utts, size=max(1, int(round(fraction * len(dd.utts)))), replace=False).tolist())
+    by_spk: Dict[Tuple[str, str], List[str]] = {}
+    for u in dd.utts:
+        if u in chosen:
+            by_spk.setdefault((dd.utt2spk[u], dd.utt2lang[u]), []).append(u)
+    reader = audio.AudioReader(dd)
+    out_audio = Path(audio_dir)
+    out_audio.mkdir(parents=True, exist_ok=True)
+    tables: Dict[str, Dict[str, str]] = {"utt2spk": {}, "wav.scp": {}, "text": {}, "utt2lang": {}}
+    translations: Dict[str, Dict[str, str]] = {}
+    durations: Dict[str, float] = {}
+    for (spk, lang), utts in sorted(by_spk.items()):
+        utts = [utts[i] for i in rng.permutation(len(utts))]
+        k = 0
+        while len(utts) >= 2:
+            n = int(rng.integers(lo, hi + 1))
+            group, utts = utts[:n], utts[n:]
+            clips = [reader[u] for u in group]
+            pauses = rng.uniform(*pause_s, size=len(group))
+            while max_dur is not None and len(group) > 2 and (sum(map(len, clips)) / audio.TARGET_SR
+                                                              + pauses[:len(group)].sum()) > max_dur:
+                utts = [group[-1]] + utts  # back to the pool
+                group, clips = group[:-1], clips[:-1]
+            if max_dur is not None and sum(map(len, clips)) / audio.TARGET_SR + pauses[:2].sum() > max_dur:
+                utts = group[1:] + utts  # the first is too long to be joined to any other
+                continue
+            samples, _ = audio.concatenate(clips, pauses[:len(group)])
+            utt = f"{spk}-concat{k:04d}"
+            k += 1
+            path = out_audio / f"{utt}.flac"
+            with atomic_open(path, "wb") as f:
+                sf.write(f, samples, audio.TARGET_SR, format="FLAC", subtype="PCM_16")
+            tables["utt2spk"][utt] = spk
+            tables["wav.scp"][utt] = str(path.resolve())
+            tables["text"][utt] = langs.join_texts([dd.text[u] for u in group], lang)
+            tables["utt2lang"][utt] = lang
+            durations[utt] = round(len(samples) / audio.TARGET_SR, 4)
+            for tgt, table in dd.translations.items():
+                if all(u in table for u in group):
+                    translations.setdefault(tgt, {})[utt] = langs.join_texts([table[u] for u in group], tgt)
+    if not durations:
+        raise DataError("no speaker has two utterances to join", src)
+    DataDir(tables["utt2spk"], wav_scp=tables["wav.scp"], text=tables["text"], utt2lang=tables["utt2lang"],
+            translations=translations, utt2dur=durations).write(dst)
+    log.info("%s: %d utterances joined from %d of %s", dst, len(durations), len(chosen), src)
+    return len(durations)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Dict, Tuple
+from typing import Dict, Sequence, Tuple
 
 from partlib.common import PartError
 
@@ -136,3 +136,9 @@ def name(code: str) -> str:
 def uses_cer(code: str) -> bool:
     """Whether the language is written without spaces (so ASR is scored by CER, not WER)."""
     return get(code).no_space
+
+
+def join_texts(texts: Sequence[str], code: str) -> str:
+    """Consecutive texts of one language as one (no space between them where the language is
+    written without spaces); empty texts are skipped."""
+    return ("" if get(code).no_space else " ").join(t for t in texts if t)

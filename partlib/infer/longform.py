@@ -21,8 +21,8 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from partlib.common import ConfigError
-from partlib.data import langs
+from partlib.common import ConfigError, DataError
+from partlib.data import audio, langs
 from partlib.data.audio import TARGET_SR
 
 Span = Tuple[int, int]  # [start, end) in samples
@@ -111,5 +111,53 @@ def plan_segments(samples: np.ndarray, max_seconds: float, vad: Optional[VoiceAc
 
 def stitch(texts: Sequence[str], lang: str) -> str:
     """The texts of consecutive segments as one text in ``lang`` (empty ones skipped)."""
-    sep = "" if langs.get(lang).no_space else " "
-    return sep.join(t for t in texts if t)
+    return langs.join_texts(texts, lang)
+
+
+@dataclass
+class Recording:
+    """Utterances of a data dir joined into one recording with pauses between them."""
+
+    name: str
+    lang: str
+    samples: np.ndarray
+    utts: List[str]
+    spans: List[Span]  # each utterance's [start, end) in the recording
+
+
+def join_utterances(data_dir, per_recording: int, pause_s: Tuple[float, float] = (0.1, 0.4), seed: int = 0,
+                    limit: Optional[int] = None) -> List[Recording]:
+    """Consecutive utterances of ``data_dir`` (sorted ids, one language per recording) joined in
+    groups of ``per_recording`` into recordings, each utterance followed by a pause drawn uniformly
+    from ``pause_s`` (seeded); at most ``limit`` recordings."""
+    from partlib.data.datadir import DataDir
+
+    d = data_dir if isinstance(data_dir, DataDir) else DataDir.load(data_dir)
+    if per_recording < 1:
+        raise ConfigError(f"utterances per recording must be >= 1, got {per_recording}")
+    if not 0 <= pause_s[0] <= pause_s[1]:
+        raise ConfigError(f"pause range must be 0 <= low <= high, got {pause_s}")
+    if d.utt2lang is None:
+        raise DataError("utt2lang is needed to join utterances of one language", d.path)
+    reader = audio.AudioReader(d)
+    rng = np.random.default_rng(seed)
+    by_lang: dict = {}
+    for u in d.utts:
+        by_lang.setdefault(d.utt2lang[u], []).append(u)
+    out: List[Recording] = []
+    base = d.path.name if d.path is not None else "data"
+    for lang in sorted(by_lang):
+        utts = by_lang[lang]
+        for k in range(0, len(utts), per_recording):
+            if limit is not None and len(out) >= limit:
+                return out
+            group = utts[k:k + per_recording]
+            samples, spans = audio.concatenate([reader[u] for u in group], rng.uniform(*pause_s, size=len(group)))
+            out.append(Recording(f"{base}-{lang}-{k // per_recording:04d}", lang, samples, group, spans))
+    return out
+
+
+def utterances_per_segment(spans: Sequence[Span], segments: Sequence[Span]) -> List[int]:
+    """For each segment, how many of the utterance ``spans`` it holds (by the utterance's midpoint)."""
+    mids = [(s + e) / 2 for s, e in spans]
+    return [sum(a <= m < b for m in mids) for a, b in segments]

@@ -43,7 +43,7 @@ Audio = Union[PathLike, Tuple[np.ndarray, int]]
 
 def text_tasks() -> List[str]:
     """The tasks that turn speech into free text (asr, s2tt; not closed-set ones such as lid)."""
-    return [n for n in tasks.names(speech=True) if tasks.get(n).labels is None]
+    return tasks.names(speech=True, free_text=True)
 
 
 @dataclass

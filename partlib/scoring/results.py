@@ -110,6 +110,7 @@ class Decode:
     task: str
     path: Path
     scores: Dict
+    options: Dict = field(default_factory=dict)  # decode.json (decoding options and statistics)
 
 
 @dataclass
@@ -152,7 +153,13 @@ def load_experiment(exp_dir: PathLike, seeds: bool = False) -> Experiment:
             scores = json.loads((d / "scores.json").read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
             raise DataError(f"invalid JSON ({e})", d / "scores.json") from None
-        exp.decodes.append(Decode(tag, system, seed, stage, parsed[0], parsed[1], d, scores))
+        options = {}
+        if (d / "decode.json").is_file():
+            try:
+                options = json.loads((d / "decode.json").read_text(encoding="utf-8"))
+            except json.JSONDecodeError as e:
+                raise DataError(f"invalid JSON ({e})", d / "decode.json") from None
+        exp.decodes.append(Decode(tag, system, seed, stage, parsed[0], parsed[1], d, scores, options))
     return exp
 
 
@@ -168,11 +175,11 @@ def mean_std(values: Sequence[float]) -> Tuple[float, Optional[float]]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
-def _cell(values: Sequence[float], bold: bool) -> str:
+def _cell(values: Sequence[float], bold: bool, digits: int = 2) -> str:
     if not values:
         return "-"
     mean, std = mean_std(values)
-    text = f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
+    text = f"{mean:.{digits}f}" if std is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
     return f"**{text}**" if bold else text
 
 
@@ -295,25 +302,98 @@ def parse_time_log(path: PathLike) -> Dict[str, str]:
     return info
 
 
-def _run_section(info: Mapping[str, str]) -> List[str]:
-    rss_gib = int(info["max_rss_kb"]) / 2**20
-    return ["## Run", "", "| command | wall time | peak memory (largest process) | CPU use | exit status |",
-            "|---|---|---|---|---|",
-            f"| `{info['command']}` | {info['wall']} | {rss_gib:.2f} GiB | {info['cpu']} | {info['exit_status']} |", ""]
+def _run_section(infos: Sequence[Mapping[str, str]]) -> List[str]:
+    out = ["## Run", "", "| command | wall time | peak memory (largest process) | CPU use | exit status |",
+           "|---|---|---|---|---|"]
+    for info in infos:
+        rss_gib = int(info["max_rss_kb"]) / 2**20
+        out.append(f"| `{info['command']}` | {info['wall']} | {rss_gib:.2f} GiB | {info['cpu']} | {info['exit_status']} |")
+    return out + [""]
+
+
+def _section_columns(title: str, specs: Sequence[str], columns: Sequence[Tuple[str, str]]) -> List[Tuple[str, str]]:
+    """The columns a section's specs (``system`` or ``system/stage``) name, in spec order."""
+    out: List[Tuple[str, str]] = []
+    for spec in specs:
+        system, _, stage = spec.partition("/")
+        found = [c for c in columns if c[0] == system and (not stage or c[1] == stage)]
+        if not found:
+            raise ConfigError(f"--section {title!r}: no decodes of {spec!r}")
+        out += [c for c in found if c not in out]
+    return out
+
+
+def _stats_table(title: str, decodes: Sequence[Decode], key: str, fields: Sequence[Tuple[str, str, int]],
+                 scale: Mapping[str, float]) -> List[str]:
+    """A table of ``decode.json[key]`` statistics: rows = system/stage x test set, cells = mean ± std
+    over seeds of each field ``(name, label, digits)`` (times ``scale[name]``, e.g. 100 for %)."""
+    rows: Dict[str, Dict[str, List[float]]] = {}
+    for d in sorted(decodes, key=lambda d: (d.system, _stage_key(d.stage), d.testset, d.task)):
+        stats = d.options.get(key)
+        if not isinstance(stats, Mapping):
+            continue
+        cells = rows.setdefault(f"{d.system} {d.stage} / {d.testset} ({d.task})", {})
+        for name, _, _ in fields:
+            value = stats.get(name)
+            if value is not None:
+                cells.setdefault(name, []).append(float(value) * scale.get(name, 1.0))
+    if not rows:
+        return []
+    out = [f"### {title}", "", "| decode | " + " | ".join(label for _, label, _ in fields) + " |",
+           "|" + "---|" * (len(fields) + 1)]
+    for row, cells in rows.items():
+        out.append("| " + " | ".join([row] + [_cell(cells.get(name, []), False, digits)
+                                             for name, _, digits in fields]) + " |")
+    return out + [""]
+
+
+def _redecode_rates(decodes: Sequence[Decode]) -> List[Decode]:
+    """The decodes with re-decode counts, their counts turned into shares of the utterances."""
+    out = []
+    for d in decodes:
+        redecode = d.options.get("redecode")
+        n = d.options.get("num_utts")
+        if isinstance(redecode, Mapping) and n:
+            out.append(Decode(d.tag, d.system, d.seed, d.stage, d.testset, d.task, d.path, d.scores,
+                              {"rates": {k: v / n for k, v in redecode["counts"].items()}}))
+    return out
+
+
+_TROUBLE_FIELDS = (("redecoded", "re-decoded (%)", 2), ("budget", "reached the budget (%)", 2),
+                   ("rate", "over the tokens/s bound (%)", 2), ("repeat", "n-gram repeated 3x (%)", 2))
+_LONGFORM_FIELDS = (("recordings", "recordings", 0), ("audio_s", "audio (s)", 1), ("segments", "segments", 1),
+                    ("utterances_per_segment", "utterances per segment", 2), ("max_segment_s", "max segment (s)", 2),
+                    ("rtf", "real-time factor", 4))
+
+
+def _section(title: str, columns: Sequence[Tuple[str, str]], decodes: Sequence[Decode],
+             labels: Mapping[str, str]) -> List[str]:
+    chosen = [d for d in decodes if (d.system, d.stage) in columns]
+    lines = [f"## {title}", ""]
+    for t in _collect(chosen):
+        lines += _render_table(t, columns, labels)
+    lines += _stats_table("Re-decode triggers (share of the utterances)", _redecode_rates(chosen), "rates",
+                          _TROUBLE_FIELDS, {k: 100.0 for k, _, _ in _TROUBLE_FIELDS})
+    lines += _stats_table("Long-form segmentation", chosen, "longform", _LONGFORM_FIELDS, {})
+    return lines
 
 
 def build_results(exp_dirs: Sequence[PathLike], *, seeds: bool = False,
                   systems: Optional[Mapping[str, str]] = None, compare: Sequence[str] = (),
                   n_bootstrap: int = 1000, links: Sequence[Tuple[str, str]] = (),
-                  run_info: Optional[Mapping[str, str]] = None) -> str:
+                  run_info: Sequence[Mapping[str, str]] = (),
+                  sections: Sequence[Tuple[str, Sequence[str]]] = ()) -> str:
     """The text of RESULTS.md for the given experiment dirs.
 
     ``systems`` maps a system name (tag without ``_seed<k>``) to its column label and, if given,
     selects and orders the columns; otherwise systems appear in the order of ``exp_dirs``.
     ``compare`` holds ``A:B`` pairs of ``<system>/<stage>`` for the bootstrap section.
     ``links`` holds ``(title, relative path)`` pairs listed in a final section (e.g. the
-    representation analysis reports). ``run_info`` (:func:`parse_time_log`) adds a section with
-    the command, wall time and peak memory of the run.
+    representation analysis reports). ``run_info`` (:func:`parse_time_log` of each command of the
+    run) adds a section with the command, wall time and peak memory. ``sections`` holds ``(title,
+    specs)``: the systems (``system``) or columns (``system/stage``) named are shown in a section
+    of their own (a whole system there leaves the main tables), with the re-decode triggers and
+    long-form segmentation statistics of their ``decode.json``.
     """
     exps = [load_experiment(d, seeds) for d in exp_dirs]
     decodes = [d for e in exps for d in e.decodes]
@@ -325,8 +405,11 @@ def build_results(exp_dirs: Sequence[PathLike], *, seeds: bool = False,
     if unknown:
         raise ConfigError(f"--systems names unknown system(s): {', '.join(unknown)}")
     decodes = [d for d in decodes if d.system in order]
-    columns = sorted({(d.system, d.stage) for d in decodes},
-                     key=lambda c: (order.index(c[0]), _stage_key(c[1])))
+    all_columns = sorted({(d.system, d.stage) for d in decodes},
+                         key=lambda c: (order.index(c[0]), _stage_key(c[1])))
+    own = {spec for _, specs in sections for spec in specs if "/" not in spec}
+    columns = [c for c in all_columns if c[0] not in own]
+    section_columns = [(title, _section_columns(title, specs, all_columns)) for title, specs in sections]
     seed_counts = {}
     for d in decodes:
         seed_counts.setdefault((d.system, d.stage, d.testset, d.task), set()).add(d.seed)
@@ -336,8 +419,10 @@ def build_results(exp_dirs: Sequence[PathLike], *, seeds: bool = False,
         lines += [f"Seeds per cell: {', '.join(map(str, n_seeds))}; cells are mean ± sample std.", ""]
     lines += ["Best value of each row in bold. Error rates and the wrong-language rate: lower is "
               "better; BLEU, chrF: higher is better.", ""]
-    for t in _collect(decodes):
+    for t in _collect([d for d in decodes if (d.system, d.stage) in columns]):
         lines += _render_table(t, columns, labels)
+    for title, cols in section_columns:
+        lines += _section(title, cols, decodes, labels)
     if compare:
         lines += _compare_section(compare, decodes, labels, n_bootstrap)
     if links:

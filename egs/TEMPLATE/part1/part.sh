@@ -10,6 +10,7 @@
 #   7 scoring   8 representation analysis   9 RESULTS.md
 #  10 export: the first schedule's last stage of each seed -> exp/model_<schedule>_seed<k>, a
 #     self-contained model folder with its model card and scores (python -m partlib.bin.export)
+#  11 demo: a long recording joined from a test set, transcribed by that folder -> exp/demo/*.srt
 #
 # Stages whose outputs are complete are skipped on re-run; training resumes where it stopped.
 set -euo pipefail
@@ -68,6 +69,12 @@ test_tasks="asr"       # within-language tasks decoded on every test set (python
 test_decodes=""        # further decodes "<task>:<set>[:<tgt>]", e.g. "s2tt:test_de:en s2tt:test_en:de"
 decode_args=""         # extra options of partlib.bin.decode_sets (e.g. --beam 4 --max-new-tokens 64)
 controls=true          # decode the first schedule's last stage with shuffled audio and with no audio
+output_controls=false  # decode the first schedule's last stage again (free-text tasks) with a re-decode
+                       # on trouble (exp/redecode_seed<k>) and with the script mask (exp/script_mask_seed<k>)
+longform_sets=""       # test sets whose utterances, joined into long recordings, the first schedule's
+                       # last stage decodes long-form (exp/longform_seed<k>) and one by one
+                       # (exp/longform_one_by_one_seed<k>): python -m partlib.bin.decode_longform
+longform_args=""       # extra options of partlib.bin.decode_longform
 
 # Stage 8
 analysis_sets=""       # data dirs with utt2sent (parallel utterances) for representation analysis
@@ -76,16 +83,23 @@ analysis_args=""
 # Stage 9
 results_compare=""     # "systemA:systemB" pairs for paired bootstrap in RESULTS.md
 
+# Stage 11
+demo_set=""            # a test set: its first utterances joined into one long recording (exp/demo/*.wav)
+                       # and transcribed by the exported model to subtitles (exp/demo/*.srt)
+demo_utts=20           # utterances in the demo recording
+demo_lang=""           # its spoken language (empty: the model identifies it)
+
 help_message=$(cat <<EOF
 Usage: $0 --train_sets "<sets>" --dev_sets "<sets>" --test_sets "<sets>" [options]
 Options (defaults in the script):
   --stage N --stop_stage M   stages to run (1 data, 2 filter, 3 features, 4 models, 5 train,
-                             6 decode, 7 score, 8 analysis, 9 RESULTS.md, 10 export)
+                             6 decode, 7 score, 8 analysis, 9 RESULTS.md, 10 export, 11 demo)
   --schedules "part frozen_llm joint_lora"   --seeds "1 2 3"
   --features dumped|on_the_fly|auto   --n_mels 80|128   --nj N   --decode_nj N
   --model_config FILE   --train_args "..."   --train_nj N (trainings at once)
   --test_tasks "asr lid"   --test_decodes "s2tt:test_de:en ..."   (what stage 6 decodes)
-  --decode_args "..."   --controls true|false
+  --decode_args "..."   --controls true|false   --output_controls true|false
+  --longform_sets "<sets>"   --demo_set <set>
 EOF
 )
 
@@ -103,6 +117,13 @@ for t in ${test_tasks}; do for dset in ${test_sets}; do decodes+=" ${t}:${dset}"
 decodes="${decodes# } ${test_decodes}"
 # shellcheck disable=SC2086
 [ -z "${decodes// /}" ] || ${python} -m partlib.bin.tasks decodes ${decodes} > /dev/null
+# the decodes of free-text tasks (not lid's closed label set): those the output controls apply to
+free_tasks=" $(${python} -m partlib.bin.tasks list --scored --free-text | tr '\n' ' ') "
+text_decodes=""
+for spec in ${decodes}; do
+  if [[ "${free_tasks}" == *" ${spec%%:*} "* ]]; then text_decodes+=" ${spec}"; fi
+done
+text_decodes=${text_decodes# }
 case "${features}" in
   dumped) data_root=${dumpdir}/whisper_mel${n_mels} ;;
   on_the_fly | auto) data_root=${dumpdir}/raw ;;
@@ -202,11 +223,11 @@ fi
 
 # Decode one model (every entry of ${decodes}) into <out_root>/decode_<set>[_to_<tgt>]_<task>, the
 # model loaded once; with --decode_nj N each set is split into N jobs of ${decode_cmd}.
-decode_all() {
-  local model=$1 out_root=$2; shift 2
+decode_all() {  # decode_all <model> <out root> <decodes> [decode_sets options]
+  local model=$1 out_root=$2 specs=$3; shift 3
   # shellcheck disable=SC2086
   ${decode_cmd} "${out_root}/logs/decode_sets.log" ${python} -m partlib.bin.decode_sets \
-    --model-dir "${model}" --data-root "${data_root}" --decodes "${decodes}" --features "${features}" \
+    --model-dir "${model}" --data-root "${data_root}" --decodes "${specs}" --features "${features}" \
     --nj "${decode_nj}" --cmd "${decode_cmd}" ${decode_args} "$@" "${out_root}"
 }
 
@@ -218,7 +239,7 @@ if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
       last_model=""; last_stage=""
       while read -r sname mdir; do
         log "Stage 6: decoding ${tag}/${sname}"
-        decode_all "${mdir}" "${expdir}/${tag}/${sname}"
+        decode_all "${mdir}" "${expdir}/${tag}/${sname}" "${decodes}"
         last_model=${mdir}; last_stage=${sname}
       done < <(${python} -m partlib.bin.exp models "${expdir}/${tag}")
       [ -n "${last_model}" ] || { log "Stage 6: ${expdir}/${tag} has no exported model (run stage 5)"; exit 1; }
@@ -228,9 +249,32 @@ if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
           log "Stage 6: control '${mode}' audio with ${tag}/${last_stage} -> ${expdir}/${ctag}"
           mkdir -p "${expdir}/${ctag}"
           cp "${expdir}/${tag}/env.json" "${expdir}/${ctag}/env.json"
-          decode_all "${last_model}" "${expdir}/${ctag}/${last_stage}" --audio "${mode}" --seed "${seed}"
+          decode_all "${last_model}" "${expdir}/${ctag}/${last_stage}" "${decodes}" --audio "${mode}" --seed "${seed}"
         done
       fi
+      [ "${sched}" = "${first_sched}" ] || continue
+      if [ "${output_controls}" = true ] && [ -n "${text_decodes}" ]; then
+        for ctl in redecode script_mask; do
+          ctag=${ctl}_seed${seed}
+          log "Stage 6: output control '${ctl}' with ${tag}/${last_stage} -> ${expdir}/${ctag}"
+          mkdir -p "${expdir}/${ctag}"
+          cp "${expdir}/${tag}/env.json" "${expdir}/${ctag}/env.json"
+          decode_all "${last_model}" "${expdir}/${ctag}/${last_stage}" "${text_decodes}" "--${ctl//_/-}"
+        done
+      fi
+      for dset in ${longform_sets}; do
+        name=$(${python} -m partlib.bin.tasks decodes "asr:${dset}" | cut -d' ' -f4)
+        log "Stage 6: long-form decoding of ${dset} with ${tag}/${last_stage} -> ${expdir}/longform_seed${seed}"
+        for ctag in longform_seed${seed} longform_one_by_one_seed${seed}; do
+          mkdir -p "${expdir}/${ctag}/logs"
+          cp "${expdir}/${tag}/env.json" "${expdir}/${ctag}/env.json"
+        done
+        # shellcheck disable=SC2086
+        ${decode_cmd} "${expdir}/longform_seed${seed}/logs/${name}.log" ${python} -m partlib.bin.decode_longform \
+          --model-dir "${last_model}" --data-dir "${data_root}/${dset}" --seed "${seed}" \
+          --one-by-one "${expdir}/${tag}/${last_stage}/${name}" ${longform_args} \
+          "${expdir}/longform_seed${seed}/${last_stage}/${name}" "${expdir}/longform_one_by_one_seed${seed}/${last_stage}/${name}"
+      done
     done
   done
 fi
@@ -265,6 +309,15 @@ if [ ${stage} -le 9 ] && [ ${stop_stage} -ge 9 ]; then
   if [ "${controls}" = true ]; then
     for mode in shuffled none; do for seed in ${seeds}; do exps+=("${expdir}/control_${mode}_audio_seed${seed}"); done; done
   fi
+  last_stage=$(${python} -m partlib.bin.exp models "${expdir}/${first_sched}_seed${seeds%% *}" | tail -n 1 | cut -d' ' -f1)
+  if [ "${output_controls}" = true ] && [ -n "${text_decodes}" ]; then
+    for ctl in redecode script_mask; do for seed in ${seeds}; do exps+=("${expdir}/${ctl}_seed${seed}"); done; done
+    copts+=(--section "Output control: greedy, re-decoded with beams on trouble, script mask=${first_sched}/${last_stage} redecode script_mask")
+  fi
+  if [ -n "${longform_sets}" ]; then
+    for name in longform_one_by_one longform; do for seed in ${seeds}; do exps+=("${expdir}/${name}_seed${seed}"); done; done
+    copts+=(--section "Long-form decoding: test utterances joined into recordings, decoded one by one vs long-form=longform_one_by_one longform")
+  fi
   for pair in ${results_compare}; do copts+=(--compare "${pair}"); done
   for seed in ${seeds}; do
     [ -f "${expdir}/analysis_seed${seed}/analysis.md" ] && \
@@ -281,6 +334,20 @@ if [ ${stage} -le 10 ] && [ ${stop_stage} -ge 10 ]; then
     [ -n "${last_model}" ] || { log "Stage 10: ${expdir}/${tag} has no exported model (run stage 5)"; exit 1; }
     log "Stage 10: ${last_model} -> ${expdir}/model_${tag}"
     ${python} -m partlib.bin.export "${last_model}" "${expdir}/model_${tag}"
+  done
+fi
+
+# A long recording from a test set, transcribed to subtitles by the exported model.
+if [ ${stage} -le 11 ] && [ ${stop_stage} -ge 11 ] && [ -n "${demo_set}" ]; then
+  seed=${seeds%% *}
+  model=${expdir}/model_${first_sched}_seed${seed}
+  [ -f "${model}/done" ] || { log "Stage 11: ${model} is not an exported model (run stage 10)"; exit 1; }
+  ${python} -m partlib.bin.join_audio --data-dir "${data_root}/${demo_set}" --utts-per-recording "${demo_utts}" \
+    --limit 1 --seed "${seed}" "${expdir}/demo"
+  for wav in "${expdir}"/demo/*.wav; do
+    log "Stage 11: ${model} transcribes ${wav} -> ${wav%.wav}.srt"
+    ${python} -m partlib.bin.transcribe --model "${model}" ${demo_lang:+--src-lang "${demo_lang}"} \
+      --output-format srt --output "${wav%.wav}.srt" "${wav}"
   done
 fi
 

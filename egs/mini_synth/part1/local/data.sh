@@ -16,11 +16,13 @@ num_text_extra=3000  # text-only training sentences (LLM pretraining and text ta
 num_spk_train=24 # synthetic speakers per language (many voices: the encoder must generalise to new ones)
 num_spk_dev=2
 num_spk_test=2
+concat_fraction=0.5  # share of the training utterances also joined, 2-4 of a speaker, into train_concat_<lang>
 data_dir=data
 db=downloads/mini_synth   # generated wavs
 
 help_message="Usage: $0 [options]   (options: --fast --nj --seed --langs --num_train --num_dev
-  --num_test --num_text_extra --num_spk_train --num_spk_dev --num_spk_test --data_dir --db)"
+  --num_test --num_text_extra --num_spk_train --num_spk_dev --num_spk_test --concat_fraction
+  --data_dir --db)"
 
 . ./utils/parse_options.sh
 
