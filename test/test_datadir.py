@@ -355,3 +355,61 @@ def test_utt2sent_survives_subset_copy_and_write(tmp_path):
     (tmp_path / "d" / "utt2sent").write_text("s1-a 7\n")
     with pytest.raises(DataError, match="utt2sent"):
         DataDir.load(tmp_path / "d")
+
+
+def _speaker_dirs(tmp_path: Path):
+    """Two speakers x 5 utterances of 16 kHz 16-bit audio (exact in FLAC), texts w<i> and x<i>."""
+    import numpy as np
+    import soundfile as sf
+
+    rng = np.random.default_rng(0)
+    wav, audio, utt2spk, text, en = {}, {}, {}, {}, {}
+    for spk in ("a", "b"):
+        for i in range(5):
+            utt = f"{spk}-{i}"
+            x = (rng.integers(-20000, 20000, size=1600 * (3 + i)) / 32768).astype(np.float32)
+            path = tmp_path / "wav" / f"{utt}.wav"
+            path.parent.mkdir(exist_ok=True)
+            sf.write(path, x, 16000, subtype="PCM_16")
+            wav[utt], audio[utt], utt2spk[utt] = str(path), x, spk
+            text[utt], en[utt] = f"w{spk}{i}", f"x{spk}{i}"
+    DataDir(utt2spk, wav_scp=wav, text=text, utt2lang={u: "de" for u in wav}, translations={"en": en}).write(
+        tmp_path / "src")
+    return tmp_path / "src", audio
+
+
+def test_concat_joins_utterances_of_one_speaker_with_pauses(tmp_path: Path) -> None:
+    import numpy as np
+    import soundfile as sf
+
+    src, audio = _speaker_dirs(tmp_path)
+    n = dirtools.concat_data_dir(src, tmp_path / "cat_audio", tmp_path / "cat", sizes=(2, 3), seed=3)
+    out = DataDir.load(tmp_path / "cat")
+    assert n == len(out.utts) >= 2
+    validate_data_dir(tmp_path / "cat", no_feats=True)
+    used = []
+    for utt in out.utts:
+        members = [f"{w[1]}-{w[2:]}" for w in out.text[utt].split()]  # text "wa0 wa3" -> utterances a-0 a-3
+        assert 2 <= len(members) <= 3 and {out.utt2spk[utt]} == {m[0] for m in members}
+        assert out.translations["en"][utt] == " ".join("x" + m.replace("-", "") for m in members)
+        used += members
+        joined, rate = sf.read(out.wav_scp[utt], dtype="float32")
+        assert rate == 16000 and out.utt2dur[utt] == pytest.approx(len(joined) / 16000, abs=1e-4)
+        pos = 0
+        for m in members:  # each member's samples, then 0.1-0.4 s of silence
+            assert np.array_equal(joined[pos:pos + len(audio[m])], audio[m]), (utt, m)
+            pos += len(audio[m])
+            gap = 0
+            while pos + gap < len(joined) and joined[pos + gap] == 0.0 and gap <= 6400:
+                gap += 1
+            assert 1600 <= gap <= 6400, (utt, m, gap)
+            pos += gap
+        assert pos == len(joined)
+    assert len(used) == len(set(used))  # no utterance twice
+    # a share of the utterances, within a duration bound; bad options are named
+    dirtools.concat_data_dir(src, tmp_path / "half_audio", tmp_path / "half", sizes=(2, 4), fraction=0.5,
+                             max_dur=1.5, seed=1)
+    half = DataDir.load(tmp_path / "half")
+    assert sum(len(t.split()) for t in half.text.values()) <= 5 and max(half.utt2dur.values()) <= 1.5
+    with pytest.raises(DataError, match="group sizes"):
+        dirtools.concat_data_dir(src, tmp_path / "x", tmp_path / "y", sizes=(1, 3))

@@ -160,3 +160,57 @@ def test_long_recording_is_segmented_decoded_and_stitched(folder):
     summed = model._lid_scores(feats, 4).sum(dim=0)
     (auto,) = model((samples, 16000), max_new_tokens=2)
     assert auto.language == model.languages[int(summed.argmax())]
+
+
+@needs_espeak
+def test_decode_longform_and_join_audio_clis(folder, tmp_path):
+    from partlib.bin import decode_longform, join_audio
+    from partlib.data.datadir import DataDir
+    from partlib.data.kv import read_kv
+
+    sentences = ["the cat sat on the mat", "a dog ran home", "we like green tea", "it is cold today",
+                 "one two three", "the sun is hot"]
+    data = tmp_path / "data"
+    wavs, text = {}, {}
+    for i, s in enumerate(sentences):
+        path = tmp_path / "wav" / f"s{i}.wav"
+        path.parent.mkdir(exist_ok=True)
+        sf.write(path, espeak(s), 16000)
+        wavs[f"spk-{i}"], text[f"spk-{i}"] = str(path), s
+    DataDir({u: "spk" for u in wavs}, wav_scp=wavs, text=text, utt2lang={u: "en" for u in wavs}).write(data)
+    model = Transcriber(folder, max_segment_s=3.0)
+    alone_dir = tmp_path / "alone"
+    alone_dir.mkdir()
+    alone = {u: model(p, src_lang="en", max_new_tokens=3)[0].text for u, p in wavs.items()}
+    (alone_dir / "hyp").write_text("".join(f"{u} {h}\n" for u, h in alone.items()))
+    (alone_dir / "decode.json").write_text(json.dumps({"task": "asr"}))
+    out, obo = tmp_path / "long", tmp_path / "obo"
+    args = ["--model-dir", str(folder), "--data-dir", str(data), "--one-by-one", str(alone_dir),
+            "--utts-per-recording", "3", "--max-segment", "3", "--seed", "4", str(out), str(obo)]
+    # the references and the one-by-one hypotheses, joined per recording
+    recs = longform.join_utterances(data, 3, (0.1, 0.4), seed=4)
+    assert decode_longform.main(args) == 0
+    assert read_kv(out / "ref") == read_kv(obo / "ref") == {r.name: " ".join(text[u] for u in r.utts) for r in recs}
+    assert read_kv(obo / "hyp") == {r.name: " ".join(h for h in (alone[u] for u in r.utts) if h) for r in recs}
+    stats = json.loads((out / "decode.json").read_text())["longform"]
+    segs = [v.split() for v in read_kv(out / "segments").values()]
+    assert stats["recordings"] == 2 and stats["segments"] == len(segs) and stats["max_segment_s"] == 3.0
+    held = []
+    for r in recs:
+        spans = [(round(float(a) * 16000), round(float(b) * 16000)) for name, a, b in segs if name == r.name]
+        held += longform.utterances_per_segment(r.spans, spans)
+        # the recording's hypothesis is what the API gives for its audio
+        assert read_kv(out / "hyp", allow_empty=True).get(r.name, "") == model(
+            (r.samples, 16000), src_lang="en")[0].text
+    assert stats["utterances_per_segment"] == pytest.approx(sum(held) / len(held), abs=1e-3)
+    assert decode_longform.main(args) == 0  # done: not redone
+    bad = [*args[:5], str(tmp_path / "nothing"), *args[6:-2], str(tmp_path / "o1"), str(tmp_path / "o2")]
+    assert decode_longform.main(bad) == 1 and not (tmp_path / "o1").exists()  # not a decode dir
+    # the demo's long recording: a wav and its references
+    assert join_audio.main(["--data-dir", str(data), "--utts-per-recording", "4", "--limit", "1", "--seed", "4",
+                            str(tmp_path / "demo")]) == 0
+    (wav,) = (tmp_path / "demo").glob("*.wav")
+    x, rate = sf.read(wav, dtype="float32")
+    first = longform.join_utterances(data, 4, (0.1, 0.4), seed=4, limit=1)[0]
+    assert rate == 16000 and len(x) == len(first.samples)
+    assert wav.with_suffix(".txt").read_text().splitlines() == sentences[:4]

@@ -43,3 +43,11 @@ python3 local/make_corpus.py \
   --num-train "${num_train}" --num-dev "${num_dev}" --num-test "${num_test}" \
   --num-text-extra "${num_text_extra}" --num-spk-train "${num_spk_train}" \
   --num-spk-dev "${num_spk_dev}" --num-spk-test "${num_spk_test}"
+
+# Longer training utterances of several sentences each, so that the model learns outputs of more
+# than one sentence, as the segments of a long recording hold (partlib.infer.longform).
+for l in ${langs}; do
+  python3 -m partlib.bin.datadir concat --sizes 2:4 --pause 0.1:0.4 --max-dur 15 \
+    --fraction "${concat_fraction}" --seed "${seed}" "${data_dir}/train_${l}" "${db}/concat/${l}" \
+    "${data_dir}/train_concat_${l}"
+done
