@@ -129,3 +129,41 @@ def test_results_regenerate_byte_identically(run):
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-2000:]
     assert results.read_text() == text
+
+
+@pytest.mark.slow
+def test_output_controls_long_form_and_the_demo(run):
+    import soundfile as sf
+
+    from partlib.data.kv import read_kv
+
+    exp = run / "exp"
+    for ctl in ("redecode", "script_mask"):
+        root = exp / f"{ctl}_seed1" / "stage3_text"
+        assert (root / "decode_test_zh_asr" / "scores.json").is_file()
+        assert not (root / "decode_test_zh_lid").exists()  # closed-set tasks are not output-controlled
+    opts = json.loads((exp / "redecode_seed1" / "stage3_text" / "decode_test_de_asr" / "decode.json").read_text())
+    troubles = read_kv(exp / "redecode_seed1" / "stage3_text" / "decode_test_de_asr" / "troubles", allow_empty=True)
+    assert opts["redecode"]["counts"]["redecoded"] == len(troubles)
+    for lang in LANGS:
+        long = exp / "longform_seed1" / "stage3_text" / f"decode_test_{lang}_asr"
+        obo = exp / "longform_one_by_one_seed1" / "stage3_text" / f"decode_test_{lang}_asr"
+        assert (long / "scores.json").is_file() and (obo / "scores.json").is_file()
+        assert read_kv(long / "ref") == read_kv(obo / "ref")
+        stats = json.loads((long / "decode.json").read_text())["longform"]
+        assert stats["segments"] == len(read_kv(long / "segments")) > 0
+    text = (exp / "RESULTS.md").read_text()
+    assert "## Output control" in text and "### Re-decode triggers" in text and "### Long-form segmentation" in text
+    # stage 11: subtitles of a long recording, in order, within the recording
+    (srt,) = (exp / "demo").glob("*.srt")
+    seconds = sf.info(str(srt.with_suffix(".wav"))).duration
+    blocks = [b.splitlines() for b in srt.read_text().strip().split("\n\n")]
+    assert len(blocks) >= 2 and [b[0] for b in blocks] == [str(i) for i in range(1, len(blocks) + 1)]
+
+    def secs(stamp):
+        h, m, s = stamp.replace(",", ".").split(":")
+        return 3600 * int(h) + 60 * int(m) + float(s)
+
+    spans = [tuple(map(secs, b[1].split(" --> "))) for b in blocks]
+    assert all(a < b for a, b in spans) and all(p[1] <= q[0] for p, q in zip(spans, spans[1:]))
+    assert spans[-1][1] <= seconds + 1e-3 and all(len(b) >= 3 and b[2] for b in blocks)

@@ -56,6 +56,9 @@ def test_decode_dir_layout():
 def test_tasks_cli(capsys):
     assert tasks_cli.main(["list", "--speech", "--within"]) == 0
     assert capsys.readouterr().out.split() == ["asr", "lid"]
+    # free text (the output controls apply): not lid, whose answer is one of a closed label set
+    assert tasks_cli.main(["list", "--speech", "--free-text"]) == 0
+    assert capsys.readouterr().out.split() == ["asr", "s2tt"]
     assert tasks_cli.main(["decodes", "asr:test_en", "s2tt:test_de:en"]) == 0
     assert capsys.readouterr().out.splitlines() == ["asr test_en - decode_test_en_asr",
                                                     "s2tt test_de en decode_test_de_to_en_s2tt"]

@@ -99,6 +99,9 @@ def test_language_is_identified_when_not_given(folder, files, monkeypatch):
     monkeypatch.setattr(Transcriber, "_generate", spy)
     results = model(inputs, max_new_tokens=3)
     assert [r.language for r in results] == expected and calls == [("asr", expected)]
+    # a long recording without speech has no segments and no language; the other inputs are unaffected
+    silent, normal = model([(np.zeros(40 * 16000, np.float32), 16000), inputs[1]], max_new_tokens=3)
+    assert (silent.language, silent.text, silent.segments) == ("", "", []) and normal.language == expected[1]
     # a model that never learned lid does not guess
     model.languages = []
     with pytest.raises(ConfigError, match="not trained on the lid task"):

@@ -61,7 +61,7 @@ class Result:
 
     source: str  # the file, or "<array i>"
     task: str
-    language: str  # the source language: given, or predicted by the lid task
+    language: str  # the source language: given, or predicted by the lid task ("" if no speech was found)
     text: str
     segments: List[Segment] = field(default_factory=list)
     tgt_lang: Optional[str] = None
@@ -188,8 +188,7 @@ class Transcriber:
         else:
             found = self.identify(feats, batch_size, groups=[i for i, _, _ in spans]) if spans else []
             heard = {i for i, _, _ in spans}
-            it = iter(found)
-            input_langs = [next(it) if i in heard else "" for i in range(len(loaded))]  # "": no speech found
+            input_langs = [found[i] if i in heard else "" for i in range(len(loaded))]  # "": no speech found
         target = langs.canonical(tgt_lang) if tgt_lang else None
         opts = {"num_beams": num_beams, "max_new_tokens": max_new_tokens, "script_mask": script_mask,
                 "trouble": control.Trouble(self.target_rates) if redecode else None}

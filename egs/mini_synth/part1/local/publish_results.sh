@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Publish a finished run with the recipe: copy the scoring files of exp/ (hypotheses, references,
 # scores, env.json, config.yaml; no weights, checkpoints or logs) and one seed's representation
-# analysis into results/, then regenerate RESULTS.md from results/ alone. With --time_log, the
-# report of GNU time (command, wall time, peak memory) is kept as results/time.log and shown.
+# analysis and the stage-11 demo subtitles into results/, then regenerate RESULTS.md from results/
+# alone. With --time_log, the reports of GNU time (command, wall time, peak memory; one per command
+# of the run, space-separated) are kept as results/time<i>.log and shown.
 # test/test_mini_synth_results.py checks that RESULTS.md regenerates byte-identically.
 #
 #   /usr/bin/time -v -o exp/time.log ./run.sh --seeds "1 2 3"
@@ -15,8 +16,10 @@ exp=exp
 out=results
 schedules="part frozen_llm joint_lora"
 controls="control_shuffled_audio control_none_audio"
+output_controls="redecode script_mask"
+longform="longform_one_by_one longform"
 compare="part/stage3_text:frozen_llm/frozen_all part/stage3_text:joint_lora/joint_lora"
-time_log=""          # output of /usr/bin/time -v for the run (may be mixed with the run's own output)
+time_log=""          # outputs of /usr/bin/time -v for the run (may be mixed with the run's own output)
 python=python3
 
 . ./path.sh
@@ -26,8 +29,8 @@ tmp=${out}.tmp
 rm -rf "${tmp}"
 mkdir -p "${tmp}"
 tags=()
-# the order of part.sh's make_results: schedules x seeds, then controls x seeds
-for name in ${schedules} ${controls}; do
+# the order of part.sh's stage 9: schedules x seeds, then controls, output controls, long form x seeds
+for name in ${schedules} ${controls} ${output_controls} ${longform}; do
   for seed in ${seeds}; do
     tag=${name}_seed${seed}
     src=${exp}/${tag}
@@ -38,7 +41,7 @@ for name in ${schedules} ${controls}; do
     for d in "${src}"/*/decode_*; do
       dst=${tmp}/${tag}/${d#"${src}"/}
       mkdir -p "${dst}"
-      for f in hyp ref scores.json scores.md utt2lang tgt_lang decode.json; do
+      for f in hyp ref scores.json scores.md utt2lang tgt_lang decode.json troubles segments; do
         [ -f "${d}/${f}" ] && cp "${d}/${f}" "${dst}/"
       done
     done
@@ -48,16 +51,24 @@ done
 analysis=${exp}/analysis_seed${analysis_seed}
 mkdir -p "${tmp}/analysis_seed${analysis_seed}"
 cp -r "${analysis}/analysis.md" "${analysis}/metrics.json" "${analysis}/plots" "${tmp}/analysis_seed${analysis_seed}/"
+mkdir -p "${tmp}/demo"
+cp "${exp}"/demo/*.srt "${exp}"/demo/*.txt "${tmp}/demo/"
 copts=()
-if [ -n "${time_log}" ]; then
-  sed -n '/Command being timed:/,/Exit status:/p' "${time_log}" > "${tmp}/time.log"
-  copts+=(--time-log "${out}/time.log")
-fi
+i=0
+for log in ${time_log}; do
+  i=$((i + 1))
+  sed -n '/Command being timed:/,/Exit status:/p' "${log}" > "${tmp}/time${i}.log"
+  copts+=(--time-log "${out}/time${i}.log")
+done
 rm -rf "${out}"
 mv "${tmp}" "${out}"
 
 for pair in ${compare}; do copts+=(--compare "${pair}"); done
+demo=$(cd "${out}/demo" && ls ./*.srt)
 ${python} -m partlib.bin.results --seeds "${copts[@]}" \
+  --section "Output control: greedy, re-decoded with beams on trouble, script mask=part/stage3_text ${output_controls}" \
+  --section "Long-form decoding: test utterances joined into recordings, decoded one by one vs long-form=${longform}" \
   --link "Seed ${analysis_seed}: language-specific vs shared representations=${out}/analysis_seed${analysis_seed}/analysis.md" \
+  --link "Stage 11 demo: subtitles of a long recording (test_en, seed 1)=${out}/demo/${demo#./}" \
   --out RESULTS.md "${tags[@]}"
 echo "$0: ${out}/ and RESULTS.md written from ${exp}/ (seeds ${seeds})"
