@@ -162,7 +162,7 @@ def test_qformer_trains_a_short_run():
     assert all(p.grad is not None for p in ad.parameters())
 
 
-def test_loads_encoder_of_a_full_whisper_checkpoint(tmp_path):
+def test_loads_encoder_of_a_full_whisper_checkpoint(tmp_path, monkeypatch):
     # the layout of openai/whisper-* checkpoints: WhisperForConditionalGeneration, keys "model.encoder.*"
     from transformers import WhisperConfig, WhisperForConditionalGeneration
 
@@ -172,8 +172,23 @@ def test_loads_encoder_of_a_full_whisper_checkpoint(tmp_path):
                         decoder_start_token_id=0, begin_suppress_tokens=None, suppress_tokens=None)
     full = WhisperForConditionalGeneration(cfg)
     full.save_pretrained(tmp_path / "w")
+
+    def no_decoder(*args, **kwargs):
+        raise AssertionError("loading the encoder built the decoder")
+
+    from transformers.models.whisper import modeling_whisper
+
+    monkeypatch.setattr(modeling_whisper.WhisperDecoder, "__init__", no_decoder)
     enc = load_whisper_encoder(tmp_path / "w")
     ref = full.get_encoder().state_dict()
     got = enc.state_dict()
     assert ref.keys() == got.keys()
     assert all(torch.equal(ref[k], got[k]) for k in ref)
+    # a folder without encoder weights is named
+    (tmp_path / "other").mkdir()
+    from safetensors.torch import save_file
+
+    save_file({"proj.weight": torch.zeros(2, 2)}, str(tmp_path / "other" / "model.safetensors"))
+    (tmp_path / "other" / "config.json").write_text((tmp_path / "w" / "config.json").read_text())
+    with pytest.raises(ConfigError, match="encoder weights missing"):
+        load_whisper_encoder(tmp_path / "other")

@@ -8,13 +8,14 @@ same frames as inside a padded batch. ``pad_to_30s=True`` reproduces the stock c
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
-from transformers import WhisperConfig, WhisperModel
+from transformers import WhisperConfig
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from partlib.common import ConfigError, DataError, PathLike
@@ -25,14 +26,34 @@ def conv_output_lengths(lens: Tensor) -> Tensor:
 
 
 def load_whisper_encoder(path: PathLike, dtype: torch.dtype = torch.float32) -> WhisperEncoder:
-    """Load the encoder of a Whisper checkpoint (a full Whisper model or an encoder-only save)."""
-    path = str(path)
-    cfg_file = Path(path) / "config.json"
-    architectures = json.loads(cfg_file.read_text())["architectures"] if cfg_file.is_file() else None
-    if architectures == ["WhisperEncoder"]:
-        return WhisperEncoder.from_pretrained(path, dtype=dtype)
-    # A full Whisper checkpoint (local or hub id): keep only the encoder.
-    return WhisperModel.from_pretrained(path, dtype=dtype).get_encoder()
+    """Load the encoder of a Whisper checkpoint: a full Whisper model (``WhisperModel`` or
+    ``WhisperForConditionalGeneration``: keys ``[model.]encoder.*``, local dir or hub id) or an
+    encoder-only save. Only the encoder is built; the decoder's weights are never materialised."""
+    with _transformers_quiet():
+        encoder, info = WhisperEncoder.from_pretrained(str(path), dtype=dtype, key_mapping=_ENCODER_KEYS,
+                                                       output_loading_info=True)
+    if info["missing_keys"]:
+        missing = sorted(info["missing_keys"])
+        raise ConfigError(f"{path}: not a Whisper checkpoint with an encoder: {len(missing)} encoder weights "
+                          f"missing (e.g. {missing[0]})")
+    return encoder
+
+
+_ENCODER_KEYS = {r"^(model\.)?encoder\.": ""}  # a full checkpoint's encoder keys -> WhisperEncoder's own
+
+
+@contextmanager
+def _transformers_quiet():
+    """Silence transformers' load report: the decoder weights a full checkpoint also holds are
+    skipped by design."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
 
 
 def whisper_encoder_from_config(config: Union[dict, PathLike]) -> WhisperEncoder:
