@@ -184,6 +184,9 @@ def test_loads_encoder_of_a_full_whisper_checkpoint(tmp_path, monkeypatch):
     got = enc.state_dict()
     assert ref.keys() == got.keys()
     assert all(torch.equal(ref[k], got[k]) for k in ref)
+    enc.save_pretrained(tmp_path / "saved")  # saved under the encoder's own keys, and loads back
+    again = load_whisper_encoder(tmp_path / "saved").state_dict()
+    assert all(torch.equal(ref[k], again[k]) for k in ref)
     # a folder without encoder weights is named
     (tmp_path / "other").mkdir()
     from safetensors.torch import save_file

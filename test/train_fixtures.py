@@ -17,15 +17,17 @@ SENTENCES = {
 }
 
 
-def speech_dir(path: Path, lang: str, idx: Iterable[int], other: str, rng: np.random.Generator) -> None:
+def speech_dir(path: Path, lang: str, idx: Iterable[int], other: str, rng: np.random.Generator,
+               n_mels: int = 80) -> None:
     """Write a data dir of sentences ``idx`` of ``lang`` (translations into ``other`` in text.<other>)
-    with dumped 80-bin features (``feats_type`` whisper_mel 80): a fixed pattern per sentence plus noise, 40 + 7·i frames long."""
+    with dumped ``n_mels``-bin features (``feats_type`` whisper_mel N): a fixed pattern per sentence
+    plus noise, 40 + 7·i frames long."""
     idx = list(idx)
     utts = [f"spk{lang}-{i:03d}" for i in idx]
     feats = {}
     for u, i in zip(utts, idx):
-        base = np.random.default_rng(i).standard_normal((1, 80)).astype(np.float32)
-        feats[u] = base + 0.1 * rng.standard_normal((40 + 7 * i, 80)).astype(np.float32)
+        base = np.random.default_rng(i).standard_normal((1, n_mels)).astype(np.float32)
+        feats[u] = base + 0.1 * rng.standard_normal((40 + 7 * i, n_mels)).astype(np.float32)
     path.mkdir(parents=True)
     kaldiio.save_ark(str(path / "feats.ark"), feats, scp=str(path / "feats_raw.scp"))
     scp = dict(line.split(maxsplit=1) for line in (path / "feats_raw.scp").read_text().splitlines())
@@ -33,15 +35,15 @@ def speech_dir(path: Path, lang: str, idx: Iterable[int], other: str, rng: np.ra
     DataDir({u: f"spk{lang}" for u in utts}, feats_scp=scp,
             text={u: SENTENCES[lang][i] for u, i in zip(utts, idx)}, utt2lang={u: lang for u in utts},
             translations={other: {u: SENTENCES[other][i] for u, i in zip(utts, idx)}},
-            utt2num_frames={u: feats[u].shape[0] for u in utts}, meta={"feats_type": "whisper_mel 80"}).write(path)
+            utt2num_frames={u: feats[u].shape[0] for u in utts}, meta={"feats_type": f"whisper_mel {n_mels}"}).write(path)
 
 
-def speech_data(root: Path, n_train: int, n_dev: int, seed: int = 0) -> None:
+def speech_data(root: Path, n_train: int, n_dev: int, seed: int = 0, n_mels: int = 80) -> None:
     """``root/data/{train,dev}_{en,de}``: speech dirs with en<->de translations."""
     rng = np.random.default_rng(seed)
     for lang, other in (("en", "de"), ("de", "en")):
-        speech_dir(root / "data" / f"train_{lang}", lang, range(n_train), other, rng)
-        speech_dir(root / "data" / f"dev_{lang}", lang, range(n_dev), other, rng)
+        speech_dir(root / "data" / f"train_{lang}", lang, range(n_train), other, rng, n_mels)
+        speech_dir(root / "data" / f"dev_{lang}", lang, range(n_dev), other, rng, n_mels)
 
 
 def wait_for_checkpoint(proc: subprocess.Popen, latest: Path, name: str, timeout: float = 120.0) -> None:

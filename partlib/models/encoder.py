@@ -36,6 +36,8 @@ def load_whisper_encoder(path: PathLike, dtype: torch.dtype = torch.float32) -> 
         missing = sorted(info["missing_keys"])
         raise ConfigError(f"{path}: not a Whisper checkpoint with an encoder: {len(missing)} encoder weights "
                           f"missing (e.g. {missing[0]})")
+    # transformers would undo the key mapping when saving; this encoder saves under its own keys
+    encoder._weight_conversions = None
     return encoder
 
 

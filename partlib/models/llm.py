@@ -33,6 +33,16 @@ def parse_dtype(name: Optional[str]) -> torch.dtype:
     return DTYPES[name]
 
 
+def llm_config(path: Optional[PathLike], arch: Optional[PathLike]):
+    """The architecture config of the LLM at ``path`` (local dir or hub id) or in an ``arch``
+    config.json, read without loading any weight."""
+    if path is not None:
+        return AutoConfig.from_pretrained(str(path))
+    cfg = json.loads(Path(arch).read_text())
+    model_type = cfg.pop("model_type")
+    return AutoConfig.for_model(model_type, **cfg)
+
+
 def load_causal_lm(path: Optional[PathLike], arch: Optional[PathLike], dtype: torch.dtype) -> PreTrainedModel:
     """Pretrained weights from ``path`` (local dir or hub id), or random weights from an ``arch`` config.json.
 
@@ -40,10 +50,7 @@ def load_causal_lm(path: Optional[PathLike], arch: Optional[PathLike], dtype: to
     """
     if path is not None:
         return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
-    cfg = json.loads(Path(arch).read_text())
-    model_type = cfg.pop("model_type")
-    config = AutoConfig.for_model(model_type, **cfg)
-    return AutoModelForCausalLM.from_config(config, dtype=dtype)
+    return AutoModelForCausalLM.from_config(llm_config(None, arch), dtype=dtype)
 
 
 def load_tokenizer(path: Optional[PathLike]):

@@ -233,11 +233,17 @@ class Trainer:
         return model
 
     def check(self) -> None:
-        """Validate every stage against the model before any step runs (layer ranges, modules)."""
-        model = self._init_model(0) if self.schedule.stages[0].init_from is None else None
+        """Validate every stage's LoRA layer ranges against the LLM's depth before any step runs
+        (read from the LLM's config: no weights are loaded for this)."""
+        if self.schedule.stages[0].init_from is not None:
+            return
+        from partlib.models.llm import llm_config
+        from partlib.models.schema import model_config
+
+        sec = model_config(self.model_cfg).llm
+        n = int(llm_config(sec.path, sec.arch).num_hidden_layers)
         for stage in self.schedule.stages:
-            if model is not None and stage.uses_lora:
-                n = model.num_llm_layers()
+            if stage.uses_lora:
                 for step in [0] + [a.step for a in stage.activation]:
                     active_layers_at(stage, step, n)
 

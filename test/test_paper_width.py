@@ -1,0 +1,110 @@
+"""The paper preset at its real width, on CPU: every alignment stage of the PART schedule trains for
+real (bf16 LLM, forward, backward, optimizer, export) with 2 encoder and 2 LLM layers; and the
+full-depth model, built on the meta device, has the FSDP units and LoRA targets the schedule needs."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from partlib import config
+from partlib.data.datadir import DataDir
+from partlib.models.builders import CONFIG_DIR, build_tiny_tokenizer
+from train_fixtures import SENTENCES, speech_data
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "egs" / "TEMPLATE" / "part1" / "conf"
+GIB = 2 ** 30
+
+
+def _arch(name: str, tmp: Path, **overrides) -> str:
+    cfg = json.loads((CONFIG_DIR / name).read_text())
+    cfg.update(overrides)
+    path = tmp / name
+    path.write_text(json.dumps(cfg))
+    return str(path)
+
+
+def _paper_model_config(tmp: Path, encoder_layers: int, llm_layers: int) -> dict:
+    """conf/model.yaml (the recipes' paper model) with random weights of fewer layers."""
+    cfg = yaml.safe_load((CONF / "model.yaml").read_text())
+    cfg["encoder"].pop("path")
+    cfg["encoder"]["arch"] = _arch("whisper-large-v3.json", tmp, encoder_layers=encoder_layers)
+    cfg["llm"].pop("path")
+    cfg["llm"]["arch"] = _arch("qwen2.5-7b-instruct.json", tmp, num_hidden_layers=llm_layers,
+                               max_window_layers=llm_layers)
+    build_tiny_tokenizer(tmp / "tokenizer")
+    cfg["llm"]["tokenizer"] = str(tmp / "tokenizer")
+    return cfg
+
+
+def _schedule() -> dict:
+    """conf/schedule_part.yaml's stages and trainable specs, 2 steps each on the test data."""
+    sched = config.load_file(CONF / "schedule_part.yaml")
+    for stage in sched["stages"]:
+        stage["max_steps"] = 2
+        if "activation" in stage:  # the top LLM layer first, then both: dynamic activation within the run
+            stage["activation"] = [{"step": 0, "layers": {"top_frac": 0.5}}, {"step": 1, "layers": "all"}]
+    sched["defaults"].update(batch={"max_frames": 600, "max_tokens": 2000, "max_utts": 4}, log_interval=1,
+                             save_interval=2, accum_grad=1,
+                             dev={"data": []})  # training steps and exports, not generation
+    return sched
+
+
+@pytest.mark.slow
+def test_every_stage_trains_at_paper_width_within_6_gib(tmp_path):
+    speech_data(tmp_path, n_train=4, n_dev=2, n_mels=128)
+    for lang, other in (("en", "de"), ("de", "en")):  # text-only dirs for stage 3's text tasks
+        utts = [f"t{lang}-{i}" for i in range(4)]
+        DataDir({u: f"t{lang}" for u in utts}, text={u: SENTENCES[lang][i] for i, u in enumerate(utts)},
+                utt2lang={u: lang for u in utts},
+                translations={other: {u: SENTENCES[other][i] for i, u in enumerate(utts)}}).write(
+            tmp_path / "data" / f"text_train_{lang}")
+    (tmp_path / "model.yaml").write_text(yaml.safe_dump(_paper_model_config(tmp_path, 2, 2)))
+    (tmp_path / "schedule.yaml").write_text(yaml.safe_dump(_schedule()))
+    code = ("import resource, sys\nfrom partlib.bin import train\nrc = train.main(sys.argv[1:])\n"
+            "print('MAXRSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\nsys.exit(rc)\n")
+    res = subprocess.run([sys.executable, "-c", code, "--schedule", "schedule.yaml", "--model-config", "model.yaml",
+                          "--data-root", "data", "--exp-dir", "exp", "--threads", "2", "--no-tensorboard"],
+                         cwd=tmp_path, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-4000:]
+    peak = int(res.stdout.split("MAXRSS_KB")[1].split()[0]) * 1024
+    assert peak < 6 * GIB, f"peak RSS {peak / GIB:.2f} GiB"
+    log = res.stderr
+    for stage in ("stage1_within", "stage2_cross", "stage3_text"):
+        assert (tmp_path / "exp" / stage / "model" / "done").is_file()
+        losses = [float(line.split("loss ")[1].split(",")[0]) for line in log.splitlines()
+                  if f"stage {stage} step " in line and "loss " in line and "dev" not in line]
+        assert len(losses) == 2 and all(0 < v < 100 for v in losses), (stage, losses)
+    assert "stage stage2_cross step 0: LoRA active on LLM layers [1]" in log
+    assert "stage stage2_cross step 1: LoRA active on LLM layers [0, 1]" in log
+    # the real widths were trained: 128 mel bins, 1280-wide encoder, 3584-wide LLM with 4 KV heads
+    saved = json.loads((tmp_path / "exp" / "stage3_text" / "model" / "llm" / "config.json").read_text())
+    assert (saved["hidden_size"], saved["num_key_value_heads"], saved["vocab_size"]) == (3584, 4, 152064)
+
+
+def test_full_depth_on_meta_has_the_fsdp_units_and_lora_targets(tmp_path):
+    import torch
+    from peft.tuners.lora import LoraLayer
+
+    from partlib.models.lora import unwrap
+    from partlib.models.speech_llm import SpeechLLM
+    from partlib.train.schedule import parse_schedule
+
+    model = SpeechLLM.from_config(_paper_model_config(tmp_path, 32, 28), device="meta")
+    units = model.shard_units()
+    assert [type(u).__name__ for u in units] == ["WhisperEncoderLayer"] * 32 + ["Qwen2DecoderLayer"] * 28
+    sched = parse_schedule(config.load_file(CONF / "schedule_part.yaml"))
+    lora_stage = next(s for s in sched.stages if s.name == "stage2_cross")
+    model.apply_trainable(lora_stage.trainable)
+    layers = unwrap(model.llm).model.layers
+    spec = lora_stage.trainable.llm.lora
+    for i, layer in enumerate(layers):
+        wrapped = {name.rsplit(".", 1)[-1] for name, m in layer.named_modules() if isinstance(m, LoraLayer)}
+        assert wrapped == set(spec.target_modules), (i, wrapped)
+        assert layer.self_attn.q_proj.lora_A["default"].weight.shape == (spec.r, 3584)
+        assert layer.self_attn.k_proj.lora_B["default"].weight.shape == (512, spec.r)  # 4 KV heads x 128
+    assert all(p.device == torch.device("meta") for p in model.parameters())
+    assert model.encoder.n_mels == 128 and model.encoder.d_model == 1280
