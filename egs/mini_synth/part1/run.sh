@@ -37,7 +37,7 @@ fi
 ./part.sh \
   --local_data_opts "${data_opts}" \
   --prepare_models_opts "--conf ${conf} --nj 2" \
-  --train_sets "$(printf 'train_%s train_concat_%s text_train_%s ' ${langs} ${langs} ${langs})" \
+  --train_sets "$(printf 'train_%s text_train_%s ' ${langs} ${langs})" \
   --dev_sets "$(printf 'dev_%s ' ${langs})" \
   --test_sets "$(printf 'test_%s ' ${langs})" \
   --test_tasks "asr lid" --test_decodes "${s2tt_decodes}" \
@@ -47,6 +47,7 @@ fi
   --features dumped --n_mels 80 --nj 2 \
   --train_nj 3 --train_args "--threads 1" \
   --results_compare "part/stage3_text:frozen_llm/frozen_all part/stage3_text:joint_lora/joint_lora" \
-  --output_controls true --longform_sets "$(printf 'test_%s ' ${langs})" --demo_set test_en --demo_lang en \
+  --output_controls true --longform_sets "$(printf 'test_%s ' ${langs})" --longform_args "--max-segment 8" \
+  --demo_set test_en --demo_lang en \
   --analysis_sets "$(printf 'test_%s ' ${langs})" \
   "${args[@]}"

@@ -16,13 +16,11 @@ num_text_extra=3000  # text-only training sentences (LLM pretraining and text ta
 num_spk_train=24 # synthetic speakers per language (many voices: the encoder must generalise to new ones)
 num_spk_dev=2
 num_spk_test=2
-concat_fraction=0.5  # share of the training utterances also joined, 2-4 of a speaker, into train_concat_<lang>
 data_dir=data
 db=downloads/mini_synth   # generated wavs
 
 help_message="Usage: $0 [options]   (options: --fast --nj --seed --langs --num_train --num_dev
-  --num_test --num_text_extra --num_spk_train --num_spk_dev --num_spk_test --concat_fraction
-  --data_dir --db)"
+  --num_test --num_text_extra --num_spk_train --num_spk_dev --num_spk_test --data_dir --db)"
 
 . ./utils/parse_options.sh
 
@@ -43,11 +41,3 @@ python3 local/make_corpus.py \
   --num-train "${num_train}" --num-dev "${num_dev}" --num-test "${num_test}" \
   --num-text-extra "${num_text_extra}" --num-spk-train "${num_spk_train}" \
   --num-spk-dev "${num_spk_dev}" --num-spk-test "${num_spk_test}"
-
-# Longer training utterances of several sentences each, so that the model learns outputs of more
-# than one sentence, as the segments of a long recording hold (partlib.infer.longform).
-for l in ${langs}; do
-  python3 -m partlib.bin.datadir concat --sizes 2:4 --pause 0.1:0.4 --max-dur 15 \
-    --fraction "${concat_fraction}" --seed "${seed}" "${data_dir}/train_${l}" "${db}/concat/${l}" \
-    "${data_dir}/train_concat_${l}"
-done
