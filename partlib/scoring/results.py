@@ -426,5 +426,5 @@ def build_results(exp_dirs: Sequence[PathLike], *, seeds: bool = False,
     if compare:
         lines += _compare_section(compare, decodes, labels, n_bootstrap)
     if links:
-        lines += ["## Representation analysis", ""] + [f"- [{title}]({path})" for title, path in links] + [""]
+        lines += ["## Reports", ""] + [f"- [{title}]({path})" for title, path in links] + [""]
     return "\n".join(lines).rstrip("\n") + "\n"
