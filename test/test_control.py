@@ -1,5 +1,4 @@
 """Output control without a reference: script masks, trouble signs, training-rate bounds."""
-import itertools
 
 import numpy as np
 import pytest

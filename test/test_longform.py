@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from partlib.common import ConfigError
+from partlib.data import langs
 from partlib.infer import longform
 from audio_fixtures import espeak, join, needs_espeak
 
@@ -71,8 +72,8 @@ def test_short_audio_is_one_segment_and_options_are_checked():
     with pytest.raises(ConfigError, match="at least"):
         longform.plan_segments(x, 0.01)
     assert longform.plan_segments(np.zeros(5 * SR, np.float32), 2.0) == []  # silence: nothing to decode
-    assert longform.stitch(["你好", "", "世界"], "zh") == "你好世界"
-    assert longform.stitch(["hello", "", "world"], "en") == "hello world"
+    assert langs.join_texts(["你好", "", "世界"], "zh") == "你好世界"
+    assert langs.join_texts(["hello", "", "world"], "en") == "hello world"
 
 
 def test_detector_keeps_the_thread_setting():

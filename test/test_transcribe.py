@@ -7,7 +7,7 @@ import soundfile as sf
 import torch
 
 from partlib.bin import transcribe as cli
-from partlib.common import ConfigError, DataError
+from partlib.common import ConfigError
 from partlib.data import audio, langs
 from partlib.data.batching import collate
 from partlib.data.examples import Example

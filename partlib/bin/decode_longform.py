@@ -47,7 +47,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if (out / "hyp").is_file() and (obo / "hyp").is_file():
         logger.info("%s/hyp exists: decode already done", out)
         return 0
+    from partlib.data import langs
     from partlib.data.audio import TARGET_SR
+    from partlib.data.datadir import DataDir
     from partlib.data.kv import read_kv, write_kv
     from partlib.infer import longform
     from partlib.infer.transcribe import Transcriber
@@ -56,18 +58,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     if decode_task(args.one_by_one) != "asr" or not (Path(args.one_by_one) / "hyp").is_file():
         raise DataError("not a finished asr decode dir", args.one_by_one)
     alone = read_kv(Path(args.one_by_one) / "hyp", allow_empty=True)
-    recordings = longform.join_utterances(args.data_dir, args.utts_per_recording, args.pause, args.seed)
+    data = DataDir.load(args.data_dir)
+    if data.text is None:
+        raise DataError("no text (references) in this data dir", args.data_dir)
+    text = data.text
+    recordings = longform.join_utterances(data, args.utts_per_recording, args.pause, args.seed)
     if not recordings:
         raise ConfigError("the data dir has no utterances")
     missing = [u for r in recordings for u in r.utts if u not in alone]
     if missing:
         raise DataError(f"{len(missing)} utterance(s) of the data dir are not decoded there, e.g. {missing[0]}",
                         Path(args.one_by_one) / "hyp")
-    from partlib.data.datadir import DataDir
-
-    text = DataDir.load(args.data_dir).text
-    if text is None:
-        raise DataError("no text (references) in this data dir", args.data_dir)
     model = Transcriber(args.model_dir, threads=args.threads, max_segment_s=args.max_segment)
     start = time.perf_counter()
     results = []
@@ -79,14 +80,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     audio_s = sum(len(r.samples) for r in recordings) / TARGET_SR
     held = [n for rec, res in results for n in longform.utterances_per_segment(
         rec.spans, [(round(g.start * TARGET_SR), round(g.end * TARGET_SR)) for g in res.segments])]
-    refs = {r.name: longform.stitch([text[u] for u in r.utts], r.lang) for r in recordings}
+    refs = {r.name: langs.join_texts([text[u] for u in r.utts], r.lang) for r in recordings}
     utt2lang = {r.name: r.lang for r in recordings}
     stats = {"recordings": len(recordings), "utts_per_recording": args.utts_per_recording,
              "pause_s": list(args.pause), "seed": args.seed, "max_segment_s": model.max_segment_s,
              "segments": len(held), "utterances_per_segment": round(sum(held) / max(1, len(held)), 3),
              "audio_s": round(audio_s, 2), "decode_s": round(seconds, 2), "rtf": round(seconds / audio_s, 4)}
     for d, hyps, extra in ((out, {rec.name: res.text for rec, res in results}, {"longform": stats}),
-                           (obo, {r.name: longform.stitch([alone[u] for u in r.utts], r.lang) for r in recordings},
+                           (obo, {r.name: langs.join_texts([alone[u] for u in r.utts], r.lang) for r in recordings},
                             {"one_by_one": str(args.one_by_one)})):
         d.mkdir(parents=True, exist_ok=True)
         write_kv(d / "ref", refs)

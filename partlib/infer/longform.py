@@ -11,7 +11,8 @@ A recording longer than the maximum segment is cut in three steps:
 3. **Packing**: consecutive pieces are joined, pauses included, while the span stays within the
    maximum, so a segment holds as much context as the model was trained on.
 
-:func:`stitch` joins the segments' texts in order (without spaces for languages written without).
+:func:`partlib.data.langs.join_texts` joins the segments' texts in order (without spaces for
+languages written without).
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 
 from partlib.common import ConfigError, DataError
-from partlib.data import audio, langs
+from partlib.data import audio
 from partlib.data.audio import TARGET_SR
 
 Span = Tuple[int, int]  # [start, end) in samples
@@ -107,11 +108,6 @@ def plan_segments(samples: np.ndarray, max_seconds: float, vad: Optional[VoiceAc
         return [(0, len(samples))]
     regions = (vad or VoiceActivity()).regions(samples)
     return pack([p for r in regions for p in hard_split(samples, r, max_len)], max_len)
-
-
-def stitch(texts: Sequence[str], lang: str) -> str:
-    """The texts of consecutive segments as one text in ``lang`` (empty ones skipped)."""
-    return langs.join_texts(texts, lang)
 
 
 @dataclass

@@ -197,5 +197,5 @@ class Transcriber:
         for (i, s, e), text in zip(spans, texts):
             segments[i].append(Segment(round(s / TARGET_SR, 3), round(e / TARGET_SR, 3), text))
         return [Result(source=name, task=task, language=lang, tgt_lang=target, segments=segs,
-                       text=longform.stitch([g.text for g in segs], target or lang) if segs else "")
+                       text=langs.join_texts([g.text for g in segs], target or lang) if segs else "")
                 for (name, _), lang, segs in zip(loaded, input_langs, segments)]

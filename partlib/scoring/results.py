@@ -34,7 +34,7 @@ import re
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from partlib import tasks
 from partlib.common import ConfigError, DataError, PathLike, atomic_write
@@ -323,13 +323,14 @@ def _section_columns(title: str, specs: Sequence[str], columns: Sequence[Tuple[s
     return out
 
 
-def _stats_table(title: str, decodes: Sequence[Decode], key: str, fields: Sequence[Tuple[str, str, int]],
-                 scale: Mapping[str, float]) -> List[str]:
-    """A table of ``decode.json[key]`` statistics: rows = system/stage x test set, cells = mean ± std
-    over seeds of each field ``(name, label, digits)`` (times ``scale[name]``, e.g. 100 for %)."""
+def _stats_table(title: str, decodes: Sequence[Decode], stats_of: Callable[[Decode], Optional[Mapping]],
+                 fields: Sequence[Tuple[str, str, int]], scale: Mapping[str, float]) -> List[str]:
+    """A table of per-decode statistics (``stats_of``, from its ``decode.json``; None: not shown):
+    rows = system/stage x test set, cells = mean ± std over seeds of each field ``(name, label,
+    digits)`` (times ``scale[name]``, e.g. 100 for %)."""
     rows: Dict[str, Dict[str, List[float]]] = {}
     for d in sorted(decodes, key=lambda d: (d.system, _stage_key(d.stage), d.testset, d.task)):
-        stats = d.options.get(key)
+        stats = stats_of(d)
         if not isinstance(stats, Mapping):
             continue
         cells = rows.setdefault(f"{d.system} {d.stage} / {d.testset} ({d.task})", {})
@@ -347,16 +348,12 @@ def _stats_table(title: str, decodes: Sequence[Decode], key: str, fields: Sequen
     return out + [""]
 
 
-def _redecode_rates(decodes: Sequence[Decode]) -> List[Decode]:
-    """The decodes with re-decode counts, their counts turned into shares of the utterances."""
-    out = []
-    for d in decodes:
-        redecode = d.options.get("redecode")
-        n = d.options.get("num_utts")
-        if isinstance(redecode, Mapping) and n:
-            out.append(Decode(d.tag, d.system, d.seed, d.stage, d.testset, d.task, d.path, d.scores,
-                              {"rates": {k: v / n for k, v in redecode["counts"].items()}}))
-    return out
+def _redecode_rates(d: Decode) -> Optional[Dict[str, float]]:
+    """A decode's re-decode counts as shares of its utterances (None without a re-decode)."""
+    redecode, n = d.options.get("redecode"), d.options.get("num_utts")
+    if not isinstance(redecode, Mapping) or not n:
+        return None
+    return {k: v / n for k, v in redecode["counts"].items()}
 
 
 _TROUBLE_FIELDS = (("redecoded", "re-decoded (%)", 2), ("budget", "reached the budget (%)", 2),
@@ -372,9 +369,10 @@ def _section(title: str, columns: Sequence[Tuple[str, str]], decodes: Sequence[D
     lines = [f"## {title}", ""]
     for t in _collect(chosen):
         lines += _render_table(t, columns, labels)
-    lines += _stats_table("Re-decode triggers (share of the utterances)", _redecode_rates(chosen), "rates",
+    lines += _stats_table("Re-decode triggers (share of the utterances)", chosen, _redecode_rates,
                           _TROUBLE_FIELDS, {k: 100.0 for k, _, _ in _TROUBLE_FIELDS})
-    lines += _stats_table("Long-form segmentation", chosen, "longform", _LONGFORM_FIELDS, {})
+    lines += _stats_table("Long-form segmentation", chosen, lambda d: d.options.get("longform"),
+                          _LONGFORM_FIELDS, {})
     return lines
 
 
