@@ -551,7 +551,7 @@ class Trainer:
         examples = data.examples if data is not None else []
         cross = {e.tgt_lang for e in examples if tasks.get(e.task).cross_lingual}
         speech = [e for e in examples if e.num_frames]
-        sample = speech[::max(1, len(speech) // _RATE_SAMPLE)]  # the rate quantile from at most ~this many
+        sample = speech[::max(1, math.ceil(len(speech) / _RATE_SAMPLE))]  # at most _RATE_SAMPLE of them
         n_target = [len(ids) for ids in tokenizer([e.target for e in sample], add_special_tokens=False)["input_ids"]]
         rates = control.target_rates([(e.task, e.tgt_lang, n, e.num_frames / FRAMES_PER_SECOND)
                                       for e, n in zip(sample, n_target)])
