@@ -133,14 +133,16 @@ class SpeechEncoder(nn.Module):
         if feats.dim() != 3 or feats.shape[-1] != self.n_mels:
             raise ConfigError(
                 f"encoder expects features [B, T, {self.n_mels}] (config num_mel_bins), got {tuple(feats.shape)}")
-        feat_lens = feat_lens.to(feats.device)
-        if int(feat_lens.max()) > self.max_frames or feats.shape[1] > self.max_frames:
+        # Decisions on lengths are taken on a host copy: no device sync when the lengths come from
+        # the host, and the memory planner can run this on the meta device.
+        lens = feat_lens.cpu()
+        if int(lens.max()) > self.max_frames or feats.shape[1] > self.max_frames:
             raise DataError(
-                f"input of {int(max(feat_lens.max(), feats.shape[1]))} frames is longer than Whisper's "
+                f"input of {int(max(lens.max(), feats.shape[1]))} frames is longer than Whisper's "
                 f"{self.max_frames} frames ({self.max_frames // 100} s); segment the audio first")
-        out_lens = self.output_lengths(feat_lens)
+        out_lens = self.output_lengths(lens)
         t_in = feats.shape[1]
-        in_mask = torch.arange(t_in, device=feats.device)[None, :] < feat_lens[:, None]  # [B, T]
+        in_mask = (torch.arange(t_in)[None, :] < lens[:, None]).to(feats.device)  # [B, T]
         x = feats.masked_fill(~in_mask[..., None], 0.0)
         if self.pad_to_30s:
             x = _pad_like_whisper(x, in_mask, self.max_frames)
@@ -149,9 +151,10 @@ class SpeechEncoder(nn.Module):
         with torch.set_grad_enabled(torch.is_grad_enabled() and first == 0):
             h = self._embed(x, in_mask)
         t_out = h.shape[1]
-        out_mask = torch.arange(t_out, device=h.device)[None, :] < out_lens[:, None]  # [B, T']
+        host_mask = torch.arange(t_out)[None, :] < out_lens[:, None]  # [B, T']
+        out_mask = host_mask.to(h.device)
         attn_mask = None
-        if not self.pad_to_30s and not bool(out_mask.all()):
+        if not self.pad_to_30s and not bool(host_mask.all()):
             # Additive key-padding mask [B, 1, 1, T'], broadcast over heads and queries.
             attn_mask = torch.zeros(out_mask.shape, dtype=h.dtype, device=h.device)
             attn_mask = attn_mask.masked_fill(~out_mask, torch.finfo(h.dtype).min)[:, None, None, :]
@@ -166,7 +169,7 @@ class SpeechEncoder(nn.Module):
         if self.pad_to_30s:
             h = h[:, : int(out_lens.max())]
             out_mask = out_mask[:, : h.shape[1]]
-        return h.masked_fill(~out_mask[..., None], 0.0), out_lens
+        return h.masked_fill(~out_mask[..., None], 0.0), out_lens.to(feats.device)
 
     def _embed(self, x: Tensor, in_mask: Tensor) -> Tensor:
         """Convolutions + positions: [B, T, M] -> [B, T', D]."""

@@ -107,13 +107,9 @@ class SpeechLLM(nn.Module):
             llm = load_causal_lm(llm_sec.path, llm_sec.arch, parse_dtype(llm_sec.dtype))
             adapter = build_adapter(cfg.adapter, encoder.d_model, llm.config.hidden_size, encoder.frame_rate)
         tokenizer = load_tokenizer(llm_sec.tokenizer or llm_sec.path)
-        if llm_sec.gradient_checkpointing:
-            if hasattr(llm, "activation_checkpointing_enable"):  # transformers >= 5
-                llm.activation_checkpointing_enable({"use_reentrant": False})
-            else:
-                llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        resolved = to_dict(cfg)
-        return cls(encoder, adapter, llm, tokenizer, resolved)
+        model = cls(encoder, adapter, llm, tokenizer, to_dict(cfg))
+        model.set_gradient_checkpointing(enc.gradient_checkpointing, llm_sec.gradient_checkpointing)
+        return model
 
     @classmethod
     def from_pretrained(cls, path: PathLike) -> "SpeechLLM":
@@ -127,6 +123,20 @@ class SpeechLLM(nn.Module):
         from partlib.models import io
 
         io.save_model(self, path, merge_lora, self_contained)
+
+    def set_gradient_checkpointing(self, encoder: bool, llm: bool) -> None:
+        """Recompute the encoder's / the LLM's layer activations in the backward pass (or not)."""
+        self.encoder.gradient_checkpointing = encoder
+        base = unwrap(self.llm)
+        if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5
+            if llm:
+                base.activation_checkpointing_enable({"use_reentrant": False})
+            else:
+                base.activation_checkpointing_disable()
+        elif llm:
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            base.gradient_checkpointing_disable()
 
     # ----------------------------------------------------------------- trainable parts
     def num_llm_layers(self) -> int:
@@ -220,7 +230,7 @@ class SpeechLLM(nn.Module):
         if feats.shape[-1] != self.n_mels:
             raise ConfigError(f"features have {feats.shape[-1]} mel bins but the encoder expects {self.n_mels}")
         enc_dtype = next(self.encoder.parameters()).dtype
-        h, h_lens = self.encoder(feats.to(self.device, enc_dtype), feat_lens.to(self.device))
+        h, h_lens = self.encoder(feats.to(self.device, enc_dtype), feat_lens)  # lengths stay on the host
         adapter_trains = any(p.requires_grad for p in self.adapter.parameters())
         with torch.set_grad_enabled(torch.is_grad_enabled() and (adapter_trains or h.requires_grad)):
             emb, lens = self.adapter(h.to(next(self.adapter.parameters()).dtype), h_lens)
