@@ -40,6 +40,18 @@ def cli(main: Callable[[Optional[List[str]]], Optional[int]]) -> Callable[[Optio
     return wrapper
 
 
+def add_training_options(parser: argparse.ArgumentParser) -> None:
+    """The options of ``partlib.bin.train`` that other tools (``partlib.bin.plan``) accept alike:
+    ``--set`` / ``--model-set`` overrides and ``--strategy``."""
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                        help="override a schedule value (YAML-parsed), e.g. stages.1.max_steps=50; repeatable")
+    parser.add_argument("--model-set", dest="model_overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                        help="override a model-config value, e.g. adapter.stack=2; repeatable")
+    parser.add_argument("--strategy", choices=["ddp", "fsdp"], default="ddp",
+                        help="ddp: full replicas, summed gradient all-reduce; fsdp: shard parameters, gradients "
+                             "and optimizer state over ranks (fully_shard per transformer layer); one process: same")
+
+
 def pair(kind: type) -> Callable[[str], tuple]:
     """An argparse ``type`` for ``A:B`` (two values of ``kind``, e.g. a range of seconds)."""
     def parse(value: str) -> tuple:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from partlib.bin import cli
+from partlib.bin import add_training_options, cli
 from partlib.common import atomic_write, get_logger
 from partlib.features.source import FEATURE_MODES
 from partlib.models.schema import load_model_config
@@ -36,18 +36,12 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--exp-dir", required=True, help="experiment directory (outputs, checkpoints, logs)")
     p.add_argument("--data-root", default=None, help="directory that relative data-dir patterns are under")
     p.add_argument("--seed", type=int, default=None, help="overrides the schedule's seed")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
-                   help="override a schedule value (YAML-parsed), e.g. stages.1.max_steps=50; repeatable")
-    p.add_argument("--model-set", dest="model_overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
-                   help="override a model-config value, e.g. adapter.stack=2; repeatable")
+    add_training_options(p)
     p.add_argument("--features", choices=FEATURE_MODES, default="auto",
                    help="dumped: require feats.scp; on_the_fly: compute log-mel from audio; auto: feats.scp if present")
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
     p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda if available)")
     p.add_argument("--no-amp", action="store_true", help="disable bf16 autocast on GPU")
-    p.add_argument("--strategy", choices=["ddp", "fsdp"], default="ddp",
-                   help="ddp: full replicas, summed gradient all-reduce; fsdp: shard parameters, gradients "
-                        "and optimizer state over ranks (fully_shard per transformer layer); one process: same")
     p.add_argument("--no-tensorboard", action="store_true")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads on CPU")
     return p

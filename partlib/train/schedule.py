@@ -222,3 +222,34 @@ def lora_layers_union(stage: StageConfig, num_layers: int) -> List[int]:
     if not stage.activation:
         return active_layers_at(stage, 0, num_layers) or []
     return sorted({l for a in stage.activation for l in active_layers_at(stage, a.step, num_layers) or []})
+
+
+def apply_stage_trainable(model, stage: StageConfig) -> None:
+    """Set what trains in ``stage`` on ``model``: its trainable spec, with every LoRA layer that is
+    active at some step of the stage (the optimizer's set; the others wait with requires_grad=False)."""
+    model.apply_trainable(stage.trainable)
+    if stage.uses_lora:
+        model.set_lora_active_layers(lora_layers_union(stage, model.num_llm_layers()))
+
+
+def frozen_encoder_warnings(schedule: Schedule, model_cfg: Dict[str, Any]) -> Dict[str, str]:
+    """``{stage: warning}`` for the stages that keep a pretrained Whisper encoder frozen, untouched by
+    the stages before them, while feeding it variable-length input (``encoder.pad_to_30s: false``):
+    a frozen Whisper's states then drift from its 30 s padded ones (egs/README.md, "Frozen encoders
+    and variable length"). Stages after one that trained the encoder are not warned about."""
+    enc = model_cfg.get("encoder", {})
+    if not enc.get("path") or enc.get("pad_to_30s"):
+        return {}
+    out: Dict[str, str] = {}
+    trained = False
+    for stage in schedule.stages:
+        if stage.init_from is None:
+            trained = False
+        if stage.trainable.encoder == "frozen" and not trained:
+            out[stage.name] = (
+                f"stage {stage.name}: the pretrained encoder stays frozen but gets variable-length input "
+                f"(encoder.pad_to_30s: false); its states differ from the 30 s padded ones it was trained "
+                f"on: train the encoder or set pad_to_30s: true (egs/README.md, 'Frozen encoders and "
+                f"variable length')")
+        trained = trained or stage.trainable.encoder != "frozen"
+    return out

@@ -54,7 +54,8 @@ from partlib.train import distributed as dist_utils
 from partlib.train import fsdp, layout, optim
 from partlib.train.checkpoint import CheckpointManager, rng_state, set_rng_state
 from partlib.train.loader import BatchDataset
-from partlib.train.schedule import Schedule, StageConfig, active_layers_at, lora_layers_union
+from partlib.train.schedule import (Schedule, StageConfig, active_layers_at, apply_stage_trainable,
+                                    frozen_encoder_warnings)
 
 logger = get_logger("partlib.train")
 _DEV_BATCH = 16  # dev examples per forward / generate batch
@@ -234,7 +235,10 @@ class Trainer:
 
     def check(self) -> None:
         """Validate every stage's LoRA layer ranges against the LLM's depth before any step runs
-        (read from the LLM's config: no weights are loaded for this)."""
+        (read from the LLM's config: no weights are loaded for this); warn about frozen pretrained
+        encoders fed variable-length input."""
+        for warning in frozen_encoder_warnings(self.schedule, self.model_cfg).values():
+            logger.warning("%s", warning)
         if self.schedule.stages[0].init_from is not None:
             return
         from partlib.models.llm import llm_config
@@ -275,9 +279,7 @@ class Trainer:
         model = self._init_model(index)
         # Every parameter that trains at some step of the stage goes into the optimizer; LoRA layers
         # outside the active set simply have requires_grad=False (no grad, no update) until activated.
-        model.apply_trainable(stage.trainable)
-        if stage.uses_lora:
-            model.set_lora_active_layers(lora_layers_union(stage, model.num_llm_layers()))
+        apply_stage_trainable(model, stage)
         return model
 
     def train_stage(self, index: int) -> Path:
