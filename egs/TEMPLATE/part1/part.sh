@@ -63,6 +63,10 @@ train_args=""          # extra options of partlib.bin.train (e.g. --set stages.0
 num_workers=0
 train_nj=1             # trainings (schedule x seed) run at once; on a small CPU each with fewer threads
 train_launcher=""      # replaces ${python} for training, e.g. "torchrun --standalone --nproc_per_node 8"
+ngpu=0                 # GPUs per training (the launcher's processes): > 0 runs the memory planner
+                       # (python -m partlib.bin.plan) first and stops when a stage cannot fit
+gpu_mem=80             # GiB per GPU, for that check
+plan_args=""           # extra options of partlib.bin.plan (e.g. --grad-ckpt off --utt-seconds 15)
 
 # Stage 6
 test_tasks="asr"       # within-language tasks decoded on every test set (python -m partlib.bin.tasks list)
@@ -97,6 +101,7 @@ Options (defaults in the script):
   --schedules "part frozen_llm joint_lora"   --seeds "1 2 3"
   --features dumped|on_the_fly|auto   --n_mels 80|128   --nj N   --decode_nj N
   --model_config FILE   --train_args "..."   --train_nj N (trainings at once)
+  --ngpu N --gpu_mem GiB     check that every stage fits on the GPUs before training
   --test_tasks "asr lid"   --test_decodes "s2tt:test_de:en ..."   (what stage 6 decodes)
   --decode_args "..."   --controls true|false   --output_controls true|false
   --longform_sets "<sets>"   --demo_set <set>
@@ -194,6 +199,17 @@ if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
 fi
 
 if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
+  if [ "${ngpu}" -gt 0 ]; then
+    mkdir -p "${expdir}"
+    for sched in ${schedules}; do
+      log "Stage 5: memory plan of ${sched} on ${ngpu} GPU(s) x ${gpu_mem} GiB -> ${expdir}/plan_${sched}.txt"
+      # shellcheck disable=SC2086
+      ${python} -m partlib.bin.plan --schedule "${schedule_dir}/schedule_${sched}.yaml" \
+        --model-config "${model_config}" --gpus "${ngpu}" --gpu-mem "${gpu_mem}" --train-args "${train_args}" \
+        --output "${expdir}/plan_${sched}.txt" --check ${plan_args} \
+        || { log "Stage 5: ${sched} does not fit (see ${expdir}/plan_${sched}.txt)"; exit 1; }
+    done
+  fi
   failed=()
   for sched in ${schedules}; do
     for seed in ${seeds}; do
