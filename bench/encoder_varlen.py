@@ -3,10 +3,9 @@
 64 utterances with durations uniform in 2-8 s are cut into the project's length-bucketed batches
 (partlib.data.batching.make_batches); both variants run the very same batches with the same weights.
 Prints per-config times and the speed-up, for a tiny config and a whisper-base-sized one
-(random weights). With ``--paper`` on a CUDA machine it also times one training step of the paper
-preset (random weights, bf16 autocast) with the LLM frozen and with LoRA.
+(random weights). Training steps of the whole paper preset: ``bench/gpu_step.py``.
 
-    python bench/encoder_varlen.py [--threads 1] [--paper]
+    python bench/encoder_varlen.py [--threads 1]
 """
 from __future__ import annotations
 
@@ -77,44 +76,11 @@ def bench_encoder(name: str, arch: dict, utts: List[Example], device: str) -> No
           f"padded-30s {times[True]:8.2f} s   speed-up {times[True] / times[False]:5.1f}x", flush=True)
 
 
-def bench_paper(device: str) -> None:
-    """One training step of the paper preset (random weights) with a frozen LLM and with LoRA."""
-    from partlib.models.builders import build_paper, build_tiny_tokenizer
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        build_tiny_tokenizer(tmp)
-        model = build_paper(device=device, tokenizer=tmp)
-    model.train()
-    utts = make_utterances(8, seed=2)
-    lens = torch.tensor([e.num_frames for e in utts])
-    batch = {"utt_ids": [e.utt for e in utts], "tasks": ["asr"] * 8, "src_langs": ["en"] * 8,
-             "tgt_langs": ["en"] * 8, "feats": torch.randn(8, int(lens.max()), model.n_mels),
-             "feat_lens": lens, "src_texts": [None] * 8,
-             "targets": ["the quick brown fox jumps over the lazy dog " * 3] * 8}
-    specs = {"llm frozen": {"encoder": "frozen", "adapter": "full", "llm": "frozen"},
-             "llm lora": {"encoder": "frozen", "adapter": "full", "llm": {"lora": {"layers": "all"}}}}
-    for name, spec in specs.items():
-        model.apply_trainable(spec)
-        for i in range(3):  # the last of three steps is timed
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            t0 = time.perf_counter()
-            out = model(batch)
-            (out["loss_sum"] / out["n_tokens"]).backward()
-            torch.cuda.synchronize()
-            dt = time.perf_counter() - t0
-            model.zero_grad(set_to_none=True)
-        print(f"paper {name:10s} step {dt * 1000:8.1f} ms  target tokens/s {out['n_tokens'] / dt:9.0f}  "
-              f"peak memory {torch.cuda.max_memory_allocated() / 2 ** 30:6.1f} GiB", flush=True)
-
-
 def main() -> None:
     """Parse arguments and run the benchmarks."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--paper", action="store_true", help="also time the paper preset (CUDA only)")
     ap.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -123,8 +89,6 @@ def main() -> None:
     print(f"device={args.device} threads={args.threads} utterances=64 total={secs:.0f} s (2-8 s each)")
     for name in args.configs:
         bench_encoder(name, CONFIGS[name], utts, args.device)
-    if args.paper:
-        bench_paper(args.device)
 
 
 if __name__ == "__main__":
