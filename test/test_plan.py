@@ -158,11 +158,15 @@ def test_cli_check_names_the_stage_that_does_not_fit(tmp_path):
     assert "Traceback" not in res.stderr
     # the training command's overrides apply: a smaller stage-1 batch needs less memory
     small = _run_plan(*args, "--format", "json", "--train-args",
-                      "--threads 1 --set stages.0.batch.max_frames=8000 --strategy fsdp")
+                      "--threads 1 --set stages.0.batch.max_frames=8000 --strategy fsdp",
+                      "--set", "stages.0.trainable.encoder=frozen")
     full = _run_plan(*args, "--format", "json")
     assert small.returncode == 0 and full.returncode == 0, small.stderr + full.stderr
     a, b = json.loads(small.stdout)[0]["checkpointing"]["on"], json.loads(full.stdout)[0]["checkpointing"]["on"]
     assert a["activations"] < b["activations"]
+    # a frozen pretrained encoder on variable-length input is warned about (stage 1 only: stage 2 trains it)
+    assert "stage stage1_within: the pretrained encoder stays frozen" in small.stderr
+    assert json.loads(small.stdout)[0]["warning"] and not json.loads(small.stdout)[1]["warning"]
     out = tmp_path / "plan.md"
     res = _run_plan(*args, "--gpus", "8", "--format", "markdown", "--output", str(out))
     assert res.returncode == 0 and res.stdout == ""
