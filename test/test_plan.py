@@ -228,3 +228,12 @@ def test_gpu_step_benchmark_on_cpu_records_an_out_of_memory_step(monkeypatch):
     assert on["step_s"] > 0 and on["tokens_s"] > 0 and 0 < on["mfu"] and on["predicted"] > 0 and "measured" in on
     assert off["oom"] and off["predicted"] > on["predicted"] and "step_s" not in off
     assert "OOM" in gpu_step._format(off) and on["batch"] in gpu_step._format(on)
+
+
+def test_cli_names_a_model_it_has_no_architecture_for(tmp_path):
+    cfg = yaml.safe_load((CV / "model.yaml").read_text())
+    cfg["llm"]["path"] = "someorg/unknown-llm-3b"
+    (tmp_path / "model.yaml").write_text(yaml.safe_dump(cfg))
+    res = _run_plan("--model-config", str(tmp_path / "model.yaml"), "--schedule", str(CV / "schedule_part.yaml"))
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert "llm.path 'someorg/unknown-llm-3b'" in res.stderr and "unknown-llm-3b.json" in res.stderr

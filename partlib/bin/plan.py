@@ -44,7 +44,6 @@ def plan_schedule(model_cfg: dict, schedule, setup, utt_seconds: float, gpu_byte
     """One record per stage: its :class:`~partlib.train.memory.StagePlan`, the setting judged
     (``grad_ckpt`` or the model config's), warnings."""
     from partlib.train import memory
-
     from partlib.train.schedule import frozen_encoder_warnings
 
     model = memory.meta_model(model_cfg)
@@ -70,8 +69,9 @@ def render_text(records: List[Dict], setup, gpu_mem: float) -> str:
            f"{'bf16 autocast' if setup.device == 'cuda' else 'float32'}; memory per GPU in GiB"]
     for rec in records:
         stage, params = rec["stage"], rec["plan"].plans["off"].params
-        out.append(f"\nstage {stage.name} ({_trainable(stage)}); batch per GPU: "
-                   f"{rec['plan'].plans['off'].shape.describe()}")
+        shapes = {name: p.shape for name, p in rec["plan"].plans.items()}
+        out.append(f"\nstage {stage.name} ({_trainable(stage)}); largest batch per GPU: {shapes['off'].describe()}"
+                   + ("" if shapes["on"] == shapes["off"] else f" (with checkpointing: {shapes['on'].describe()})"))
         out.append(f"  {'parameters':<12}{'total':>10}{'trainable':>11}")
         for part in params.total:
             out.append(f"  {part:<12}{fmt_params(params.total[part]):>10}{fmt_params(params.trainable[part]):>11}")

@@ -45,6 +45,7 @@ from torch.overrides import TorchFunctionMode
 
 from partlib import tasks
 from partlib.common import ConfigError
+from partlib.features.whisper_mel import FRAMES_PER_SECOND
 from partlib.models.builders import CONFIG_DIR
 from partlib.models.llm import backbone_and_head, decoder_layers
 from partlib.models.lora import unwrap
@@ -110,7 +111,7 @@ class BatchShape:
         return replace(self, rows=rows, targets=self.targets * rows // self.rows)
 
     def describe(self) -> str:
-        speech = f", {self.frames / 100:.0f} s of speech each" if self.frames else ""
+        speech = f", {self.frames / FRAMES_PER_SECOND:.0f} s of speech each" if self.frames else ""
         return f"{self.task}: {self.rows} x {self.tokens} tokens{speech}, {self.targets} targets"
 
 
@@ -124,12 +125,11 @@ def budget_shapes(stage: StageConfig, model, gpus: int, utt_seconds: float = 10.
     for name in dict.fromkeys(spec.task for spec in stage.tasks):
         task = tasks.get(name)
         if task.speech:
-            frames = int(utt_seconds * 100)
-            speech = model.speech_embed_length(frames)
-            targets = 0 if name == "lid" else max(1, round(TARGET_TOKENS_PER_S * utt_seconds))
-            tokens = PROMPT_TOKENS + speech + max(targets, 2)
-            rows = int(min(utts_gpu, frames_gpu // frames, tokens_gpu // tokens))
-            shapes.append(BatchShape(name, max(1, rows), frames, tokens, max(1, rows) * max(targets, 2)))
+            frames = int(utt_seconds * FRAMES_PER_SECOND)
+            targets = max(2, round(TARGET_TOKENS_PER_S * utt_seconds))  # a bound for short targets (lid)
+            tokens = PROMPT_TOKENS + model.speech_embed_length(frames) + targets
+            rows = max(1, int(min(utts_gpu, frames_gpu // frames, tokens_gpu // tokens)))
+            shapes.append(BatchShape(name, rows, frames, tokens, rows * targets))
         else:
             tokens = text_tokens
             rows = max(1, int(min(utts_gpu, tokens_gpu // tokens)))
