@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> List[Dict]:
             opt = build_optimizer([p for p in model.parameters() if p.requires_grad], stage.optim)
             for ckpt, parts in memory.CHECKPOINTING.items():
                 model.set_gradient_checkpointing(ckpt == "on", ckpt == "on")
-                real = _real_shape(model, batch, shape)
+                real = memory.batch_shape(model, batch)
                 predicted = memory.predict(planner, real, memory.Setup(gpus=1, device=setup.device,
                                                                        accum_grad=1), parts).peak
                 row = {"stage": stage.name, "ckpt": ckpt, "batch": real.describe(), "predicted": predicted}
@@ -161,17 +161,6 @@ def run(args: argparse.Namespace) -> List[Dict]:
                 print(_format(row), flush=True)
             del opt
     return rows
-
-
-def _real_shape(model, batch: Dict, planned: memory.BatchShape) -> memory.BatchShape:
-    """The batch's shape as the model builds it (padded LLM length, target tokens)."""
-    n_speech = model.speech_embed_length(planned.frames) if planned.frames else 0
-    examples = [model.prompt.build(t, s, g, n_speech=n_speech, src_text=x, target=y)
-                for t, s, g, x, y in zip(batch["tasks"], batch["src_langs"], batch["tgt_langs"],
-                                         batch["src_texts"], batch["targets"])]
-    t = model.prompt.collate(examples, left_pad=False)
-    return memory.BatchShape(planned.task, planned.rows, planned.frames, int(t["input_ids"].shape[1]),
-                             int((t["labels"][:, 1:] != -100).sum()))
 
 
 def _format(row: Dict) -> str:

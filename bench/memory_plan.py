@@ -22,6 +22,7 @@ as the paper preset keeps its LLM), random weights; specs as in the schedules: L
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -76,6 +77,7 @@ def make_batch(rows: int, frames: int, n_mels: int) -> dict:
 def child(args: argparse.Namespace) -> None:
     """(Subprocess) measure: build, set trainable, AdamW steps on one batch; print JSON."""
     from partlib.models.speech_llm import SpeechLLM
+    from partlib.train import memory
     from partlib.train.optim import Optim, build_optimizer
 
     cfg = json.loads(args.child)
@@ -84,10 +86,7 @@ def child(args: argparse.Namespace) -> None:
     model.apply_trainable({"encoder": "full", "adapter": "full", "llm": SPECS[cfg["spec"]]})
     model.train()
     batch = make_batch(args.rows, int(args.seconds * 100), model.n_mels)
-    # the batch's shape as the model sees it: padded LLM length and target tokens
-    n_speech = model.speech_embed_length(int(args.seconds * 100))
-    examples = [model.prompt.build("asr", "en", "en", n_speech=n_speech, target=t) for t in batch["targets"]]
-    collated = model.prompt.collate(examples, left_pad=False)
+    shape = memory.batch_shape(model, batch)  # as the model builds it: padded length, target tokens
     params = [p for p in model.parameters() if p.requires_grad]
     opt = build_optimizer(params, Optim())
     reset_peak_rss()
@@ -96,9 +95,7 @@ def child(args: argparse.Namespace) -> None:
         out["loss_sum"].backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-    print(json.dumps({"growth": (peak_rss() - before) * 1024, "rows": args.rows,
-                      "tokens": int(collated["input_ids"].shape[1]),
-                      "targets": int((collated["labels"][:, 1:] != -100).sum())}))
+    print(json.dumps({"growth": (peak_rss() - before) * 1024, "shape": dataclasses.asdict(shape)}))
 
 
 def measure(model_cfg: dict, spec: str, args: argparse.Namespace) -> Dict:
@@ -121,8 +118,8 @@ def predicted(model_cfg: dict, spec: str, m: Dict, args: argparse.Namespace):
 
     model = memory.meta_model(model_cfg)
     model.apply_trainable({"encoder": "full", "adapter": "full", "llm": SPECS[spec]})
-    shape = memory.BatchShape("asr", m["rows"], int(args.seconds * 100), m["tokens"], m["targets"])
-    return memory.predict(model, shape, memory.Setup(device="cpu"), ("encoder", "llm") if args.grad_ckpt else ())
+    parts = memory.CHECKPOINTING["on" if args.grad_ckpt else "off"]
+    return memory.predict(model, memory.BatchShape(**m["shape"]), memory.Setup(device="cpu"), parts)
 
 
 def parser() -> argparse.ArgumentParser:

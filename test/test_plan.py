@@ -72,10 +72,8 @@ def test_probe_counts_what_a_real_forward_keeps(tmp_path, spec, llm_dtype):
     real.train()
     batch = memory_plan.make_batch(3, 400, real.n_mels)
     measured = _saved_by_real_forward(real, batch)
-    n_speech = real.speech_embed_length(400)
-    examples = [real.prompt.build("asr", "en", "en", n_speech=n_speech, target=t) for t in batch["targets"]]
-    t = real.prompt.collate(examples, left_pad=False)
-    shape = memory.BatchShape("asr", 3, 400, int(t["input_ids"].shape[1]), int((t["labels"][:, 1:] != -100).sum()))
+    shape = memory.batch_shape(real, batch)
+    assert (shape.rows, shape.frames) == (3, 400) and shape.tokens > real.speech_embed_length(400) > 0
     meta = memory.meta_model(cfg)
     meta.apply_trainable({"encoder": "full", "adapter": "full", "llm": SPECS[spec]})
     probed = memory.probe_activations(meta, shape)

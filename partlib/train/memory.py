@@ -48,6 +48,7 @@ from partlib.common import ConfigError
 from partlib.features.whisper_mel import FRAMES_PER_SECOND
 from partlib.models.builders import CONFIG_DIR
 from partlib.models.llm import backbone_and_head, decoder_layers
+from partlib.models.prompt import IGNORE_INDEX
 from partlib.models.lora import unwrap
 from partlib.train.schedule import StageConfig, apply_stage_trainable
 
@@ -113,6 +114,21 @@ class BatchShape:
     def describe(self) -> str:
         speech = f", {self.frames / FRAMES_PER_SECOND:.0f} s of speech each" if self.frames else ""
         return f"{self.task}: {self.rows} x {self.tokens} tokens{speech}, {self.targets} targets"
+
+
+def batch_shape(model, batch: dict) -> BatchShape:
+    """The shape of a real training ``batch`` (one task) as ``model`` builds it: its rows, padded
+    frames, padded LLM length (prompt, speech embeddings, target) and target tokens."""
+    frames = int(batch["feats"].shape[1]) if batch.get("feats") is not None else 0
+    n = len(batch["tasks"])
+    lens = batch["feat_lens"].tolist() if frames else [0] * n
+    examples = [model.prompt.build(batch["tasks"][i], batch["src_langs"][i], batch["tgt_langs"][i],
+                                   n_speech=model.speech_embed_length(lens[i]) if lens[i] else 0,
+                                   src_text=(batch.get("src_texts") or [None] * n)[i], target=batch["targets"][i])
+                for i in range(n)]
+    t = model.prompt.collate(examples, left_pad=False)
+    return BatchShape(batch["tasks"][0], n, frames, int(t["input_ids"].shape[1]),
+                      int((t["labels"][:, 1:] != IGNORE_INDEX).sum()))
 
 
 def budget_shapes(stage: StageConfig, model, gpus: int, utt_seconds: float = 10.0,
@@ -506,5 +522,5 @@ def fmt_params(n: int) -> str:
     return str(n)
 
 
-__all__ = ["Activations", "BatchShape", "CHECKPOINTING", "GIB", "Plan", "Setup", "StagePlan", "budget_shapes",
+__all__ = ["Activations", "BatchShape", "CHECKPOINTING", "GIB", "Plan", "Setup", "StagePlan", "batch_shape", "budget_shapes",
            "checkpointed_parts", "meta_model", "param_counts", "plan_stage", "predict", "probe_activations"]
