@@ -142,6 +142,7 @@ def test_cli_plans_every_stage_of_the_paper_preset():
         on, off = s["checkpointing"]["on"], s["checkpointing"]["off"]
         assert on["activations"] < off["activations"] and on["weights"] == off["weights"]
         # accum_grad 4 (paper_scale.yaml): the gradients are there beside the activations
+        assert on["held_grads"] == on["grads"] > 0
         assert on["peak"] == pytest.approx(on["weights"] + on["optimizer"] + on["grads"]
                                            + max(on["activations"] + on["loss_grads"], on["step_temps"]))
         assert s["judged"] == "on"  # the preset turns gradient checkpointing on
@@ -181,7 +182,12 @@ def test_fsdp_shards_weights_gradients_and_optimizer_state(tmp_path):
     assert ddp.weights == sum(counts.bytes.values()) and ddp.grads == sum(counts.trainable_bytes.values())
     assert fsdp.grads == ddp.grads // 4 and fsdp.optimizer == ddp.optimizer // 4
     assert fsdp.weights == ddp.weights // 4 + counts.root + sum(sorted(counts.units)[-2:])
-    assert fsdp.activations == ddp.activations
+    assert fsdp.activations == ddp.activations and ddp.held_grads == fsdp.held_grads == 0
+    # accumulating without gradient sync, FSDP holds the unsharded gradients between micro-batches
+    acc = memory.predict(model, shape, memory.Setup(gpus=4, strategy="fsdp", device="cpu", accum_grad=4))
+    assert acc.held_grads == ddp.grads and acc.grads == fsdp.grads
+    assert acc.peak == acc.weights + acc.optimizer + max(acc.held_grads + acc.activations + acc.loss_grads,
+                                                         acc.grads + acc.step_temps)
 
 
 def test_frozen_pretrained_encoder_on_variable_length_input_is_warned_about():

@@ -29,7 +29,7 @@ from partlib.bin import add_training_options, cli
 from partlib.common import ConfigError, atomic_write, get_logger
 
 logger = get_logger("partlib.bin.plan")
-MEMORY_KEYS = ("weights", "grads", "optimizer", "activations", "loss_grads", "step_temps", "peak")
+MEMORY_KEYS = ("weights", "grads", "optimizer", "activations", "loss_grads", "step_temps", "held_grads", "peak")
 
 
 def _trainable(stage) -> str:
@@ -85,7 +85,8 @@ def render_text(records: List[Dict], setup, gpu_mem: float) -> str:
         if rec["warning"]:
             out.append(f"  warning: {rec['warning']}")
     out.append("\n* the setting of the model config (or --grad-ckpt); peak = weights + optimizer + "
-               "max(activations + loss_grads, grads + step_temps), grads outside the max with accum_grad > 1; "
+               "max(held_grads + activations + loss_grads, grads + step_temps), held_grads: the gradients of "
+               "earlier micro-batches (accum_grad > 1; unsharded under FSDP); "
                "max_frames: the largest global batch budget that fits (max_tokens and max_utts scaled alike)")
     return "\n".join(out)
 
@@ -93,7 +94,7 @@ def render_text(records: List[Dict], setup, gpu_mem: float) -> str:
 def render_markdown(records: List[Dict], gpu_mem: float) -> str:
     gpu_bytes = gpu_mem * 2 ** 30
     head = ("| stage | trainable | checkpointing | largest batch per GPU | weights | grads | optimizer | "
-            "activations | loss grads | step temps | peak | fits | largest max_frames |")
+            "activations | loss grads | step temps | held grads | peak | fits | largest max_frames |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for rec in records:
         for name in ("on", "off"):

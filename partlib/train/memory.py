@@ -378,12 +378,13 @@ def param_counts(model) -> ParamCounts:
 class Plan:
     """Predicted peak memory per GPU of one training step (bytes)::
 
-        peak = weights + optimizer + max(activations + loss_grads, grads + step_temps)
-        peak = weights + optimizer + grads + max(activations + loss_grads, step_temps)   (accum_grad > 1)
+        peak = weights + optimizer + max(held_grads + activations + loss_grads, grads + step_temps)
 
     The backward pass starts with the loss's gradients beside everything kept for it; the
     optimizer step holds every gradient and the optimizer's temporaries. With gradient
-    accumulation the gradients of earlier micro-batches are there during the next one's passes.
+    accumulation (``accum_grad`` > 1) the gradients of earlier micro-batches are held during the
+    next one's passes (``held_grads``): unsharded under FSDP, which reduce-scatters only after the
+    last micro-batch (the trainer turns gradient sync off before it); 0 without accumulation.
     """
 
     stage: str
@@ -395,6 +396,7 @@ class Plan:
     activations: int
     loss_grads: int
     step_temps: int
+    held_grads: int
     peak: int
     checkpointing: Tuple[str, ...]
 
@@ -439,11 +441,9 @@ def predict(model, shape: BatchShape, setup: Setup, checkpointing: Sequence[str]
     # AdamW's temporaries: multi-tensor on CUDA, a buffer per state tensor at once; tensor by tensor
     # on CPU, the sqrt and the division of the largest tensor's second moment
     step_temps = (grads if setup.device == "cuda" else 2 * counts.largest_trainable) if states else 0
-    if setup.accum_grad > 1:
-        peak = weights + optimizer + grads + max(kept + loss_grads, step_temps)
-    else:
-        peak = weights + optimizer + max(kept + loss_grads, grads + step_temps)
-    return Plan(stage, shape, counts, weights, grads, optimizer, kept, loss_grads, step_temps, peak,
+    held = (trainable if setup.sharded else grads) if setup.accum_grad > 1 else 0
+    peak = weights + optimizer + max(held + kept + loss_grads, grads + step_temps)
+    return Plan(stage, shape, counts, weights, grads, optimizer, kept, loss_grads, step_temps, held, peak,
                 tuple(checkpointing))
 
 
