@@ -4,10 +4,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shlex
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import IO, Iterator, Optional, Union
+from typing import IO, Callable, Iterator, List, Optional, Sequence, Union
 
 PathLike = Union[str, os.PathLike]
 
@@ -81,3 +83,28 @@ def get_logger(name: str = "partlib") -> logging.Logger:
         root.addHandler(handler)
         root.setLevel(os.environ.get("PART_LOG_LEVEL", "INFO"))
     return logger
+
+
+def log_tail(path: PathLike, n: int = 3) -> str:
+    """The last ``n`` lines of a log file joined by `` | `` (for error messages)."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8", errors="replace").strip().splitlines()
+    except OSError:
+        return "(no log)"
+    return " | ".join(lines[-n:])
+
+
+def run_jobs(cmd: str, nj: int, log: PathLike, argv: Sequence[str], what: str,
+             failed: Optional[Callable[[], Sequence[int]]] = None) -> None:
+    """Run ``nj`` jobs through a Kaldi-style runner: ``CMD JOB=1:nj LOG python ARGV...``, where the
+    runner replaces ``JOB`` in LOG and ARGV by the job number. A failure is a :class:`PartError`
+    naming ``what``, the failed jobs (``failed()``: those whose outputs are missing; all when not
+    given) and the tails of their logs."""
+    full: List[str] = shlex.split(cmd) + [f"JOB=1:{nj}", str(log), sys.executable] + list(argv)
+    get_logger("partlib").info("running %d jobs: %s", nj, shlex.join(full))
+    if subprocess.run(full).returncode == 0:
+        return
+    jobs = list(failed()) if failed is not None else list(range(1, nj + 1))
+    details = "; ".join(f"job {j}: {log_tail(str(log).replace('JOB', str(j)))}" for j in jobs[:3])
+    raise PartError(f"{what} failed for {len(jobs) or 'some'} of {nj} jobs "
+                    f"(logs: {str(log).replace('JOB', '*')}): {details}")

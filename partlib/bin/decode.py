@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import subprocess
 import sys
 from pathlib import Path
 
 from partlib import tasks
 from partlib.bin import cli
-from partlib.common import PartError, atomic_write, get_logger
+from partlib.common import atomic_write, get_logger, run_jobs
 from partlib.features.source import FEATURE_MODES
 from partlib.infer import control
 from partlib.models import card
@@ -113,10 +111,8 @@ def decode_in_jobs(args: argparse.Namespace) -> None:
     n = len(splits)
     # split_data_dir names the parent split<n>utt (per-utterance split): take it from its result
     sub = _forward_args(args, str(splits[0].parent / "JOB"), str(out / f"split{n}" / "JOB"))
-    cmd = shlex.split(args.cmd) + [f"JOB=1:{n}", str(out / "log" / "decode.JOB.log"),
-                                   sys.executable, "-m", "partlib.bin.decode"] + sub
-    if subprocess.run(cmd).returncode != 0:
-        raise PartError(f"decoding job(s) failed; see {out}/log/decode.*.log")
+    run_jobs(args.cmd, n, out / "log" / "decode.JOB.log", ["-m", "partlib.bin.decode"] + sub, "decoding",
+             failed=lambda: [j for j in range(1, n + 1) if not (out / f"split{n}" / str(j) / "hyp").is_file()])
     names = ("ref", "utt2lang", "troubles", "hyp") if args.redecode else ("ref", "utt2lang", "hyp")
     merged = {name: {} for name in names}
     for j in range(1, n + 1):

@@ -19,9 +19,6 @@ import io
 import json
 import logging
 import os
-import shlex
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -30,7 +27,7 @@ import kaldiio
 import numpy as np
 import torch
 
-from partlib.common import ConfigError, DataError, PartError, PathLike, atomic_write, get_logger
+from partlib.common import ConfigError, DataError, PartError, PathLike, atomic_write, get_logger, run_jobs
 from partlib.data.audio import AudioReader
 from partlib.data.datadir import DataDir
 from partlib.data.dirtools import split_data_dir
@@ -156,7 +153,7 @@ def run_job(split_dir: PathLike, out_dir: PathLike, job: int, opts: DumpOptions)
 
 def _worker_command(split_root: Path, out_dir: Path, opts: DumpOptions, num_threads: int) -> List[str]:
     """The per-job command line; the job runner replaces ``JOB`` by the job number."""
-    cmd = [sys.executable, "-m", "partlib.bin.extract_feats",
+    cmd = ["-m", "partlib.bin.extract_feats",
            "--feature", opts.feats_type.name, "--num-mel-bins", str(opts.feats_type.n_mels),
            "--batch-size", str(opts.batch_size), "--device", opts.device,
            "--num-threads", str(num_threads), "--job", "JOB"]
@@ -167,30 +164,13 @@ def _worker_command(split_root: Path, out_dir: Path, opts: DumpOptions, num_thre
     return cmd + [str(split_root / "JOB"), str(out_dir)]
 
 
-def _log_tail(path: Path, n: int = 3) -> str:
-    try:
-        lines = path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
-    except OSError:
-        return "(no log)"
-    return " | ".join(lines[-n:])
-
-
 def _run_with_runner(cmd: str, splits: Sequence[Path], out_dir: Path, opts: DumpOptions,
                      num_threads: int) -> None:
     """Run all jobs through a Kaldi-style runner (``run.pl JOB=1:N LOG CMD...``)."""
     nj = len(splits)
-    log = out_dir / "log" / "extract_feats.JOB.log"
     worker = _worker_command(splits[0].parent, out_dir, opts, num_threads)
-    argv = shlex.split(cmd) + [f"JOB=1:{nj}", str(log)] + worker
-    logger.info("running %d jobs: %s", nj, shlex.join(argv))
-    result = subprocess.run(argv)
-    if result.returncode != 0:
-        failed = [j for j in range(1, nj + 1)
-                  if not JobPaths.of(out_dir, opts.feats_type, j).done.is_file()]
-        details = "; ".join(f"job {j}: {_log_tail(JobPaths.of(out_dir, opts.feats_type, j).log)}"
-                            for j in failed[:3])
-        raise PartError(f"feature extraction failed for {len(failed) or 'some'} of {nj} jobs "
-                        f"(logs: {out_dir / 'log'}/extract_feats.*.log): {details}")
+    run_jobs(cmd, nj, out_dir / "log" / "extract_feats.JOB.log", worker, "feature extraction",
+             failed=lambda: [j for j in range(1, nj + 1) if not JobPaths.of(out_dir, opts.feats_type, j).done.is_file()])
 
 
 def _run_in_process(splits: Sequence[Path], out_dir: Path, opts: DumpOptions) -> None:
