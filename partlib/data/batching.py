@@ -63,34 +63,33 @@ def padding_fraction(batches: Sequence[Sequence[Example]]) -> Tuple[float, float
     return (1 - rf / pf if pf else 0.0), (1 - rt / pt if pt else 0.0)
 
 
-class MixtureSampler:
-    """Deterministic sampler over groups of batches.
+class GroupMixture:
+    """Which group each micro-batch comes from: a pure function of (seed, micro-batch index).
 
     Group ``g`` is drawn for micro-batch ``m`` with probability ``w_task(g) · p_lang(g)``, where
-    ``p_lang ∝ n^(1/T)`` among the groups of the same task (language sampling with temperature T).
-    Each group walks through its batches in an order reshuffled every epoch of that group.
+    ``p_lang ∝ n^(1/T)`` among the groups of the same task (language sampling with temperature T)
+    and ``n`` is the group's size in examples.
     """
 
     BLOCK = 4096
 
-    def __init__(self, groups: Dict[Tuple[str, str], List[List[Example]]], task_weights: Dict[str, float],
-                 temperature: float, seed: int) -> None:
+    def __init__(self, sizes: Dict[Tuple[str, str], int], task_weights: Dict[str, float], temperature: float,
+                 seed: int) -> None:
         if temperature <= 0:
             raise ConfigError("sampling.temperature must be positive")
-        self.keys = sorted(groups)
-        self.groups = [groups[k] for k in self.keys]
+        self.keys = sorted(sizes)
         self.seed = int(seed)
         total_w = sum(task_weights[t] for t in {k[0] for k in self.keys})
         probs = np.zeros(len(self.keys))
         for task in {k[0] for k in self.keys}:
             idx = [i for i, k in enumerate(self.keys) if k[0] == task]
-            sizes = np.array([sum(len(b) for b in self.groups[i]) for i in idx], dtype=float)
-            share = sizes ** (1.0 / temperature)
+            share = np.array([sizes[self.keys[i]] for i in idx], dtype=float) ** (1.0 / temperature)
             probs[idx] = task_weights[task] / total_w * share / share.sum()
         self.probs = probs / probs.sum()
         self._choices = np.zeros(0, dtype=np.int64)
 
-    def _group_choices(self, upto: int) -> np.ndarray:
+    def choices(self, upto: int) -> np.ndarray:
+        """Group indices (into :attr:`keys`) of micro-batches ``0 .. upto-1``."""
         while len(self._choices) < upto:
             block = len(self._choices) // self.BLOCK
             rng = np.random.default_rng([self.seed, 7919, block])
@@ -98,18 +97,32 @@ class MixtureSampler:
             self._choices = np.concatenate([self._choices, new])
         return self._choices[:upto]
 
+    def group_index(self, m: int) -> int:
+        return int(self.choices(m + 1)[m])
+
+    def group_of(self, m: int) -> Tuple[str, str]:
+        return self.keys[self.group_index(m)]
+
+
+class MixtureSampler(GroupMixture):
+    """Deterministic sampler over in-memory groups of batches: the group of micro-batch ``m`` from
+    the mixture, and each group walks through its batches in an order reshuffled every epoch of
+    that group."""
+
+    def __init__(self, groups: Dict[Tuple[str, str], List[List[Example]]], task_weights: Dict[str, float],
+                 temperature: float, seed: int) -> None:
+        super().__init__({k: sum(len(b) for b in v) for k, v in groups.items()}, task_weights, temperature, seed)
+        self.groups = [groups[k] for k in self.keys]
+
     def batch(self, m: int) -> List[Example]:
         """The global batch of micro-batch index ``m`` (pure function of seed and m)."""
-        choices = self._group_choices(m + 1)
+        choices = self.choices(m + 1)
         g = int(choices[m])
         pos = int(np.count_nonzero(choices[:m] == g))
         n = len(self.groups[g])
         epoch, i = divmod(pos, n)
         perm = np.random.default_rng([self.seed, g, epoch]).permutation(n)
         return self.groups[g][int(perm[i])]
-
-    def group_of(self, m: int) -> Tuple[str, str]:
-        return self.keys[int(self._group_choices(m + 1)[m])]
 
 
 @dataclass

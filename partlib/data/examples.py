@@ -11,7 +11,7 @@ from __future__ import annotations
 import glob
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, List, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 from partlib import tasks
 from partlib.common import ConfigError, DataError
@@ -101,7 +101,9 @@ def utt_num_frames(d: DataDir, utt: str) -> int:
                     d.path, utt=utt)
 
 
-def _directions(spec: TaskSpec, src: str, available: Sequence[str]) -> List[str]:
+def directions(spec: TaskSpec, src: str, available: Sequence[str]) -> List[str]:
+    """Target languages of a cross-lingual task for source language ``src``: the spec's explicit
+    directions or target languages, else every ``available`` one but ``src``."""
     if spec.directions:
         targets = []
         for d in spec.directions:
@@ -114,6 +116,50 @@ def _directions(spec: TaskSpec, src: str, available: Sequence[str]) -> List[str]
     if spec.tgt_langs:
         return [langs.canonical(t) for t in spec.tgt_langs if langs.canonical(t) != src]
     return [t for t in available if t != src]
+
+
+def utterance_targets(spec: TaskSpec, utt: str, src: str, text: Optional[str], available: Sequence[str],
+                      translation: Callable[[str], Optional[str]], where: Path
+                      ) -> List[Tuple[str, Optional[str], str]]:
+    """``(tgt_lang, src_text, target)`` of each example a task makes of one utterance.
+
+    ``available`` are the target languages of the utterance's data (its ``text.<lang>`` files),
+    ``translation(lang)`` the utterance's text in one of them (None: missing); ``where`` is the
+    data dir named in errors.
+    """
+    task = tasks.get(spec.task)
+    if not task.cross_lingual:
+        made = task.target(tasks.Utterance(utt, src, text, src))
+        return [] if made is None else [(src, *made)]
+    out = []
+    for tgt in directions(spec, src, sorted(available)):
+        if tgt not in available:
+            raise ConfigError(f"task {task.name!r} {src}->{tgt}: {where} has no text.{tgt} (translations present: "
+                              f"{sorted(available) or 'none'})")
+        ref = translation(tgt)
+        if ref is None:
+            raise DataError(f"no translation into {tgt}", where / f"text.{tgt}", utt=utt)
+        made = task.target(tasks.Utterance(utt, src, text, tgt, ref))
+        if made is not None:
+            out.append((tgt, *made))
+    return out
+
+
+# (dir name, dir index, utt, src_lang, tgt_lang, frames, src_text, target): an example before tokenising
+Row = Tuple[str, int, str, str, str, int, Optional[str], str]
+
+
+def finish_examples(task: str, rows: Sequence[Row], count_tokens: Callable[[List[str]], List[int]],
+                    speech_len: Callable[[int], int]) -> List[Example]:
+    """Examples of one task from their rows, with the LLM sequence length estimated for batching."""
+    n_target = count_tokens([r[7] for r in rows])
+    n_src = count_tokens([r[6] or "" for r in rows])
+    out = []
+    for r, nt, ns in zip(rows, n_target, n_src):
+        name, di, utt, src, tgt, frames, src_text, target = r
+        n_tokens = PROMPT_TOKENS + nt + ns + (speech_len(frames) if frames else 0)
+        out.append(Example(f"{name}/{utt}/{task}/{tgt}", utt, di, task, src, tgt, frames, src_text, target, n_tokens))
+    return out
 
 
 def build_examples(
@@ -129,7 +175,7 @@ def build_examples(
     frames to the number of speech embeddings the adapter produces.
     """
     task = tasks.get(spec.task)
-    rows = []  # (dir_index, utt, src_lang, tgt_lang, frames, src_text, target)
+    rows: List[Row] = []
     want = None if spec.langs is None else {langs.canonical(x) for x in spec.langs}
     for di, d in enumerate(dirs):
         if task.speech and not d.has_audio():
@@ -142,30 +188,11 @@ def build_examples(
                 continue
             frames = utt_num_frames(d, utt) if task.speech else 0
             text = d.text[utt] if d.text is not None else None
-            if not task.cross_lingual:
-                made = task.target(tasks.Utterance(utt, src, text, src))
-                if made is not None:
-                    rows.append((di, utt, src, src, frames, *made))
-                continue
-            for tgt in _directions(spec, src, sorted(d.translations)):
-                if tgt not in d.translations:
-                    raise ConfigError(
-                        f"task {task.name!r} {src}->{tgt}: {d.path} has no text.{tgt} (translations present: "
-                        f"{sorted(d.translations) or 'none'})")
-                if utt not in d.translations[tgt]:
-                    raise DataError(f"no translation into {tgt}", d.path / f"text.{tgt}", utt=utt)
-                made = task.target(tasks.Utterance(utt, src, text, tgt, d.translations[tgt][utt]))
-                if made is not None:
-                    rows.append((di, utt, src, tgt, frames, *made))
+            for tgt, src_text, target in utterance_targets(
+                    spec, utt, src, text, list(d.translations),
+                    lambda t: d.translations[t].get(utt) if t in d.translations else None, d.path):
+                rows.append((d.path.name, dir_offset + di, utt, src, tgt, frames, src_text, target))
     if not rows:
         raise ConfigError(f"task {task.name!r} has no examples in {[str(d.path) for d in dirs]}"
                           + (f" for languages {sorted(want)}" if want else ""))
-    n_target = count_tokens([r[6] for r in rows])
-    n_src = count_tokens([r[5] or "" for r in rows])
-    out = []
-    for r, nt, ns in zip(rows, n_target, n_src):
-        di, utt, src, tgt, frames, src_text, target = r
-        n_tokens = PROMPT_TOKENS + nt + ns + (speech_len(frames) if frames else 0)
-        key = f"{dirs[di].path.name}/{utt}/{task.name}/{tgt}"
-        out.append(Example(key, utt, dir_offset + di, task.name, src, tgt, frames, src_text, target, n_tokens))
-    return out
+    return finish_examples(task.name, rows, count_tokens, speech_len)
