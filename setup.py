@@ -38,6 +38,10 @@ setup(
         # voice activity for long recordings (partlib.infer.longform); its wheel carries the model and
         # needs only torch (its torchaudio extras are not wanted: audio is read with soundfile)
         "silero-vad==6.2.3",
+        # Lhotse Shar shards for streaming training (partlib.data.shards); lhotse imports urllib3
+        # without declaring it. Not lhotse[webdataset]: it pins an old webdataset.
+        "lhotse==1.33.0",
+        "urllib3",
     ],
     extras_require={
         "dev": ["pytest>=7", "pytest-timeout"],

@@ -1,5 +1,5 @@
-"""The environment tools/setup.sh makes: the CPU torch it chose survived the other requirements, and
-nothing pulls in torchaudio (its wheels need another torch)."""
+"""The environment tools/setup.sh makes: the CPU torch it chose survived the other requirements
+(lhotse and silero-vad among them), and nothing pulls in torchaudio (its wheels need another torch)."""
 import importlib.metadata
 import subprocess
 import sys
@@ -22,6 +22,7 @@ def test_no_torchaudio_installed_or_imported():
     # the code paths that use silero-vad (and everything else partlib imports) load no torchaudio
     code = ("import sys, numpy as np\n"
             "import partlib.infer.transcribe, partlib.infer.longform as lf, partlib.bin.decode_longform\n"
+            "import partlib.data.shards, partlib.data.streaming, partlib.bin.export_shards, lhotse\n"
             "lf.VoiceActivity().regions(np.zeros(16000, np.float32))\n"
             "assert 'torchaudio' not in sys.modules, sorted(m for m in sys.modules if 'audio' in m)\n")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
