@@ -107,3 +107,25 @@ def test_multilingual_recipe(tmp_path):
         f"{SPK_A[:20]}-common_voice_de_2", f"{SPK_B[:20]}-common_voice_de_3"]
     assert all("/dump/audio/wenetspeech_train_s/audio.ark:" in line
                for line in read_file(data / "wenetspeech_train_s" / "wav.scp"))
+    # The miniature corpora through shards (part.sh stage 3 with --features shards, after stage 2's
+    # utt2dur): every training set exports, and the shards give back the data dirs' audio.
+    import numpy as np
+
+    from partlib.data import shards
+    from partlib.data.audio import AudioReader, write_utt2dur
+    from partlib.data.datadir import DataDir
+
+    for name in sum((read_file(data / "sets" / f"train_{t}") for t in ("asr", "s2tt", "t2tt")), []):
+        d = data / name
+        dd = DataDir.load(d)
+        if dd.has_audio():
+            write_utt2dur(d)
+            dd = DataDir.load(d)
+        man = json.loads(shards.export(d, opts=shards.ExportOptions(shard_utts=1)).read_text())
+        assert man["utterances"] == len(dd) == len(man["shards"]) and man["audio"] == dd.has_audio()
+        if dd.has_audio():
+            reader = AudioReader(dd)
+            for record in man["shards"]:
+                cut = next(shards.read_cuts(d / "shar", record))
+                got = shards.ShardAudio(d / "shar" / record["files"]["recording"]["path"]).load(cut["id"])
+                assert np.max(np.abs(got - reader[cut["id"]])) <= 1 / 32768, (name, cut["id"])

@@ -4,6 +4,7 @@ tokenizer/LLM/encoder → PART and both baselines → decoding (with controls) �
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -167,3 +168,55 @@ def test_output_controls_long_form_and_the_demo(run):
     spans = [tuple(map(secs, b[1].split(" --> "))) for b in blocks]
     assert all(a < b for a, b in spans) and all(p[1] <= q[0] for p, q in zip(spans, spans[1:]))
     assert spans[-1][1] <= seconds + 1e-3 and all(len(b) >= 3 and b[2] for b in blocks)
+
+
+@pytest.mark.slow
+def test_training_streams_from_shards_and_resumes_exactly(run):
+    """Stage 3 with --features shards exports the recipe's training sets (speech and text-only); PART's
+    first stage, shortened, streams from them with two workers, and a run killed after a checkpoint
+    resumes to the parameters of an uninterrupted one."""
+    import signal
+
+    import torch
+    import yaml
+
+    from partlib.models.speech_llm import SpeechLLM
+    from train_fixtures import wait_for_checkpoint
+
+    env = dict(os.environ, PART_DEVICE="cpu")
+    res = subprocess.run(["./run.sh", "--fast", "true", "--stage", "3", "--stop_stage", "3", "--features", "shards"],
+                         cwd=run, env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    for lang in LANGS:
+        for name in (f"train_{lang}", f"text_train_{lang}"):
+            man = json.loads((run / "dump" / "raw" / name / "shar" / "manifest.json").read_text())
+            assert man["utterances"] == len(DataDir.load(run / "dump" / "raw" / name))
+            assert man["audio"] == name.startswith("train_")
+    resolved = yaml.safe_load((run / "exp" / "part_seed1" / "config.yaml").read_text())
+    sched = resolved["schedule"]
+    first = sched["stages"][0]
+    first.update(max_steps=16, save_interval=4, log_interval=4)
+    first["dev"]["interval"] = 0
+    sched["stages"] = [first]
+    (run / "stream.yaml").write_text(yaml.safe_dump(sched))
+
+    def cmd(exp: str):
+        return [sys.executable, "-m", "partlib.bin.train", "--schedule", "stream.yaml", "--model-config",
+                "conf/model.yaml", "--data-root", "dump/raw", "--exp-dir", exp, "--features", "shards",
+                "--num-workers", "2", "--threads", "1", "--no-tensorboard"]
+
+    res = subprocess.run(cmd("exp/stream_full"), cwd=run, env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "streaming" in res.stderr and "shards of 10 exports" in res.stderr
+    proc = subprocess.Popen(cmd("exp/stream_killed"), cwd=run, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    wait_for_checkpoint(proc, run / "exp" / "stream_killed" / first["name"] / "checkpoints" / "latest",
+                        "ckpt-000008.pt", timeout=300)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    res = subprocess.run(cmd("exp/stream_killed"), cwd=run, env=env, capture_output=True, text=True)
+    assert res.returncode == 0 and "resumed from ckpt-" in res.stderr, res.stderr[-3000:]
+    a = SpeechLLM.from_pretrained(run / "exp" / "stream_full" / first["name"] / "model").state_dict()
+    b = SpeechLLM.from_pretrained(run / "exp" / "stream_killed" / first["name"] / "model").state_dict()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs after resume"

@@ -1,5 +1,5 @@
 """Tiny training corpora shared by the trainer and decoding tests: Kaldi data dirs with dumped
-features that carry the sentence identity, so that a tiny model learns them in a few steps."""
+features (or audio) that carry the sentence identity, so that a tiny model learns them in a few steps."""
 import subprocess
 import time
 from pathlib import Path
@@ -7,6 +7,7 @@ from typing import Iterable
 
 import kaldiio
 import numpy as np
+import soundfile as sf
 
 from partlib.data.datadir import DataDir
 
@@ -44,6 +45,32 @@ def speech_data(root: Path, n_train: int, n_dev: int, seed: int = 0, n_mels: int
     for lang, other in (("en", "de"), ("de", "en")):
         speech_dir(root / "data" / f"train_{lang}", lang, range(n_train), other, rng, n_mels)
         speech_dir(root / "data" / f"dev_{lang}", lang, range(n_dev), other, rng, n_mels)
+
+
+def audio_dir(path: Path, lang: str, idx: Iterable[int], other: str, rng: np.random.Generator) -> None:
+    """A data dir of sentences ``idx`` of ``lang`` (mod 6) with 16 kHz wav files: a tone whose pitch
+    and length (0.4-0.9 s) follow the sentence, plus noise; utt2dur, text.<other>."""
+    idx = list(idx)
+    utts = [f"spk{lang}-{i:03d}" for i in idx]
+    wav, dur = {}, {}
+    (path / "wav").mkdir(parents=True)
+    for u, i in zip(utts, idx):
+        n = 1600 * (4 + i % 6)
+        tone = np.sin(2 * np.pi * (200 + 50 * (i % 6)) * np.arange(n) / 16000)
+        sf.write(path / "wav" / f"{u}.wav", (0.3 * tone + 0.02 * rng.standard_normal(n)).astype(np.float32),
+                 16000, subtype="PCM_16")
+        wav[u], dur[u] = str(path / "wav" / f"{u}.wav"), n / 16000
+    DataDir({u: f"spk{lang}" for u in utts}, wav_scp=wav, text={u: SENTENCES[lang][i % 6] for u, i in zip(utts, idx)},
+            utt2lang={u: lang for u in utts}, utt2dur=dur,
+            translations={other: {u: SENTENCES[other][i % 6] for u, i in zip(utts, idx)}}).write(path)
+
+
+def audio_data(root: Path, n_train: int, n_dev: int, seed: int = 0) -> None:
+    """``root/{train,dev}_{en,de}``: audio dirs with en<->de translations."""
+    rng = np.random.default_rng(seed)
+    for lang, other in (("en", "de"), ("de", "en")):
+        audio_dir(root / f"train_{lang}", lang, range(n_train), other, rng)
+        audio_dir(root / f"dev_{lang}", lang, range(n_dev), other, rng)
 
 
 def wait_for_checkpoint(proc: subprocess.Popen, latest: Path, name: str, timeout: float = 120.0) -> None:

@@ -19,8 +19,10 @@ from partlib.features.compute import FEATS_TYPE_FILE, check_mel_bins, compute_fe
 
 # The values of the one features setting (part.sh --features, the CLIs' --features,
 # Trainer(features=...), decode_dir(features=...)): auto = feats.scp where a dir has one, else
-# computed from audio; dumped = feats.scp required; on_the_fly = always computed from wav.scp.
-FEATURE_MODES = ("auto", "dumped", "on_the_fly")
+# computed from audio; dumped = feats.scp required; on_the_fly = always computed from wav.scp;
+# shards = training data streamed from the data dirs' Lhotse Shar exports (partlib.data.shards),
+# features computed from their audio; everything else (dev sets, decoding) as on_the_fly.
+FEATURE_MODES = ("auto", "dumped", "on_the_fly", "shards")
 
 
 def check_feature_mode(mode: str) -> str:
@@ -46,7 +48,7 @@ class FeatureSource:
             return d.feats_scp is not None
         if self.mode == "dumped" and d.feats_scp is None:
             raise ConfigError(f"features are set to 'dumped' but {d.path} has no feats.scp (run the feature stage)")
-        return self.mode == "dumped"
+        return self.mode == "dumped"  # on_the_fly and shards: from audio
 
     def _dumped(self, di: int, utt: str) -> torch.Tensor:
         import kaldiio

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, List, Sequence
 
 import torch
 import torch.distributed as dist
@@ -70,6 +70,15 @@ def all_reduce_grads(params: Sequence[torch.nn.Parameter]) -> None:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
         dist.all_reduce(p.grad)
+
+
+def all_gather_object(obj: Any) -> List[Any]:
+    """Every rank's ``obj`` (picklable), in rank order (``[obj]`` for one process)."""
+    if not active():
+        return [obj]
+    out: List[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def barrier() -> None:

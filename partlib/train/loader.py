@@ -1,15 +1,19 @@
-"""The training loader: a map-style dataset whose item ``m`` is the collated micro-batch ``m`` of
-one rank, drawn by the mixture sampler (``partlib.data.batching``) and loaded by a
-``FeatureSource`` in DataLoader worker processes.
+"""The training loaders: the collated micro-batches ``m`` of one rank, made in DataLoader worker
+processes — in memory (:class:`BatchDataset`: drawn by the mixture sampler of
+``partlib.data.batching``, features from a ``FeatureSource``) or streamed from shard exports
+(:class:`StreamDataset`: ``partlib.data.streaming``, audio from the shards, features computed in
+the worker).
 """
 from __future__ import annotations
 
-from typing import Dict, Optional
+from collections import OrderedDict
+from typing import Dict, Iterator, Optional, Tuple
 
 import torch
 
 from partlib import tasks
 from partlib.data.batching import MixtureSampler, SpecAug, collate, spec_augment
+from partlib.data.streaming import StreamPlan
 from partlib.features.source import FeatureSource
 
 
@@ -49,3 +53,62 @@ class BatchDataset(torch.utils.data.Dataset):
             gen = torch.Generator().manual_seed(self.seed * 1_000_003 + m)
             batch["feats"] = spec_augment(batch["feats"], batch["feat_lens"], self.specaug, gen)
         return batch
+
+
+class StreamDataset(torch.utils.data.IterableDataset):
+    """The micro-batches ``start .. end-1`` of one rank, streamed from shard exports
+    (:mod:`partlib.data.streaming`).
+
+    Worker ``w`` of ``W`` produces the micro-batches ``m ≡ start + w (mod W)`` as reader
+    ``rank · W + m mod W``; the DataLoader takes one item from each worker in turn, so batches
+    arrive in micro-batch order. Each batch carries ``stream_state``: (reader, group, position after
+    it), which the trainer keeps for the checkpoint; ``state`` restores those positions.
+    """
+
+    OPEN_TARS = 8  # shard tars kept open per worker (a window spans one or two)
+
+    def __init__(self, plan: StreamPlan, n_mels: int, rank: int, world_size: int, num_workers: int,
+                 start: int, end: int, state: Optional[Dict] = None, specaug: Optional[SpecAug] = None,
+                 seed: int = 0) -> None:
+        self.plan, self.n_mels = plan, n_mels
+        self.rank, self.world_size, self.workers = rank, world_size, max(1, num_workers)
+        self.start, self.end, self.state = start, end, state or {}
+        self.specaug, self.seed = specaug, seed
+
+    def __iter__(self) -> Iterator[Dict]:
+        from partlib.data.shards import ShardAudio
+        from partlib.features.compute import compute_features
+
+        info = torch.utils.data.get_worker_info()
+        w = info.id if info is not None else 0
+        n_readers = self.world_size * self.workers
+        first = self.start + w
+        reader = self.rank * self.workers + first % self.workers
+        streams = self.plan.streams(reader, n_readers)
+        for gid, pos in self.state.get(reader, {}).items():
+            streams[gid].restore(pos)
+        tars: "OrderedDict[Tuple[int, int], ShardAudio]" = OrderedDict()
+        for m in range(first, self.end, self.workers):
+            gid = self.plan.mixture.group_index(m)
+            items = streams[gid].next_batch()
+            exs = [e for e, _, _ in items]
+            feats = None
+            if tasks.get(exs[0].task).speech:
+                wavs = []
+                for e, si, shard in items:
+                    if (si, shard) not in tars:
+                        tars[(si, shard)] = ShardAudio(self.plan.sources[si].shard_path(shard, "recording"))
+                        if len(tars) > self.OPEN_TARS:
+                            tars.popitem(last=False)[1].close()
+                    tars.move_to_end((si, shard))
+                    wavs.append(tars[(si, shard)].load(e.utt))
+                feats = compute_features(wavs, self.n_mels, utts=[e.utt for e in exs])
+            batch = collate(exs, feats)
+            batch["loss_weight"] = 1.0
+            batch["stream_state"] = (reader, gid, streams[gid].state())
+            if self.specaug is not None and batch["feats"] is not None:
+                gen = torch.Generator().manual_seed(self.seed * 1_000_003 + m)
+                batch["feats"] = spec_augment(batch["feats"], batch["feat_lens"], self.specaug, gen)
+            yield batch
+        for t in tars.values():
+            t.close()

@@ -58,9 +58,11 @@ class Batch:
 
 @dataclass
 class Sampling:
-    """Language sampling within a task: p ∝ n^(1/temperature)."""
+    """Language sampling within a task: p ∝ n^(1/temperature); the shuffle buffer of streaming."""
 
     temperature: float = field(default=1.0, metadata={"gt": 0})
+    # features=shards: utterances of one group a reader shuffles and buckets at a time
+    window: int = field(default=2000, metadata={"min": 1})
 
 
 @dataclass

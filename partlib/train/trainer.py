@@ -45,7 +45,8 @@ from partlib import config, tasks
 from partlib.common import ConfigError, PartError, PathLike, get_logger
 from partlib.data.batching import MixtureSampler, collate, make_batches, padding_fraction
 from partlib.data.datadir import DataDir
-from partlib.data.examples import Example, build_examples, resolve_data_dirs
+from partlib.data.examples import Example, build_examples, directions, resolve_data_dirs
+from partlib.data.streaming import SpeechLengths, StreamPlan, TokenCounter, sources_of
 from partlib.features.source import FeatureSource, check_feature_mode
 from partlib.features.whisper_mel import FRAMES_PER_SECOND
 from partlib.infer import control
@@ -53,7 +54,7 @@ from partlib.models import card
 from partlib.train import distributed as dist_utils
 from partlib.train import fsdp, layout, optim
 from partlib.train.checkpoint import CheckpointManager, rng_state, set_rng_state
-from partlib.train.loader import BatchDataset
+from partlib.train.loader import BatchDataset, StreamDataset
 from partlib.train.schedule import (Schedule, StageConfig, active_layers_at, apply_stage_trainable,
                                     frozen_encoder_warnings)
 
@@ -92,42 +93,96 @@ def _add_file_log(path: Path) -> logging.Handler:
 # data of one stage
 # ---------------------------------------------------------------------------------------------
 class StageData:
-    """Examples, batches, sampler and dev set of one stage."""
+    """Training data (in memory, or streamed from shard exports with ``features="shards"``) and the
+    dev set (always in memory) of one stage."""
 
     def __init__(self, stage: StageConfig, model, data_root: Optional[str], seed: int,
                  features: str) -> None:
         self.stage = stage
-        tok = model.tokenizer
-
-        def count_tokens(texts: List[str]) -> List[int]:
-            return [len(ids) for ids in tok(list(texts), add_special_tokens=False)["input_ids"]]
-
+        count_tokens = TokenCounter(model.tokenizer)
         self.dirs: List[DataDir] = []
         self.dir_index: Dict[Path, int] = {}
-        groups: Dict[Tuple[str, str], List[List[Example]]] = {}
         weights: Dict[str, float] = {}
-        all_examples: List[Example] = []
         for spec in stage.tasks:
-            dirs = self._load_dirs(spec.data, data_root)
-            exs = []
-            for d in dirs:
-                exs += build_examples(spec, [d], count_tokens, model.speech_embed_length,
-                                      dir_offset=self.dir_index[d.path])
             weights[spec.task] = weights.get(spec.task, 0.0) + spec.weight
-            by_lang: Dict[str, List[Example]] = {}
-            for e in exs:
-                by_lang.setdefault(e.src_lang, []).append(e)
-            for lang, lex in by_lang.items():
-                b = stage.batch
-                groups.setdefault((spec.task, lang), []).extend(make_batches(lex, b.max_frames, b.max_tokens, b.max_utts))
-            all_examples += exs
-        self.examples = all_examples
-        self.groups = groups
-        self.sampler = MixtureSampler(groups, weights, stage.sampling.temperature, seed)
-        flat = [b for g in groups.values() for b in g]
-        self.pad_frames, self.pad_tokens = padding_fraction(flat)
+        self.examples: List[Example] = []
+        self.groups: Dict[Tuple[str, str], List[List[Example]]] = {}
+        self.sampler: Optional[MixtureSampler] = None
+        self.plan: Optional[StreamPlan] = None
+        b = stage.batch
+        if features == "shards":
+            frames = torch.arange(b.max_frames + 1)
+            table = model.adapter.output_lengths(model.encoder.output_lengths(frames))
+            sources = sources_of(stage.tasks, [resolve_data_dirs(s.data, data_root) for s in stage.tasks])
+            self.plan = StreamPlan(stage.tasks, sources, weights, stage.sampling.temperature, seed,
+                                   stage.sampling.window, (b.max_frames, b.max_tokens, b.max_utts),
+                                   count_tokens, SpeechLengths(table.numpy()))
+        else:
+            for spec in stage.tasks:
+                exs = []
+                for d in self._load_dirs(spec.data, data_root):
+                    exs += build_examples(spec, [d], count_tokens, model.speech_embed_length,
+                                          dir_offset=self.dir_index[d.path])
+                by_lang: Dict[str, List[Example]] = {}
+                for e in exs:
+                    by_lang.setdefault(e.src_lang, []).append(e)
+                for lang, lex in by_lang.items():
+                    self.groups.setdefault((spec.task, lang), []).extend(
+                        make_batches(lex, b.max_frames, b.max_tokens, b.max_utts))
+                self.examples += exs
+            self.sampler = MixtureSampler(self.groups, weights, stage.sampling.temperature, seed)
         self.dev_examples = self._dev_examples(model, data_root, count_tokens)
         self.features = FeatureSource(self.dirs, model.n_mels, features)  # after dev dirs joined self.dirs
+
+    def describe(self) -> str:
+        """One line on the training data for the log."""
+        if self.plan is not None:
+            n = sum(len(s.manifest["shards"]) for s in self.plan.sources)
+            return (f"streaming {sum(self.plan.sizes.values())} examples in {len(self.plan.sizes)} groups from "
+                    f"{n} shards of {len(self.plan.sources)} exports (window {self.plan.window} utterances)")
+        pad_frames, pad_tokens = padding_fraction([b for g in self.groups.values() for b in g])
+        return (f"{len(self.examples)} examples in {len(self.groups)} groups "
+                f"({sum(len(g) for g in self.groups.values())} batches); padding: {100 * pad_frames:.1f}% frames, "
+                f"{100 * pad_tokens:.1f}% tokens")
+
+    def summary(self) -> Dict[str, Dict[str, Dict[str, Any]]]:
+        """``{task: {lang: {utterances, hours}}}`` of the training data (hours None for text tasks)."""
+        if self.plan is not None:
+            return self.plan.hours()
+        out: Dict[str, Dict[str, Dict[str, Any]]] = {}
+        for e in self.examples:
+            d = out.setdefault(e.task, {}).setdefault(e.src_lang, {"utterances": 0, "frames": 0})
+            d["utterances"] += 1
+            d["frames"] += e.num_frames
+        for by_lang in out.values():
+            for d in by_lang.values():  # log-mel frames are 10 ms
+                frames = d.pop("frames")
+                d["hours"] = round(frames / (3600 * FRAMES_PER_SECOND), 4) if frames else None
+        return out
+
+    def longest_s(self) -> float:
+        """The longest training utterance in seconds."""
+        if self.plan is not None:
+            return self.plan.longest_s()
+        return max((e.num_frames for e in self.examples), default=0) / FRAMES_PER_SECOND
+
+    def speech_sample(self, n: int) -> List[Example]:
+        """At most ``n`` speech examples spread over the training data (streaming: from the first
+        window of every group as reader 0 of 1 reads it)."""
+        if self.plan is not None:
+            exs = [e for st in self.plan.streams(0, 1) for batch in (st._build(0, 0) or [])
+                   for e, _, _ in batch if e.num_frames]
+        else:
+            exs = [e for e in self.examples if e.num_frames]
+        return exs[::max(1, math.ceil(len(exs) / n))]
+
+    def target_languages(self) -> List[str]:
+        """Target languages of the cross-lingual tasks."""
+        if self.plan is not None:
+            return sorted({t for s in self.plan.sources for spec in [self.plan.specs[s.spec_index]]
+                           if tasks.get(spec.task).cross_lingual for lang in s.manifest["languages"]
+                           for t in directions(spec, lang, s.manifest["translations"])})
+        return sorted({e.tgt_lang for e in self.examples if tasks.get(e.task).cross_lingual})
 
     def _load_dirs(self, patterns: Sequence[str], data_root: Optional[str]) -> List[DataDir]:
         out = []
@@ -181,6 +236,8 @@ class _StageRun:
     stats: Dict[str, int] = field(default_factory=lambda: {"nonfinite_skipped": 0, "evals_since_best": 0})
     consecutive_bad: int = 0
     saved_step: Optional[int] = None
+    # streaming: {reader: {group: position after its last consumed batch}} of this rank's readers
+    stream_state: Dict[int, Dict[int, Tuple[int, int, int]]] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -298,12 +355,18 @@ class Trainer:
         run = self._start(index, stage, sdir)
         self._resume(run)
         accum = stage.accum_grad
-        loader = torch.utils.data.DataLoader(
-            BatchDataset(run.data.sampler, run.data.features, self.ctx.rank, self.ctx.world_size,
-                         stage.specaug, run.seed),
-            batch_size=None, sampler=range(run.step * accum, stage.max_steps * accum),
-            num_workers=self.num_workers, collate_fn=lambda x: x,
-            persistent_workers=False, prefetch_factor=2 if self.num_workers else None)
+        start, end = run.step * accum, stage.max_steps * accum
+        common = dict(batch_size=None, num_workers=self.num_workers, collate_fn=lambda x: x,
+                      pin_memory=self.device.type == "cuda", persistent_workers=False,
+                      prefetch_factor=2 if self.num_workers else None)
+        if run.data.plan is not None:
+            loader = torch.utils.data.DataLoader(
+                StreamDataset(run.data.plan, run.model.n_mels, self.ctx.rank, self.ctx.world_size,
+                              self.num_workers, start, end, run.stream_state, stage.specaug, run.seed), **common)
+        else:
+            loader = torch.utils.data.DataLoader(
+                BatchDataset(run.data.sampler, run.data.features, self.ctx.rank, self.ctx.world_size,
+                             stage.specaug, run.seed), sampler=range(start, end), **common)
         batches = iter(loader)
         from tqdm import tqdm
 
@@ -357,9 +420,7 @@ class Trainer:
         logger.info("stage %s: %d / %d parameters trainable (%.2f%%) at step 0; optimizer holds %d tensors",
                     stage.name, trainable, total, 100.0 * trainable / total, len(params))
         data = StageData(stage, model, self.data_root, self.schedule.seed, self.features)
-        logger.info("stage %s: %d examples in %d groups (%d batches); padding: %.1f%% frames, %.1f%% tokens",
-                    stage.name, len(data.examples), len(data.groups), sum(len(g) for g in data.groups.values()),
-                    100 * data.pad_frames, 100 * data.pad_tokens)
+        logger.info("stage %s: %s", stage.name, data.describe())
         opt, sched = optim.build(params, stage.optim, stage.scheduler, stage.max_steps)
         ckpts = CheckpointManager(sdir / "checkpoints", stage.keep_last, stage.dev.best_n,
                                   tasks.higher_is_better(stage.dev.metric))
@@ -389,6 +450,18 @@ class Trainer:
             run.model.load_state_dict(state["model"], strict=False)
             run.opt.load_state_dict(state["optimizer"])
         run.sched.load_state_dict(state["scheduler"])
+        loader = state.get("loader")
+        if (loader is not None) != (run.data.plan is not None):
+            raise PartError(f"{latest}: written {'with' if loader is not None else 'without'} streaming from "
+                            f"shards; resume with the same --features")
+        if loader is not None:
+            if list(loader["layout"]) != self._stream_layout():
+                w, n = loader["layout"]
+                raise PartError(f"{latest}: the streaming data order was laid out for {w} process(es) x {n} "
+                                f"reader(s) each; resume with WORLD_SIZE={w} and --num-workers {n if n > 1 else 0} "
+                                f"(now {self.ctx.world_size} x {self._stream_layout()[1]})")
+            run.stream_state = {int(r): v for r, v in loader["streams"].items()
+                                if int(r) // self._stream_layout()[1] == self.ctx.rank}
         run.step, run.stats = state["step"], state["stats"]
         set_rng_state(state["rng"])
         self._set_trainable(run.model, run.stage, run.step)
@@ -403,7 +476,11 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
         n_tokens = torch.zeros((), device=self.device, dtype=torch.float64)
         for micro in range(stage.accum_grad):
-            batch = move_batch(next(batches), self.device)
+            batch = next(batches)
+            if "stream_state" in batch:
+                reader, gid, pos = batch.pop("stream_state")
+                run.stream_state.setdefault(reader, {})[gid] = pos
+            batch = move_batch(batch, self.device)
             # 0 for the stand-in example of a rank whose slice of the global batch is empty
             weight = float(batch.get("loss_weight", 1.0))
             fsdp.set_gradient_sync(model, micro == stage.accum_grad - 1)
@@ -474,6 +551,12 @@ class Trainer:
         keep = set(run.names) | {n for n, _ in model.named_buffers()}
         if self.sharded:  # gathering full tensors is a collective: every rank takes part
             model_state, opt_state = fsdp.full_model_state(model, keep), fsdp.full_optimizer_state(model, run.opt)
+        loader = None
+        if run.data.plan is not None:  # every rank's reader positions (a collective too)
+            streams: Dict[int, Dict[int, Tuple[int, int, int]]] = {}
+            for part in dist_utils.all_gather_object(run.stream_state):
+                streams.update(part)
+            loader = {"layout": self._stream_layout(), "streams": streams}
         if not self.ctx.is_main:
             return
         if not self.sharded:
@@ -488,8 +571,13 @@ class Trainer:
             "stats": run.stats,
             "rng": rng_state(),
             "lora_active_layers": list(model.lora_active_layers),
+            "loader": loader,
         }
         run.ckpts.save(run.step, state)
+
+    def _stream_layout(self) -> List[int]:
+        """What the streaming data order depends on besides the seed: [world size, workers]."""
+        return [self.ctx.world_size, max(1, self.num_workers)]
 
     # -- evaluation -------------------------------------------------------------------------
     @torch.no_grad()
@@ -541,30 +629,19 @@ class Trainer:
         inference bounds by the training data (longest utterance, target tokens per second)."""
         from partlib.scoring.results import git_commit
 
-        summary: Dict[str, Dict[str, Dict[str, Any]]] = {}
-        for e in data.examples if data is not None else []:
-            d = summary.setdefault(e.task, {}).setdefault(e.src_lang, {"utterances": 0, "frames": 0})
-            d["utterances"] += 1
-            d["frames"] += e.num_frames
-        for by_lang in summary.values():
-            for d in by_lang.values():  # log-mel frames are 10 ms
-                frames = d.pop("frames")
-                d["hours"] = round(frames / (3600 * FRAMES_PER_SECOND), 4) if frames else None
-        examples = data.examples if data is not None else []
-        cross = {e.tgt_lang for e in examples if tasks.get(e.task).cross_lingual}
-        speech = [e for e in examples if e.num_frames]
-        sample = speech[::max(1, math.ceil(len(speech) / _RATE_SAMPLE))]  # at most _RATE_SAMPLE of them
-        n_target = [len(ids) for ids in tokenizer([e.target for e in sample], add_special_tokens=False)["input_ids"]]
+        summary = data.summary() if data is not None else {}
+        speech = data.speech_sample(_RATE_SAMPLE) if data is not None else []
+        n_target = [len(ids) for ids in tokenizer([e.target for e in speech], add_special_tokens=False)["input_ids"]]
         rates = control.target_rates([(e.task, e.tgt_lang, n, e.num_frames / FRAMES_PER_SECOND)
-                                      for e, n in zip(sample, n_target)])
+                                      for e, n in zip(speech, n_target)])
         return {
             "experiment": self.exp_dir.name, "stage": stage.name, "description": self.schedule.description,
             "git_commit": git_commit(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "tasks": [{"task": t.task, "weight": t.weight} for t in stage.tasks],
             "languages": sorted({lang for by_lang in summary.values() for lang in by_lang}),
-            "target_languages": sorted(cross), "data": summary,
-            "longest_utterance_s": max((e.num_frames for e in speech), default=0) / FRAMES_PER_SECOND,
+            "target_languages": data.target_languages() if data is not None else [], "data": summary,
+            "longest_utterance_s": data.longest_s() if data is not None else 0.0,
             "target_rates": rates,
             "checkpoints": checkpoints, "averaged": len(checkpoints) > 1,
             "stage_config": config.to_dict(stage), "scores": {},

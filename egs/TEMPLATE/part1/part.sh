@@ -3,7 +3,8 @@
 #
 #   1 data preparation (local/data.sh)       -> data/<set>
 #   2 validation, utt2dur, length filtering   -> dump/raw/<set>
-#   3 features (dumped log-mel, or none: on the fly) -> dump/whisper_mel<N>/<set>
+#   3 features (dumped log-mel, or none: on the fly) -> dump/whisper_mel<N>/<set>;
+#     with --features shards: the training sets exported to Lhotse Shar -> dump/raw/<set>/shar
 #   4 tokenizer / LLM / encoder preparation   (local/prepare_models.sh, when the recipe has one)
 #   5 training: every schedule x seed, all alignment stages -> exp/<schedule>_seed<k>/<stage>/model
 #   6 decoding: every exported stage model x test set x task (+ controls)
@@ -48,8 +49,12 @@ max_text_chars=400     # longest transcript/translation kept in training data
 # Stage 3
 features=dumped        # dumped: log-mel in ark/scp (stage 3); on_the_fly: computed from audio while
                        # training and decoding; auto: stage 3 dumps nothing, later stages use the
-                       # feats.scp of a data dir that has one (put there by hand) and audio elsewhere
+                       # feats.scp of a data dir that has one (put there by hand) and audio elsewhere;
+                       # shards: training sets exported to Lhotse Shar shards and streamed (features
+                       # computed in the loader's workers), dev/test sets as on_the_fly
 n_mels=80              # 80 for Whisper <= v2, 128 for large-v3
+shard_utts=20000       # --features shards: utterances per shard (at most; recordings are kept whole)
+shard_mb=1024          # --features shards: estimated megabytes per shard (at most)
 
 # Stage 4
 prepare_models_opts="" # options passed to local/prepare_models.sh
@@ -99,7 +104,8 @@ Options (defaults in the script):
   --stage N --stop_stage M   stages to run (1 data, 2 filter, 3 features, 4 models, 5 train,
                              6 decode, 7 score, 8 analysis, 9 RESULTS.md, 10 export, 11 demo)
   --schedules "part frozen_llm joint_lora"   --seeds "1 2 3"
-  --features dumped|on_the_fly|auto   --n_mels 80|128   --nj N   --decode_nj N
+  --features dumped|on_the_fly|auto|shards   --n_mels 80|128   --nj N   --decode_nj N
+  --shard_utts N --shard_mb MB   shard bounds of --features shards
   --model_config FILE   --train_args "..."   --train_nj N (trainings at once)
   --ngpu N --gpu_mem GiB     check that every stage fits on the GPUs before training
   --test_tasks "asr lid"   --test_decodes "s2tt:test_de:en ..."   (what stage 6 decodes)
@@ -131,8 +137,8 @@ done
 text_decodes=${text_decodes# }
 case "${features}" in
   dumped) data_root=${dumpdir}/whisper_mel${n_mels} ;;
-  on_the_fly | auto) data_root=${dumpdir}/raw ;;
-  *) log "--features must be dumped, on_the_fly or auto, not '${features}'"; exit 2 ;;
+  on_the_fly | auto | shards) data_root=${dumpdir}/raw ;;
+  *) log "--features must be dumped, on_the_fly, auto or shards, not '${features}'"; exit 2 ;;
 esac
 
 if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
@@ -181,6 +187,14 @@ if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
         rm -rf "${dst}"; mkdir -p "$(dirname "${dst}")"; cp -r "${src}" "${dst}"
       fi
       touch "${dst}/.done"
+    done
+  elif [ "${features}" = shards ]; then
+    log "Stage 3: training sets -> Lhotse Shar shards (${data_root}/<set>/shar)"
+    for dset in ${train_sets}; do
+      src=${data_root}/${dset}
+      # a complete export of the current data is kept (the tool checks the manifest against the data)
+      ${python} -m partlib.bin.export_shards --shard-utts "${shard_utts}" --shard-mb "${shard_mb}" \
+        --nj "$(min "${nj}" "$(wc -l < "${src}/utt2spk")")" --cmd "${train_cmd}" "${src}"
     done
   else
     log "Stage 3: no features dumped (--features ${features})"

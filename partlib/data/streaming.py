@@ -1,0 +1,312 @@
+"""Streaming training data from shard exports (:mod:`partlib.data.shards`): memory per reader
+bounded by a window of utterances, whatever the size of the corpus.
+
+Data flow::
+
+    micro-batch m ──GroupMixture──▶ group g = (task, language)       (same mixture as in memory)
+    reader r (one per rank and DataLoader worker) ──GroupStream(g, r)──▶ its next batch of g
+
+A *reader* is one of ``world_size × max(1, num_workers)`` consumers; reader ``r`` serves the
+micro-batches ``m ≡ r mod W`` of its rank (``W`` workers). A group's stream over one epoch:
+
+1. the group's *pieces* — every shard of its data holding the language, split into
+   ``ceil(readers / shards)`` strided slices when there are fewer shards than readers — are
+   permuted from (seed, group, epoch) and dealt out: reader r takes pieces r, r + R, ...;
+2. the reader reads its pieces' cut metadata in order, ``window`` utterances at a time (the
+   shuffle buffer); a window becomes the task's examples, cut into length-bounded dynamic batches
+   (:func:`partlib.data.batching.make_batches`: sorted by length, i.e. bucketed by duration),
+   emitted in an order shuffled from (seed, group, reader, epoch, window);
+3. audio is read from the window's shard tars by offset (each tar opened once per window) and
+   decoded in the worker; features are computed there too.
+
+When a stream runs dry its next epoch starts, with a new permutation of the pieces: a group drawn
+more often than its size allows repeats its data in a fresh order, as the in-memory sampler does.
+Every example of a reader's pieces is emitted exactly once per epoch of that stream.
+
+Position: ``(epoch, window, batches emitted in the window)`` per group and reader. Restoring it
+rebuilds the window from its shards' metadata and skips the emitted batches, so a resumed run
+sees exactly the batches an uninterrupted run sees. The layout (world size, workers) is part of
+the data order: resuming with another layout is an error.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from partlib import tasks
+from partlib.common import ConfigError
+from partlib.data import langs, shards
+from partlib.data.batching import make_batches
+from partlib.data.examples import Example, Row, TaskSpec, directions, finish_examples, utterance_targets
+
+Key = Tuple[str, str]  # (task, source language)
+
+
+@dataclass(frozen=True)
+class Source:
+    """One shard export feeding one task spec of a stage."""
+
+    spec_index: int
+    export_dir: Path
+    manifest: Dict[str, Any]
+
+    def shard_path(self, shard: int, field: str) -> Path:
+        return self.export_dir / self.manifest["shards"][shard]["files"][field]["path"]
+
+
+@dataclass(frozen=True)
+class Piece:
+    """The cuts of one language in one shard whose ordinal (among that language's) is ``phase`` mod
+    ``stride``."""
+
+    source: int
+    shard: int
+    stride: int
+    phase: int
+    count: int
+
+
+@dataclass
+class Position:
+    """Where a group's stream of one reader stands."""
+
+    epoch: int = 0
+    window: int = 0
+    emitted: int = 0
+
+
+def sources_of(specs: Sequence[TaskSpec], dirs_of_spec: Sequence[Sequence[Path]]) -> List[Source]:
+    """The shard exports of every spec's data dirs; a dir without a complete, current export is an
+    error naming it."""
+    out = []
+    for i, dirs in enumerate(dirs_of_spec):
+        task = tasks.get(specs[i].task)
+        for d in dirs:
+            export = shards.shard_dir(d)
+            manifest = shards.load_manifest(export)
+            if manifest["source_hash"] != shards.source_hash(d):
+                raise ConfigError(f"{export} was exported from an earlier state of {d}: export it again "
+                                  f"(python -m partlib.bin.export_shards {d})")
+            if task.speech and not manifest["audio"]:
+                raise ConfigError(f"task {task.name!r} needs speech, but {d} has no audio")
+            out.append(Source(i, export, manifest))
+    return out
+
+
+def group_sizes(specs: Sequence[TaskSpec], sources: Sequence[Source]) -> Dict[Key, int]:
+    """Examples per (task, language) from the manifests: utterances x target languages (what the
+    in-memory sampler counts, without reading the data)."""
+    sizes: Dict[Key, int] = {}
+    for s in sources:
+        spec = specs[s.spec_index]
+        task = tasks.get(spec.task)
+        want = None if spec.langs is None else {langs.canonical(x) for x in spec.langs}
+        for lang, info in s.manifest["languages"].items():
+            if want is not None and lang not in want:
+                continue
+            n = len(directions(spec, lang, s.manifest["translations"])) if task.cross_lingual else 1
+            if n:
+                sizes[(spec.task, lang)] = sizes.get((spec.task, lang), 0) + info["utterances"] * n
+    return sizes
+
+
+class GroupStream:
+    """The batches of one group for one reader (see the module docstring)."""
+
+    def __init__(self, key: Key, gid: int, specs: Sequence[TaskSpec], sources: Sequence[Source], reader: int,
+                 n_readers: int, seed: int, window: int, limits: Tuple[int, int, int],
+                 count_tokens: Callable[[List[str]], List[int]], speech_len: Callable[[int], int]) -> None:
+        self.key, self.gid, self.specs, self.sources = key, gid, specs, sources
+        self.reader, self.n_readers, self.seed, self.window, self.limits = reader, n_readers, seed, window, limits
+        self.count_tokens, self.speech_len = count_tokens, speech_len
+        task, lang = key
+        self._shards = [(si, k, rec["languages"][lang]) for si, s in enumerate(sources)
+                        if specs[s.spec_index].task == task
+                        for k, rec in enumerate(s.manifest["shards"]) if rec["languages"].get(lang)]
+        if not self._shards:
+            raise ConfigError(f"group {task}/{lang}: no shard holds this language")
+        self.pos = Position()
+        self._batches: Optional[List[List[Tuple[Example, int, int]]]] = None  # the current window's
+        self._cuts: Optional[Iterator[Tuple[int, int, Dict[str, Any]]]] = None
+        self._cuts_at: Tuple[int, int] = (-1, -1)  # (epoch, cut ordinal) where _cuts stands
+
+    # -- the epoch's pieces ------------------------------------------------------------------
+    def pieces(self, epoch: int) -> List[Piece]:
+        """This reader's pieces of ``epoch``, in reading order."""
+        stride = max(1, math.ceil(self.n_readers / len(self._shards)))
+        all_pieces = [Piece(si, k, stride, p, len(range(p, n, stride)))
+                      for si, k, n in self._shards for p in range(stride)]
+        perm = np.random.default_rng([self.seed, 104729, self.gid, epoch]).permutation(len(all_pieces))
+        return [all_pieces[int(i)] for i in perm[self.reader::self.n_readers]]
+
+    def _piece_cuts(self, piece: Piece, skip: int) -> Iterator[Dict[str, Any]]:
+        src = self.sources[piece.source]
+        lang = self.key[1]
+        j = 0  # ordinal among the shard's cuts of this language
+        taken = 0
+        for cut in shards.read_cuts(src.export_dir, src.manifest["shards"][piece.shard]):
+            if cut["supervisions"][0]["language"] != lang:
+                continue
+            if j % piece.stride == piece.phase:
+                if taken >= skip:
+                    yield cut
+                taken += 1
+            j += 1
+
+    def _epoch_cuts(self, epoch: int, start: int) -> Iterator[Tuple[int, int, Dict[str, Any]]]:
+        """(source, shard, cut) of the reader's epoch from cut ordinal ``start`` on."""
+        for piece in self.pieces(epoch):
+            if start >= piece.count:
+                start -= piece.count
+                continue
+            for cut in self._piece_cuts(piece, start):
+                yield piece.source, piece.shard, cut
+            start = 0
+
+    # -- windows -----------------------------------------------------------------------------
+    def _read_window(self, epoch: int, w: int) -> List[Tuple[int, int, Dict[str, Any]]]:
+        first = w * self.window
+        if self._cuts is None or self._cuts_at != (epoch, first):
+            self._cuts = self._epoch_cuts(epoch, first)
+        out = []
+        for item in self._cuts:
+            out.append(item)
+            if len(out) == self.window:
+                break
+        self._cuts_at = (epoch, first + len(out))
+        return out
+
+    def _examples(self, items: Sequence[Tuple[int, int, Dict[str, Any]]]) -> List[Tuple[Example, int, int]]:
+        task = tasks.get(self.key[0])
+        rows: List[Row] = []
+        where: List[Tuple[int, int]] = []
+        for si, shard, cut in items:
+            src = self.sources[si]
+            spec = self.specs[src.spec_index]
+            sup = cut["supervisions"][0]
+            custom = cut.get("custom", {})
+            utt, lang = cut["id"], sup["language"]
+            if spec.langs is not None and lang not in {langs.canonical(x) for x in spec.langs}:
+                continue
+            frames = int(custom.get("num_frames", 0)) if task.speech else 0
+            translations = custom.get("translations", {})
+            for tgt, src_text, target in utterance_targets(spec, utt, lang, sup.get("text"),
+                                                           src.manifest["translations"], translations.get,
+                                                           Path(src.manifest["source"])):
+                rows.append((src.manifest["source"], si, utt, lang, tgt, frames, src_text, target))
+                where.append((si, shard))
+        exs = finish_examples(task.name, rows, self.count_tokens, self.speech_len) if rows else []
+        return [(e, si, shard) for e, (si, shard) in zip(exs, where)]
+
+    def _build(self, epoch: int, w: int) -> Optional[List[List[Tuple[Example, int, int]]]]:
+        """The batches of window ``w`` of ``epoch`` in emission order; None past the epoch's end."""
+        items = self._read_window(epoch, w)
+        if not items:
+            return None
+        exs = self._examples(items)
+        if not exs:
+            return []
+        by_key = {e.key: (e, si, shard) for e, si, shard in exs}
+        batches = make_batches([e for e, _, _ in exs], *self.limits)
+        order = np.random.default_rng([self.seed, 15485863, self.gid, self.reader, epoch, w]).permutation(len(batches))
+        return [[by_key[e.key] for e in batches[int(i)]] for i in order]
+
+    def next_batch(self) -> List[Tuple[Example, int, int]]:
+        """The next batch: ``(example, source index, shard index)`` each; advances the position."""
+        empty_epochs = 0
+        while True:
+            if self._batches is None:
+                self._batches = self._build(self.pos.epoch, self.pos.window)
+                if self._batches is None:  # the epoch is over
+                    empty_epochs = empty_epochs + 1 if self.pos.window == 0 else 0
+                    if empty_epochs > 1:
+                        raise ConfigError(f"group {self.key[0]}/{self.key[1]}: reader {self.reader} of "
+                                          f"{self.n_readers} gets no examples in an epoch")
+                    self.pos = Position(self.pos.epoch + 1, 0, 0)
+                    continue
+            if self.pos.emitted < len(self._batches):
+                batch = self._batches[self.pos.emitted]
+                self.pos.emitted += 1
+                return batch
+            self._batches = None
+            self.pos = Position(self.pos.epoch, self.pos.window + 1, 0)
+
+    def state(self) -> Tuple[int, int, int]:
+        return self.pos.epoch, self.pos.window, self.pos.emitted
+
+    def restore(self, state: Sequence[int]) -> None:
+        """Continue from a :meth:`state`: rebuild that window and skip what it already emitted."""
+        epoch, window, emitted = (int(x) for x in state)
+        self._batches, self._cuts = None, None
+        self.pos = Position(epoch, window, 0)
+        if emitted:
+            self._batches = self._build(epoch, window) or []
+            self.pos.emitted = emitted
+
+
+class TokenCounter:
+    """LLM token counts of texts (a picklable callable for DataLoader workers)."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+
+    def __call__(self, texts: List[str]) -> List[int]:
+        return [len(ids) for ids in self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+
+
+class SpeechLengths:
+    """Speech embeddings per log-mel frame count, tabulated up to a bound (picklable)."""
+
+    def __init__(self, table: np.ndarray) -> None:
+        self.table = np.asarray(table, dtype=np.int64)
+
+    def __call__(self, frames: int) -> int:
+        if frames >= len(self.table):
+            raise ConfigError(f"batch.max_frames={len(self.table) - 1} is smaller than an utterance of "
+                              f"{frames} frames")
+        return int(self.table[frames])
+
+
+class StreamPlan:
+    """What every reader of a stage shares: sources, groups, the mixture, batch bounds."""
+
+    def __init__(self, specs: Sequence[TaskSpec], sources: Sequence[Source], task_weights: Dict[str, float],
+                 temperature: float, seed: int, window: int, limits: Tuple[int, int, int],
+                 count_tokens: Callable[[List[str]], List[int]], speech_len: Callable[[int], int]) -> None:
+        from partlib.data.batching import GroupMixture
+
+        if window < 1:
+            raise ConfigError(f"stream window must be >= 1 utterance, got {window}")
+        self.specs, self.sources = list(specs), list(sources)
+        self.sizes = group_sizes(specs, sources)
+        if not self.sizes:
+            raise ConfigError("no examples in the stage's shard exports")
+        self.mixture = GroupMixture(self.sizes, task_weights, temperature, seed)
+        self.seed, self.window, self.limits = seed, window, limits
+        self.count_tokens, self.speech_len = count_tokens, speech_len
+
+    def streams(self, reader: int, n_readers: int) -> List[GroupStream]:
+        """One stream per group (indexed like ``mixture.keys``) for one reader."""
+        return [GroupStream(key, gid, self.specs, self.sources, reader, n_readers, self.seed, self.window,
+                            self.limits, self.count_tokens, self.speech_len)
+                for gid, key in enumerate(self.mixture.keys)]
+
+    def hours(self) -> Dict[str, Dict[str, Dict[str, Any]]]:
+        """``{task: {lang: {utterances, hours}}}`` from the manifests (utterances = examples)."""
+        out: Dict[str, Dict[str, Dict[str, Any]]] = {}
+        for s in self.sources:
+            task = self.specs[s.spec_index].task
+            for lang, info in s.manifest["languages"].items():
+                if (task, lang) not in self.sizes:
+                    continue
+                d = out.setdefault(task, {}).setdefault(lang, {"utterances": self.sizes[(task, lang)], "hours": 0.0})
+                d["hours"] = round(d["hours"] + info["hours"], 4) if s.manifest["audio"] and tasks.get(task).speech else None
+        return out
+
+    def longest_s(self) -> float:
+        return max((r.get("longest_s", 0.0) for s in self.sources if s.manifest["audio"]
+                    for r in s.manifest["shards"]), default=0.0)
