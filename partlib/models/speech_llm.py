@@ -45,7 +45,7 @@ class Hypothesis:
     ended: bool
 
 
-def _resolve(value: Optional[str], base_dir: Optional[Path]) -> Optional[str]:
+def resolve_relative(value: Optional[str], base_dir: Optional[Path]) -> Optional[str]:
     """A path relative to ``base_dir`` when it exists there; otherwise unchanged (e.g. a hub id)."""
     if value is None or base_dir is None or os.path.isabs(value):
         return value
@@ -96,8 +96,8 @@ class SpeechLLM(nn.Module):
         base = Path(base_dir) if base_dir is not None else None
         enc, llm_sec = cfg.encoder, cfg.llm
         for sec in (enc, llm_sec):
-            sec.path, sec.arch = _resolve(sec.path, base), _resolve(sec.arch, base)
-        llm_sec.tokenizer = _resolve(llm_sec.tokenizer, base)
+            sec.path, sec.arch = resolve_relative(sec.path, base), resolve_relative(sec.arch, base)
+        llm_sec.tokenizer = resolve_relative(llm_sec.tokenizer, base)
         with torch.device(device or "cpu"):
             if enc.path is not None:
                 whisper = load_whisper_encoder(enc.path, parse_dtype(enc.dtype))

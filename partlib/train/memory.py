@@ -80,14 +80,14 @@ def _arch_file(section: dict, kind: str) -> str:
 def meta_model(model_cfg: dict, base_dir: Optional[Path] = None):
     """The SpeechLLM of ``model_cfg`` on the meta device, from architecture configs alone (no
     weights, no tokenizer, no download), without gradient checkpointing (see :class:`Activations`)."""
-    from partlib.models.speech_llm import SpeechLLM, _resolve
+    from partlib.models.speech_llm import SpeechLLM, resolve_relative
 
     cfg = copy.deepcopy(model_cfg)
     for kind in ("encoder", "llm"):
         sec = cfg[kind]
         for key in ("path", "arch"):
             if sec.get(key):
-                sec[key] = _resolve(sec[key], base_dir)
+                sec[key] = resolve_relative(sec[key], base_dir)
         sec["arch"], sec["path"] = _arch_file(sec, kind), None
         sec["gradient_checkpointing"] = False  # the probe sees every layer; checkpointing is counted apart
     cfg["llm"]["tokenizer"] = None
