@@ -369,12 +369,13 @@ class ShardAudio:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._f: Optional[BinaryIO] = open(path, "rb")
-        self.index: Dict[str, Tuple[int, int]] = {}
+        self.index: Dict[str, Tuple[int, int, str]] = {}  # utt -> (offset, size, extension)
         try:
             with tarfile.open(fileobj=self._f, mode="r:") as tar:
                 for m in tar:
                     if not m.name.endswith(".json"):
-                        self.index[m.name.rsplit(".", 1)[0]] = (m.offset_data, m.size)
+                        utt, _, ext = m.name.rpartition(".")
+                        self.index[utt] = (m.offset_data, m.size, ext)
                     tar.members.clear()  # tarfile keeps every header it read: not needed here
         except tarfile.TarError as e:
             self.close()
@@ -386,13 +387,17 @@ class ShardAudio:
             raise DataError("utterance missing from the shard's audio", self.path, utt=utt)
         if self._f is None:
             self._f = open(self.path, "rb")
-        offset, size = self.index[utt]
+        offset, size, ext = self.index[utt]
         self._f.seek(offset)
         data = self._f.read(size)
         if len(data) != size:
             raise DataError(f"truncated: {len(data)} of {size} bytes", self.path, utt=utt)
         try:
-            samples, rate = sf.read(io.BytesIO(data), dtype="float32")  # 1-D for mono: no channel mean
+            if ext == "flac":  # the export's own 16 kHz mono 16-bit FLAC: integers, scaled as libsndfile does
+                pcm, rate = sf.read(io.BytesIO(data), dtype="int16")
+                if rate == audio.TARGET_SR and pcm.ndim == 1 and pcm.size:
+                    return pcm.astype(np.float32) / np.float32(32768)
+            samples, rate = sf.read(io.BytesIO(data), dtype="float32")
         except (sf.LibsndfileError, RuntimeError, TypeError) as e:
             raise DataError(f"cannot decode audio: {e}", self.path, utt=utt) from None
         return audio.from_array(samples, rate, audio.TARGET_SR, name=f"{self.path} ({utt})")

@@ -307,6 +307,11 @@ class StreamPlan:
                 d["hours"] = round(d["hours"] + info["hours"], 4) if s.manifest["audio"] and tasks.get(task).speech else None
         return out
 
+    def first_windows(self) -> List[Example]:
+        """The examples of every group's first window as reader 0 of 1 reads it: a sample of the
+        data that reads only a window of metadata per group."""
+        return [e for st in self.streams(0, 1) for batch in (st._build(0, 0) or []) for e, _, _ in batch]
+
     def longest_s(self) -> float:
         return max((r.get("longest_s", 0.0) for s in self.sources if s.manifest["audio"]
                     for r in s.manifest["shards"]), default=0.0)

@@ -169,11 +169,7 @@ class StageData:
     def speech_sample(self, n: int) -> List[Example]:
         """At most ``n`` speech examples spread over the training data (streaming: from the first
         window of every group as reader 0 of 1 reads it)."""
-        if self.plan is not None:
-            exs = [e for st in self.plan.streams(0, 1) for batch in (st._build(0, 0) or [])
-                   for e, _, _ in batch if e.num_frames]
-        else:
-            exs = [e for e in self.examples if e.num_frames]
+        exs = [e for e in (self.plan.first_windows() if self.plan is not None else self.examples) if e.num_frames]
         return exs[::max(1, math.ceil(len(exs) / n))]
 
     def target_languages(self) -> List[str]:
