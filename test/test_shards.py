@@ -340,3 +340,10 @@ def test_cut_files_are_gzip_jsonl_of_lhotse_cuts(data):
 
         cut = MonoCut.from_dict(json.loads(f.readline()))
     assert cut.supervisions[0].language == "en" and cut.recording.sampling_rate == 16000
+
+
+def test_a_direction_without_translations_is_named_before_streaming(data):
+    spec = TaskSpec("s2tt", data=["train_en"], directions=["en-fr"])
+    with pytest.raises(ConfigError, match=r"en->fr: train_en has no text.fr \(translations present: \['de'\]\)"):
+        StreamPlan([spec], sources_of([spec], [[data / "data" / "train_en"]]), {"s2tt": 1.0}, 1.0, 0, 10,
+                   (300, 2000, 10), TokenCounter(None), len)

@@ -108,7 +108,14 @@ def group_sizes(specs: Sequence[TaskSpec], sources: Sequence[Source]) -> Dict[Ke
         for lang, info in s.manifest["languages"].items():
             if want is not None and lang not in want:
                 continue
-            n = len(directions(spec, lang, s.manifest["translations"])) if task.cross_lingual else 1
+            n = 1
+            if task.cross_lingual:  # checked here, before any worker reads the data
+                targets = directions(spec, lang, s.manifest["translations"])
+                for t in targets:
+                    if t not in s.manifest["translations"]:
+                        raise ConfigError(f"task {task.name!r} {lang}->{t}: {s.manifest['source']} has no text.{t} "
+                                          f"(translations present: {s.manifest['translations'] or 'none'})")
+                n = len(targets)
             if n:
                 sizes[(spec.task, lang)] = sizes.get((spec.task, lang), 0) + info["utterances"] * n
     return sizes
