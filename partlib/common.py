@@ -102,8 +102,11 @@ def run_jobs(cmd: str, nj: int, log: PathLike, argv: Sequence[str], what: str,
     given) and the tails of their logs."""
     full: List[str] = shlex.split(cmd) + [f"JOB=1:{nj}", str(log), sys.executable] + list(argv)
     get_logger("partlib").info("running %d jobs: %s", nj, shlex.join(full))
-    if subprocess.run(full).returncode == 0:
-        return
+    try:
+        if subprocess.run(full).returncode == 0:
+            return
+    except OSError as e:
+        raise PartError(f"{what}: cannot run the job runner '{cmd}': {e.strerror}") from None
     jobs = list(failed()) if failed is not None else list(range(1, nj + 1))
     details = "; ".join(f"job {j}: {log_tail(str(log).replace('JOB', str(j)))}" for j in jobs[:3])
     raise PartError(f"{what} failed for {len(jobs) or 'some'} of {nj} jobs "

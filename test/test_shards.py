@@ -84,8 +84,14 @@ def test_rerun_keeps_complete_shards_finishes_a_partial_export_and_jobs_agree(da
     (out / "shards" / "recording.000001.tar").rename(out / "shards" / ".recording.000001.tar.tmp")
     after = _export(d)
     assert after == before  # byte-identical shards: same checksums
+    assert not list((out / "shards").glob(".*"))  # the temp file of the killed export is gone
     for p in (out / "shards").glob("*.000000.*"):
         assert p.stat().st_mtime_ns == mtimes[p], f"{p.name} was rewritten"
+    # other bounds: every shard of the new plan is rewritten (none of the old records passes)
+    four = _export(d, shard_utts=4)
+    assert [r["utterances"] for r in four["shards"]] == [4] * 6 and four["utterances"] == 24
+    assert sorted(c["id"] for r in four["shards"] for c in shards.read_cuts(out, r)) == DataDir.load(d).utts
+    assert _export(d) == before and len(list((out / "shards").iterdir())) == 6  # back: 3 shards, old ones removed
     # the same export by two jobs through the job runner
     other = tmp_path / "jobs"
     shards.export(d, other, shards.ExportOptions(shard_utts=10), nj=2, cmd=str(REPO / "utils" / "run.pl"))
@@ -207,19 +213,24 @@ def test_streaming_gives_the_in_memory_examples_readers_split_them_and_epochs_re
     assert st.plan.sizes == {k: sum(len(b) for b in v) for k, v in mem.groups.items()}
     assert np.array_equal(st.plan.mixture.probs, mem.sampler.probs)
     want = Counter(map(_fields, mem.examples))
-    for n_readers in (1, 3, 8):  # 8 readers > 3 shards per group: shards are split into strided slices
-        got, first_epoch = [Counter(), Counter()], {}
+    # 8 and 16 readers > 3 shards per group: shards are split into strided slices (16: of the shards of
+    # 10, 10 and 4 utterances, six slices each, the last shard's two empty ones dropped)
+    for n_readers in (1, 3, 8, 16):
+        got = [Counter(), Counter()]
         for reader in range(n_readers):
             for stream in st.plan.streams(reader, n_readers):
                 epochs = _epochs(stream, 2)
                 for i, exs in enumerate(epochs):
                     got[i].update(map(_fields, exs))
-                first_epoch[(reader, stream.key)] = epochs[0]
                 if n_readers == 1:  # a stream that runs dry starts its next epoch in another order
                     assert [e.key for e in epochs[0]] != [e.key for e in epochs[1]]
+                    assert [e.key for e in epochs[0]] != sorted(e.key for e in epochs[0])  # shuffled
         # over the readers, every epoch holds each example exactly once (pieces are dealt anew)
         assert got[0] == want and got[1] == want, f"{n_readers} readers"
-    assert [e.key for e in first_epoch[(0, ("asr", "en"))]] != sorted(e.key for e in first_epoch[(0, ("asr", "en"))])
+    # more readers than utterance slices: each reader still streams (slices repeat among readers)
+    for reader in (0, 17, 31):
+        for stream in st.plan.streams(reader, 32):
+            assert all(_epochs(stream, 3))
     # a stream's position restores exactly, mid-window
     a, b = st.plan.streams(1, 3)[2], st.plan.streams(1, 3)[2]
     for _ in range(5):
@@ -315,13 +326,21 @@ def test_streaming_training_resumes_exactly_after_kill(data, trained, workers):
         res = subprocess.run(_train_cmd(data, other, trained, 0), env=env, capture_output=True, text=True)
         assert res.returncode != 0 and "Traceback" not in res.stderr
         assert "laid out for 1 process(es) x 2 reader(s)" in res.stderr
+        # the same layout but another window: the saved positions do not apply
+        changed = data / "stream_window.yaml"
+        sched = yaml.safe_load(trained.read_text())
+        sched["stages"][0]["sampling"]["window"] = 8
+        changed.write_text(yaml.safe_dump(sched))
+        res = subprocess.run(_train_cmd(data, other, changed, 2), env=env, capture_output=True, text=True)
+        assert res.returncode != 0 and "Traceback" not in res.stderr
+        assert "streaming data changed since this checkpoint" in res.stderr
 
 
 @pytest.mark.slow
 def test_two_process_streaming_resumes_exactly(data, trained):
     env = dict(os.environ, PART_DEVICE="cpu")
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29541"]
-    cmd = lambda exp: torchrun + _train_cmd(data, exp, trained, 0)[1:]  # noqa: E731
+    cmd = lambda exp: torchrun + _train_cmd(data, exp, trained, 2)[1:]  # noqa: E731  (2 ranks x 2 workers)
     full, killed = data / "exp" / "ddp_full", data / "exp" / "ddp_killed"
     res = subprocess.run(cmd(full), env=env, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -330,7 +349,7 @@ def test_two_process_streaming_resumes_exactly(data, trained):
     for k in a:
         assert torch.equal(a[k], b[k]), f"{k} differs after resume"
     state = torch.load(killed / "s1" / "checkpoints" / "ckpt-000010.pt", weights_only=False)
-    assert state["loader"]["layout"] == [2, 1] and set(state["loader"]["streams"]) == {0, 1}
+    assert state["loader"]["layout"] == [2, 2] and set(state["loader"]["streams"]) == {0, 1, 2, 3}
 
 
 def test_cut_files_are_gzip_jsonl_of_lhotse_cuts(data):
@@ -347,3 +366,29 @@ def test_a_direction_without_translations_is_named_before_streaming(data):
     with pytest.raises(ConfigError, match=r"en->fr: train_en has no text.fr \(translations present: \['de'\]\)"):
         StreamPlan([spec], sources_of([spec], [[data / "data" / "train_en"]]), {"s2tt": 1.0}, 1.0, 0, 10,
                    (300, 2000, 10), TokenCounter(None), len)
+
+
+def test_plan_time_errors_and_a_task_that_makes_nothing(data, tmp_path):
+    en = data / "data" / "train_en"
+    spec = TaskSpec("asr", data=["train_en"], langs=["fr"])
+    with pytest.raises(ConfigError, match=r"task 'asr' has no examples .* for languages \['fr'\]"):
+        StreamPlan([spec], sources_of([spec], [[en]]), {"asr": 1.0}, 1.0, 0, 10, (300, 2000, 10), TokenCounter(None), len)
+    spec = TaskSpec("asr", data=["train_en"])
+    with pytest.raises(ConfigError, match=r"batch.max_frames=50 is smaller than the longest utterance .* \(90 frames\)"):
+        StreamPlan([spec], sources_of([spec], [[en]]), {"asr": 1.0}, 1.0, 0, 10, (50, 2000, 10), TokenCounter(None), len)
+    a, b = (StreamPlan([spec], sources_of([spec], [[en]]), {"asr": 1.0}, 1.0, 0, w, (300, 2000, 10),
+                       TokenCounter(None), len).fingerprint() for w in (10, 11))
+    assert a != b
+    # one-word texts: the lm task makes no example of any of them; streaming says so instead of spinning
+    utts = [f"t-{i:02d}" for i in range(5)]
+    DataDir({u: "t" for u in utts}, text={u: "word" for u in utts}, utt2lang={u: "en" for u in utts}).write(tmp_path / "words")
+    _export(tmp_path / "words")
+    from partlib.models.builders import tiny_model_config
+    from partlib.models.speech_llm import SpeechLLM
+
+    tok = SpeechLLM.from_config(tiny_model_config(tmp_path / "m", lora=False)).tokenizer
+    spec = TaskSpec("lm", data=["words"])
+    plan = StreamPlan([spec], sources_of([spec], [[tmp_path / "words"]]), {"lm": 1.0}, 1.0, 0, 2,
+                      (300, 2000, 10), TokenCounter(tok), len)
+    with pytest.raises(ConfigError, match="task 'lm' makes no examples of the en utterances of reader 0 of 1"):
+        plan.streams(0, 1)[0].next_batch()

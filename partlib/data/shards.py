@@ -43,7 +43,7 @@ import soundfile as sf
 
 from partlib.common import ConfigError, DataError, PathLike, atomic_write, get_logger, run_jobs
 from partlib.data import audio
-from partlib.data.datadir import MANAGED_FILES, DataDir
+from partlib.data.datadir import MANAGED_FILES, META_FILES, DataDir
 from partlib.data.examples import utt_num_frames
 
 logger = get_logger("partlib.data.shards")
@@ -83,10 +83,15 @@ def _paths(out: Path, index: int) -> Tuple[Path, Path, Path]:
             out / "done" / f"{index:06d}.json")
 
 
+# Files a shard's contents do not depend on: dumping features into a dir leaves its export current.
+_UNHASHED = {"feats.scp", *META_FILES}
+
+
 def source_hash(data_dir: PathLike) -> str:
     """sha256 over the data dir's Kaldi files (names and contents): what an export was made from."""
     h = hashlib.sha256()
-    for name in sorted(MANAGED_FILES) + sorted(p.name for p in Path(data_dir).glob("text.*")):
+    names = sorted(set(MANAGED_FILES) - _UNHASHED) + sorted(p.name for p in Path(data_dir).glob("text.*"))
+    for name in names:
         p = Path(data_dir) / name
         if p.is_file():
             h.update(name.encode() + b"\0")
@@ -183,7 +188,10 @@ def _audio_items(d: DataDir, utts: Sequence[str]) -> Iterator[Tuple[str, bytes, 
             path = d.wav_scp[reco].strip()
             with open(path, "rb") as f:
                 payload = f.read()
-            info = sf.info(io.BytesIO(payload))
+            try:
+                info = sf.info(io.BytesIO(payload))
+            except (sf.LibsndfileError, RuntimeError, TypeError) as e:
+                raise DataError(f"cannot decode audio: {e}", path, utt=utt) from None
             if info.frames <= 0:  # a header without a length: decode to count the samples
                 n, rate = len(audio.decode(path, utt)[0]), info.samplerate
             else:
@@ -194,10 +202,12 @@ def _audio_items(d: DataDir, utts: Sequence[str]) -> Iterator[Tuple[str, bytes, 
             yield utt, _flac(samples), "flac", len(samples), audio.TARGET_SR
 
 
-def write_shard(d: DataDir, out: Path, index: int, utts: Sequence[str], src_hash: str) -> Dict[str, Any]:
+def write_shard(d: DataDir, out: Path, index: int, utts: Sequence[str], src_hash: str, key: str) -> Dict[str, Any]:
     """Write shard ``index`` (cuts + audio tar) under temporary names, then rename them and write
-    its completion record last; return the record."""
+    its completion record last; return the record. ``key`` names what the shard holds
+    (:func:`_shard_key`)."""
     cuts_path, tar_path, done_path = _paths(out, index)
+    done_path.unlink(missing_ok=True)  # an older shard of this index is no longer complete
     cuts_path.parent.mkdir(parents=True, exist_ok=True)
     tmp_cuts = cuts_path.with_name(f".{cuts_path.name}.tmp")
     tmp_tar = tar_path.with_name(f".{tar_path.name}.tmp")
@@ -227,9 +237,12 @@ def write_shard(d: DataDir, out: Path, index: int, utts: Sequence[str], src_hash
         files = {"cuts": tmp_cuts} if not d.has_audio() else {"cuts": tmp_cuts, "recording": tmp_tar}
         record = {"index": index, "utterances": len(utts), "languages": dict(sorted(langs.items())),
                   "seconds": {k: round(v, 3) for k, v in sorted(seconds.items())}, "longest_s": longest,
-                  "source_hash": src_hash,
+                  "source_hash": src_hash, "key": key,
                   "files": {k: {"path": str(_paths(out, index)[0 if k == "cuts" else 1].relative_to(out)),
                                 "bytes": p.stat().st_size, "sha256": _file_sha256(p)} for k, p in files.items()}}
+        for tmp in files.values():  # on disk before the record that says they are
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
         os.replace(tmp_cuts, cuts_path)
         if d.has_audio():
             os.replace(tmp_tar, tar_path)
@@ -241,13 +254,23 @@ def write_shard(d: DataDir, out: Path, index: int, utts: Sequence[str], src_hash
     return record
 
 
-def _complete(out: Path, index: int, src_hash: str) -> Optional[Dict[str, Any]]:
-    """The completion record of shard ``index`` if it belongs to this source and its files are whole."""
+def _shard_key(src_hash: str, opts: ExportOptions, utts: Sequence[str]) -> str:
+    """What a shard holds: the source, the bounds and its utterances (a record of another plan never
+    passes for this one)."""
+    return hashlib.sha256(json.dumps([src_hash, asdict(opts), list(utts)]).encode("utf-8")).hexdigest()
+
+
+def _complete(out: Path, index: int, key: str) -> Optional[Dict[str, Any]]:
+    """The completion record of shard ``index`` if it holds what the plan puts there and its files
+    are whole."""
     done = _paths(out, index)[2]
     if not done.is_file():
         return None
-    record = json.loads(done.read_text(encoding="utf-8"))
-    if record.get("source_hash") != src_hash:
+    try:
+        record = json.loads(done.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return None
+    if record.get("key") != key:
         return None
     for f in record["files"].values():
         p = out / f["path"]
@@ -256,8 +279,12 @@ def _complete(out: Path, index: int, src_hash: str) -> Optional[Dict[str, Any]]:
     return record
 
 
-def _prepare(data_dir: PathLike, out_dir: Optional[PathLike], opts: ExportOptions
-             ) -> Tuple[DataDir, Path, str, List[List[str]]]:
+def _prepare(data_dir: PathLike, out_dir: Optional[PathLike], opts: ExportOptions, nj: int
+             ) -> Tuple[DataDir, Path, str, List[Tuple[List[str], str]]]:
+    """The data dir, the export dir, the source hash and the plan: (utterances, key) per shard."""
+    if nj < 1:
+        raise ConfigError(f"--nj must be >= 1, got {nj}")
+    opts.check()
     d = DataDir.load(data_dir)
     if not len(d):
         raise DataError("data dir has no utterances", d.path)
@@ -265,19 +292,24 @@ def _prepare(data_dir: PathLike, out_dir: Optional[PathLike], opts: ExportOption
     src_hash = source_hash(data_dir)
     manifest = out / MANIFEST
     if manifest.is_file():
-        old = json.loads(manifest.read_text(encoding="utf-8"))
+        try:
+            old = json.loads(manifest.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            old = {}
         if old.get("source_hash") != src_hash or old.get("options") != asdict(opts):
             manifest.unlink()  # stale: the data dir or the options changed since
-    return d, out, src_hash, plan(d, opts.check())
+    return d, out, src_hash, [(utts, _shard_key(src_hash, opts, utts)) for utts in plan(d, opts)]
 
 
 def export_job(data_dir: PathLike, out_dir: Optional[PathLike], opts: ExportOptions, job: int, nj: int) -> int:
     """Write the missing shards of job ``job`` (1-based) of ``nj``; return how many were written."""
-    d, out, src_hash, shards = _prepare(data_dir, out_dir, opts)
+    if not 1 <= job <= nj:
+        raise ConfigError(f"--job must be in 1..{nj}, got {job}")
+    d, out, src_hash, shards = _prepare(data_dir, out_dir, opts, nj)
     written = 0
-    for index, utts in enumerate(shards):
-        if index % nj == job - 1 and _complete(out, index, src_hash) is None:
-            write_shard(d, out, index, utts, src_hash)
+    for index, (utts, key) in enumerate(shards):
+        if index % nj == job - 1 and _complete(out, index, key) is None:
+            write_shard(d, out, index, utts, src_hash, key)
             written += 1
     return written
 
@@ -291,7 +323,7 @@ def export(data_dir: PathLike, out_dir: Optional[PathLike] = None, opts: ExportO
     shards beyond the plan (a smaller re-export) are removed. A bad data dir stops with the data
     layer's named error before any shard is written.
     """
-    d, out, src_hash, shards = _prepare(data_dir, out_dir, opts)
+    d, out, src_hash, shards = _prepare(data_dir, out_dir, opts, nj)
     manifest = out / MANIFEST
     if manifest.is_file():
         logger.info("%s: complete export exists (%d shards)", out, len(shards))
@@ -301,18 +333,18 @@ def export(data_dir: PathLike, out_dir: Optional[PathLike] = None, opts: ExportO
                  ["-m", "partlib.bin.export_shards", "--shard-utts", str(opts.shard_utts),
                   "--shard-mb", str(opts.shard_mb), "--nj", str(nj), "--job", "JOB",
                   "--out-dir", str(out.absolute()), str(Path(data_dir).absolute())], "shard export",
-                 failed=lambda: sorted({i % nj + 1 for i in range(len(shards))
-                                        if _complete(out, i, src_hash) is None}))
+                 failed=lambda: sorted({i % nj + 1 for i, (_, key) in enumerate(shards)
+                                        if _complete(out, i, key) is None}))
     records = []
-    for index, utts in enumerate(shards):
-        record = _complete(out, index, src_hash)
+    for index, (utts, key) in enumerate(shards):
+        record = _complete(out, index, key)
         if record is None:
-            record = write_shard(d, out, index, utts, src_hash)
+            record = write_shard(d, out, index, utts, src_hash, key)
         records.append(record)
-    for stale in list((out / "done").glob("*.json")):  # shards of a larger earlier plan
-        if int(stale.stem) >= len(shards):
-            for p in _paths(out, int(stale.stem)):
-                p.unlink(missing_ok=True)
+    for stale in list((out / "shards").glob("*.*.*")) + list((out / "done").glob("*.json")):
+        number = stale.name.split(".")[1] if stale.parent.name == "shards" else stale.stem
+        if not number.isdigit() or int(number) >= len(shards):  # of a larger earlier plan, or a temp file
+            stale.unlink()
     hours: Dict[str, float] = {}
     utterances: Dict[str, int] = {}
     for r in records:
@@ -368,7 +400,10 @@ class ShardAudio:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._f: Optional[BinaryIO] = open(path, "rb")
+        try:
+            self._f: Optional[BinaryIO] = open(path, "rb")
+        except OSError as e:
+            raise DataError(f"cannot open the shard's audio: {e.strerror}", path) from None
         self.index: Dict[str, Tuple[int, int, str]] = {}  # utt -> (offset, size, extension)
         try:
             with tarfile.open(fileobj=self._f, mode="r:") as tar:

@@ -30,6 +30,8 @@ the data order: resuming with another layout is an error.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,16 +99,25 @@ def sources_of(specs: Sequence[TaskSpec], dirs_of_spec: Sequence[Sequence[Path]]
     return out
 
 
+def serves(spec: TaskSpec, lang: str) -> bool:
+    """Whether a task spec takes utterances of ``lang`` (its ``langs``, when it has them)."""
+    return spec.langs is None or lang in {langs.canonical(x) for x in spec.langs}
+
+
 def group_sizes(specs: Sequence[TaskSpec], sources: Sequence[Source]) -> Dict[Key, int]:
     """Examples per (task, language) from the manifests: utterances x target languages (what the
     in-memory sampler counts, without reading the data)."""
     sizes: Dict[Key, int] = {}
+    for i, spec in enumerate(specs):
+        mine = [s for s in sources if s.spec_index == i]
+        if mine and not any(serves(spec, lang) for s in mine for lang in s.manifest["languages"]):
+            raise ConfigError(f"task {spec.task!r} has no examples in {[str(s.export_dir) for s in mine]} for "
+                              f"languages {sorted(spec.langs or [])}")
     for s in sources:
         spec = specs[s.spec_index]
         task = tasks.get(spec.task)
-        want = None if spec.langs is None else {langs.canonical(x) for x in spec.langs}
         for lang, info in s.manifest["languages"].items():
-            if want is not None and lang not in want:
+            if not serves(spec, lang):
                 continue
             n = 1
             if task.cross_lingual:  # checked here, before any worker reads the data
@@ -132,22 +143,26 @@ class GroupStream:
         self.count_tokens, self.speech_len = count_tokens, speech_len
         task, lang = key
         self._shards = [(si, k, rec["languages"][lang]) for si, s in enumerate(sources)
-                        if specs[s.spec_index].task == task
+                        if specs[s.spec_index].task == task and serves(specs[s.spec_index], lang)
                         for k, rec in enumerate(s.manifest["shards"]) if rec["languages"].get(lang)]
         if not self._shards:
             raise ConfigError(f"group {task}/{lang}: no shard holds this language")
         self.pos = Position()
+        self._epoch_emitted = False  # whether the current epoch has given a batch yet
         self._batches: Optional[List[List[Tuple[Example, int, int]]]] = None  # the current window's
         self._cuts: Optional[Iterator[Tuple[int, int, Dict[str, Any]]]] = None
         self._cuts_at: Tuple[int, int] = (-1, -1)  # (epoch, cut ordinal) where _cuts stands
 
     # -- the epoch's pieces ------------------------------------------------------------------
     def pieces(self, epoch: int) -> List[Piece]:
-        """This reader's pieces of ``epoch``, in reading order."""
+        """This reader's pieces of ``epoch``, in reading order. A group with fewer utterances than
+        readers has fewer pieces: then each reader takes one, and pieces repeat among readers."""
         stride = max(1, math.ceil(self.n_readers / len(self._shards)))
-        all_pieces = [Piece(si, k, stride, p, len(range(p, n, stride)))
-                      for si, k, n in self._shards for p in range(stride)]
+        all_pieces = [piece for si, k, n in self._shards for p in range(stride)
+                      for piece in [Piece(si, k, stride, p, len(range(p, n, stride)))] if piece.count]
         perm = np.random.default_rng([self.seed, 104729, self.gid, epoch]).permutation(len(all_pieces))
+        if len(all_pieces) < self.n_readers:
+            return [all_pieces[int(perm[self.reader % len(all_pieces)])]]
         return [all_pieces[int(i)] for i in perm[self.reader::self.n_readers]]
 
     def _piece_cuts(self, piece: Piece, skip: int) -> Iterator[Dict[str, Any]]:
@@ -197,8 +212,6 @@ class GroupStream:
             sup = cut["supervisions"][0]
             custom = cut.get("custom", {})
             utt, lang = cut["id"], sup["language"]
-            if spec.langs is not None and lang not in {langs.canonical(x) for x in spec.langs}:
-                continue
             frames = int(custom.get("num_frames", 0)) if task.speech else 0
             translations = custom.get("translations", {})
             for tgt, src_text, target in utterance_targets(spec, utt, lang, sup.get("text"),
@@ -217,27 +230,26 @@ class GroupStream:
         exs = self._examples(items)
         if not exs:
             return []
-        by_key = {e.key: (e, si, shard) for e, si, shard in exs}
+        where = {id(e): (e, si, shard) for e, si, shard in exs}  # not by key: two dirs may share a name
         batches = make_batches([e for e, _, _ in exs], *self.limits)
         order = np.random.default_rng([self.seed, 15485863, self.gid, self.reader, epoch, w]).permutation(len(batches))
-        return [[by_key[e.key] for e in batches[int(i)]] for i in order]
+        return [[where[id(e)] for e in batches[int(i)]] for i in order]
 
     def next_batch(self) -> List[Tuple[Example, int, int]]:
         """The next batch: ``(example, source index, shard index)`` each; advances the position."""
-        empty_epochs = 0
         while True:
             if self._batches is None:
                 self._batches = self._build(self.pos.epoch, self.pos.window)
                 if self._batches is None:  # the epoch is over
-                    empty_epochs = empty_epochs + 1 if self.pos.window == 0 else 0
-                    if empty_epochs > 1:
-                        raise ConfigError(f"group {self.key[0]}/{self.key[1]}: reader {self.reader} of "
-                                          f"{self.n_readers} gets no examples in an epoch")
-                    self.pos = Position(self.pos.epoch + 1, 0, 0)
+                    if not self._epoch_emitted:  # every reader has utterances: the task made nothing of them
+                        raise ConfigError(f"task {self.key[0]!r} makes no examples of the {self.key[1]} "
+                                          f"utterances of reader {self.reader} of {self.n_readers}")
+                    self.pos, self._epoch_emitted = Position(self.pos.epoch + 1, 0, 0), False
                     continue
             if self.pos.emitted < len(self._batches):
                 batch = self._batches[self.pos.emitted]
                 self.pos.emitted += 1
+                self._epoch_emitted = True
                 return batch
             self._batches = None
             self.pos = Position(self.pos.epoch, self.pos.window + 1, 0)
@@ -250,6 +262,7 @@ class GroupStream:
         epoch, window, emitted = (int(x) for x in state)
         self._batches, self._cuts = None, None
         self.pos = Position(epoch, window, 0)
+        self._epoch_emitted = window > 0 or emitted > 0
         if emitted:
             self._batches = self._build(epoch, window) or []
             self.pos.emitted = emitted
@@ -295,6 +308,19 @@ class StreamPlan:
         self.mixture = GroupMixture(self.sizes, task_weights, temperature, seed)
         self.seed, self.window, self.limits = seed, window, limits
         self.count_tokens, self.speech_len = count_tokens, speech_len
+        for s in self.sources:  # the check make_batches does in memory, before any worker starts
+            longest = max((r.get("longest_s", 0.0) for r in s.manifest["shards"]), default=0.0)
+            if tasks.get(self.specs[s.spec_index].task).speech and round(longest * 16000) // 160 > limits[0]:
+                raise ConfigError(f"batch.max_frames={limits[0]} is smaller than the longest utterance of "
+                                  f"{s.export_dir} ({round(longest * 16000) // 160} frames)")
+
+    def fingerprint(self) -> str:
+        """What the data order depends on besides the layout: groups, window, batch bounds, seed and
+        each export (a checkpoint's reader positions mean nothing for another)."""
+        body = [[list(k) for k in self.mixture.keys], self.window, list(self.limits), self.seed,
+                [[str(s.export_dir), s.manifest["source_hash"], s.manifest["options"], len(s.manifest["shards"])]
+                 for s in self.sources]]
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode("utf-8")).hexdigest()
 
     def streams(self, reader: int, n_readers: int) -> List[GroupStream]:
         """One stream per group (indexed like ``mixture.keys``) for one reader."""
@@ -309,6 +335,8 @@ class StreamPlan:
             task = self.specs[s.spec_index].task
             for lang, info in s.manifest["languages"].items():
                 if (task, lang) not in self.sizes:
+                    continue
+                if not serves(self.specs[s.spec_index], lang):
                     continue
                 d = out.setdefault(task, {}).setdefault(lang, {"utterances": self.sizes[(task, lang)], "hours": 0.0})
                 d["hours"] = round(d["hours"] + info["hours"], 4) if s.manifest["audio"] and tasks.get(task).speech else None

@@ -46,7 +46,7 @@ from partlib.common import ConfigError, PartError, PathLike, get_logger
 from partlib.data.batching import MixtureSampler, collate, make_batches, padding_fraction
 from partlib.data.datadir import DataDir
 from partlib.data.examples import Example, build_examples, directions, resolve_data_dirs
-from partlib.data.streaming import SpeechLengths, StreamPlan, TokenCounter, sources_of
+from partlib.data.streaming import SpeechLengths, StreamPlan, TokenCounter, serves, sources_of
 from partlib.features.source import FeatureSource, check_feature_mode
 from partlib.features.whisper_mel import FRAMES_PER_SECOND
 from partlib.infer import control
@@ -177,7 +177,7 @@ class StageData:
         if self.plan is not None:
             return sorted({t for s in self.plan.sources for spec in [self.plan.specs[s.spec_index]]
                            if tasks.get(spec.task).cross_lingual for lang in s.manifest["languages"]
-                           for t in directions(spec, lang, s.manifest["translations"])})
+                           if serves(spec, lang) for t in directions(spec, lang, s.manifest["translations"])})
         return sorted({e.tgt_lang for e in self.examples if tasks.get(e.task).cross_lingual})
 
     def _load_dirs(self, patterns: Sequence[str], data_root: Optional[str]) -> List[DataDir]:
@@ -352,9 +352,11 @@ class Trainer:
         self._resume(run)
         accum = stage.accum_grad
         start, end = run.step * accum, stage.max_steps * accum
+        # the loader's own generator: seeding its workers must not draw from the restored global RNG
         common = dict(batch_size=None, num_workers=self.num_workers, collate_fn=lambda x: x,
                       pin_memory=self.device.type == "cuda", persistent_workers=False,
-                      prefetch_factor=2 if self.num_workers else None)
+                      prefetch_factor=2 if self.num_workers else None,
+                      generator=torch.Generator().manual_seed(run.seed))
         if run.data.plan is not None:
             loader = torch.utils.data.DataLoader(
                 StreamDataset(run.data.plan, run.model.n_mels, self.ctx.rank, self.ctx.world_size,
@@ -456,6 +458,10 @@ class Trainer:
                 raise PartError(f"{latest}: the streaming data order was laid out for {w} process(es) x {n} "
                                 f"reader(s) each; resume with WORLD_SIZE={w} and --num-workers {n if n > 1 else 0} "
                                 f"(now {self.ctx.world_size} x {self._stream_layout()[1]})")
+            if loader.get("fingerprint") != run.data.plan.fingerprint():
+                raise PartError(f"{latest}: the stage's streaming data changed since this checkpoint (its groups, "
+                                f"sampling.window, batch bounds, seed or shard exports): the saved reader positions "
+                                f"do not apply; restore them, or remove {latest.parent} to start the stage afresh")
             run.stream_state = {int(r): v for r, v in loader["streams"].items()
                                 if int(r) // self._stream_layout()[1] == self.ctx.rank}
         run.step, run.stats = state["step"], state["stats"]
@@ -552,7 +558,7 @@ class Trainer:
             streams: Dict[int, Dict[int, Tuple[int, int, int]]] = {}
             for part in dist_utils.all_gather_object(run.stream_state):
                 streams.update(part)
-            loader = {"layout": self._stream_layout(), "streams": streams}
+            loader = {"layout": self._stream_layout(), "fingerprint": run.data.plan.fingerprint(), "streams": streams}
         if not self.ctx.is_main:
             return
         if not self.sharded:
