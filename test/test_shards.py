@@ -334,6 +334,11 @@ def test_streaming_training_resumes_exactly_after_kill(data, trained, workers):
         res = subprocess.run(_train_cmd(data, other, changed, 2), env=env, capture_output=True, text=True)
         assert res.returncode != 0 and "Traceback" not in res.stderr
         assert "streaming data changed since this checkpoint" in res.stderr
+        # an example longer than the token bound, found in a worker: the message, not the worker's traceback
+        res = subprocess.run(_train_cmd(data, data / "exp" / "tokens", trained, 2) + ["--set", "stages.0.batch.max_tokens=30"],
+                             env=env, capture_output=True, text=True)
+        assert res.returncode != 0 and "Traceback" not in res.stderr, res.stderr[-2000:]
+        assert "batch.max_tokens=30 is smaller than the longest example" in res.stderr
 
 
 @pytest.mark.slow

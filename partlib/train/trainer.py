@@ -81,6 +81,18 @@ def move_batch(batch: Dict[str, Any], device: torch.device) -> Dict[str, Any]:
     return {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
 
 
+def _next_batch(batches: Iterator[Dict[str, Any]]) -> Dict[str, Any]:
+    """The loader's next batch. A DataLoader worker's error reaches here with the worker's traceback
+    in its message: keep the user-facing message alone."""
+    try:
+        return next(batches)
+    except PartError as e:
+        text = str(e).strip()
+        if "Original Traceback" not in text:
+            raise
+        raise PartError(text.splitlines()[-1].split(": ", 1)[-1]) from None
+
+
 def _add_file_log(path: Path) -> logging.Handler:
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path, encoding="utf-8")
@@ -478,7 +490,7 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
         n_tokens = torch.zeros((), device=self.device, dtype=torch.float64)
         for micro in range(stage.accum_grad):
-            batch = next(batches)
+            batch = _next_batch(batches)
             if "stream_state" in batch:
                 reader, gid, pos = batch.pop("stream_state")
                 run.stream_state.setdefault(reader, {})[gid] = pos
