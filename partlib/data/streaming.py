@@ -10,8 +10,9 @@ A *reader* is one of ``world_size × max(1, num_workers)`` consumers; reader ``r
 micro-batches ``m ≡ r mod W`` of its rank (``W`` workers). A group's stream over one epoch:
 
 1. the group's *pieces* — every shard of its data holding the language, split into
-   ``ceil(readers / shards)`` strided slices when there are fewer shards than readers — are
-   permuted from (seed, group, epoch) and dealt out: reader r takes pieces r, r + R, ...;
+   ``ceil(readers / shards)`` strided slices when there are fewer shards than readers (empty
+   slices dropped) — are permuted from (seed, group, epoch) and dealt out: reader r takes pieces
+   r, r + R, ...; a group with fewer pieces than readers gives each reader one (they repeat);
 2. the reader reads its pieces' cut metadata in order, ``window`` utterances at a time (the
    shuffle buffer); a window becomes the task's examples, cut into length-bounded dynamic batches
    (:func:`partlib.data.batching.make_batches`: sorted by length, i.e. bucketed by duration),
