@@ -28,6 +28,7 @@ the manifest is written only when every shard of the plan is complete.
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
@@ -216,24 +217,22 @@ def write_shard(d: DataDir, out: Path, index: int, utts: Sequence[str], src_hash
     longest = 0.0
     try:
         # mtime 0 in the gzip header: the same data and options give byte-identical shards
-        with io.TextIOWrapper(gzip.GzipFile(tmp_cuts, "wb", mtime=0), encoding="utf-8") as cf:
-            if d.has_audio():
-                with tarfile.open(tmp_tar, "w") as tar:
-                    for utt, payload, ext, n, rate in _audio_items(d, utts):
-                        cut = _cut_dict(d, utt, n, ext, rate)
-                        _add_member(tar, f"{utt}.{ext}", payload)
-                        _add_member(tar, f"{utt}.json", json.dumps(cut["recording"]).encode("utf-8"))
-                        cf.write(json.dumps(cut, ensure_ascii=False) + "\n")
-                        lang = cut["supervisions"][0]["language"]
-                        langs[lang] = langs.get(lang, 0) + 1
-                        seconds[lang] = seconds.get(lang, 0.0) + cut["duration"]
-                        longest = max(longest, cut["duration"])
-            else:
-                for utt in utts:
-                    cut = _cut_dict(d, utt, None, None, audio.TARGET_SR)
-                    cf.write(json.dumps(cut, ensure_ascii=False) + "\n")
-                    lang = cut["supervisions"][0]["language"]
-                    langs[lang] = langs.get(lang, 0) + 1
+        with contextlib.ExitStack() as stack:
+            cf = stack.enter_context(io.TextIOWrapper(gzip.GzipFile(tmp_cuts, "wb", mtime=0), encoding="utf-8"))
+            tar = stack.enter_context(tarfile.open(tmp_tar, "w")) if d.has_audio() else None
+            items = (_audio_items(d, utts) if tar is not None
+                     else ((utt, b"", None, None, audio.TARGET_SR) for utt in utts))  # text only: no audio
+            for utt, payload, ext, n, rate in items:
+                cut = _cut_dict(d, utt, n, ext, rate)
+                if tar is not None:
+                    _add_member(tar, f"{utt}.{ext}", payload)
+                    _add_member(tar, f"{utt}.json", json.dumps(cut["recording"]).encode("utf-8"))
+                cf.write(json.dumps(cut, ensure_ascii=False) + "\n")
+                lang = cut["supervisions"][0]["language"]
+                langs[lang] = langs.get(lang, 0) + 1
+                if n is not None:
+                    seconds[lang] = seconds.get(lang, 0.0) + cut["duration"]
+                    longest = max(longest, cut["duration"])
         files = {"cuts": tmp_cuts} if not d.has_audio() else {"cuts": tmp_cuts, "recording": tmp_tar}
         record = {"index": index, "utterances": len(utts), "languages": dict(sorted(langs.items())),
                   "seconds": {k: round(v, 3) for k, v in sorted(seconds.items())}, "longest_s": longest,

@@ -86,14 +86,17 @@ def sources_of(specs: Sequence[TaskSpec], dirs_of_spec: Sequence[Sequence[Path]]
     """The shard exports of every spec's data dirs; a dir without a complete, current export is an
     error naming it."""
     out = []
+    manifests: Dict[Path, Dict[str, Any]] = {}  # a dir that feeds several tasks is read and hashed once
     for i, dirs in enumerate(dirs_of_spec):
         task = tasks.get(specs[i].task)
         for d in dirs:
             export = shards.shard_dir(d)
-            manifest = shards.load_manifest(export)
-            if manifest["source_hash"] != shards.source_hash(d):
-                raise ConfigError(f"{export} was exported from an earlier state of {d}: export it again "
-                                  f"(python -m partlib.bin.export_shards {d})")
+            if export not in manifests:
+                manifests[export] = shards.load_manifest(export)
+                if manifests[export]["source_hash"] != shards.source_hash(d):
+                    raise ConfigError(f"{export} was exported from an earlier state of {d}: export it again "
+                                      f"(python -m partlib.bin.export_shards {d})")
+            manifest = manifests[export]
             if task.speech and not manifest["audio"]:
                 raise ConfigError(f"task {task.name!r} needs speech, but {d} has no audio")
             out.append(Source(i, export, manifest))

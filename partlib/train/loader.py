@@ -17,6 +17,14 @@ from partlib.data.streaming import StreamPlan
 from partlib.features.source import FeatureSource
 
 
+def augment(batch: Dict, specaug: Optional[SpecAug], seed: int, m: int) -> Dict:
+    """SpecAugment on a batch's features, from a generator of (seed, micro-batch index)."""
+    if specaug is not None and batch["feats"] is not None:
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + m)
+        batch["feats"] = spec_augment(batch["feats"], batch["feat_lens"], specaug, gen)
+    return batch
+
+
 class BatchDataset(torch.utils.data.Dataset):
     """Map-style dataset whose item ``m`` is the collated slice of micro-batch ``m`` for one rank.
 
@@ -49,10 +57,7 @@ class BatchDataset(torch.utils.data.Dataset):
         batch = collate(mine, feats)
         batch["global_n_examples"] = len(global_batch)
         batch["loss_weight"] = weight
-        if self.specaug is not None and batch["feats"] is not None:
-            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + m)
-            batch["feats"] = spec_augment(batch["feats"], batch["feat_lens"], self.specaug, gen)
-        return batch
+        return augment(batch, self.specaug, self.seed, m)
 
 
 class StreamDataset(torch.utils.data.IterableDataset):
@@ -106,9 +111,6 @@ class StreamDataset(torch.utils.data.IterableDataset):
             batch = collate(exs, feats)
             batch["loss_weight"] = 1.0
             batch["stream_state"] = (reader, gid, streams[gid].state())
-            if self.specaug is not None and batch["feats"] is not None:
-                gen = torch.Generator().manual_seed(self.seed * 1_000_003 + m)
-                batch["feats"] = spec_augment(batch["feats"], batch["feat_lens"], self.specaug, gen)
-            yield batch
+            yield augment(batch, self.specaug, self.seed, m)
         for t in tars.values():
             t.close()
