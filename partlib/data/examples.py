@@ -91,12 +91,17 @@ def resolve_data_dirs(patterns: Sequence[str], data_root: Optional[str]) -> List
     return out
 
 
+def frames_of_seconds(seconds: float) -> int:
+    """Log-mel frames (10 ms hop at 16 kHz) of ``seconds`` of audio, as batching counts them."""
+    return int(round(seconds * 16000)) // 160
+
+
 def utt_num_frames(d: DataDir, utt: str) -> int:
     """Log-mel frames of an utterance from utt2num_frames, else from utt2dur."""
     if d.utt2num_frames is not None and utt in d.utt2num_frames:
         return int(d.utt2num_frames[utt])
     if d.utt2dur is not None and utt in d.utt2dur:
-        return int(round(float(d.utt2dur[utt]) * 16000)) // 160
+        return frames_of_seconds(float(d.utt2dur[utt]))
     raise DataError("no utt2num_frames or utt2dur entry (run stage 2 of the recipe, which writes utt2dur)",
                     d.path, utt=utt)
 

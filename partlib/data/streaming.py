@@ -43,8 +43,9 @@ import numpy as np
 from partlib import tasks
 from partlib.common import ConfigError
 from partlib.data import langs, shards
-from partlib.data.batching import make_batches
-from partlib.data.examples import Example, Row, TaskSpec, directions, finish_examples, utterance_targets
+from partlib.data.batching import GroupMixture, make_batches
+from partlib.data.examples import (Example, Row, TaskSpec, directions, finish_examples, frames_of_seconds,
+                                   utterance_targets)
 
 Key = Tuple[str, str]  # (task, source language)
 
@@ -301,8 +302,6 @@ class StreamPlan:
     def __init__(self, specs: Sequence[TaskSpec], sources: Sequence[Source], task_weights: Dict[str, float],
                  temperature: float, seed: int, window: int, limits: Tuple[int, int, int],
                  count_tokens: Callable[[List[str]], List[int]], speech_len: Callable[[int], int]) -> None:
-        from partlib.data.batching import GroupMixture
-
         if window < 1:
             raise ConfigError(f"stream window must be >= 1 utterance, got {window}")
         self.specs, self.sources = list(specs), list(sources)
@@ -314,9 +313,9 @@ class StreamPlan:
         self.count_tokens, self.speech_len = count_tokens, speech_len
         for s in self.sources:  # the check make_batches does in memory, before any worker starts
             longest = max((r.get("longest_s", 0.0) for r in s.manifest["shards"]), default=0.0)
-            if tasks.get(self.specs[s.spec_index].task).speech and round(longest * 16000) // 160 > limits[0]:
+            if tasks.get(self.specs[s.spec_index].task).speech and frames_of_seconds(longest) > limits[0]:
                 raise ConfigError(f"batch.max_frames={limits[0]} is smaller than the longest utterance of "
-                                  f"{s.export_dir} ({round(longest * 16000) // 160} frames)")
+                                  f"{s.export_dir} ({frames_of_seconds(longest)} frames)")
 
     def fingerprint(self) -> str:
         """What the data order depends on besides the layout: groups, window, batch bounds, seed and
