@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import logging
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -44,6 +47,11 @@ class ConfigError(PartError):
     """An invalid configuration (YAML or CLI); raised before any work is done."""
 
 
+class Preempted(Exception):
+    """Training stopped on a signal (SIGTERM, SIGUSR1) after writing a checkpoint: not an error;
+    rerunning the same command resumes (:mod:`partlib.train.preemption`)."""
+
+
 @contextlib.contextmanager
 def atomic_open(path: PathLike, mode: str = "w", encoding: Optional[str] = "utf-8") -> Iterator[IO]:
     """Open a temp file next to ``path``; on success rename it over ``path``, on error delete it.
@@ -61,10 +69,58 @@ def atomic_open(path: PathLike, mode: str = "w", encoding: Optional[str] = "utf-
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno in WRITE_ERRNOS:
+            raise write_failed(path, e) from None
         raise
+
+
+# what a write (not a read) fails with when the disk or quota is full or the file system is read-only
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
+
+
+def write_failed(path: PathLike, err: OSError) -> PartError:
+    """The user-facing error of a write that failed for lack of space (or a read-only file system):
+    it names the path; what was written before stays in place."""
+    return PartError(f"cannot write {path}: {err.strerror or err} (errno {err.errno}); "
+                     "nothing earlier was overwritten: free space and rerun the same command")
+
+
+def replace_dir(tmp: PathLike, out: PathLike) -> None:
+    """Put the complete directory ``tmp`` in place of ``out``: at no moment is there no ``out``.
+
+    Where the file system can (Linux ``renameat2(RENAME_EXCHANGE)``) the two are swapped in one
+    step and the old one is removed after; elsewhere ``out`` is first renamed to ``.<out>.old``
+    (a crash between the two renames leaves the old directory there, not lost)."""
+    tmp, out = Path(tmp), Path(out)
+    if not out.exists():
+        os.replace(tmp, out)
+        return
+    if _exchange(tmp, out):
+        shutil.rmtree(tmp)
+        return
+    old = out.with_name(f".{out.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    os.rename(out, old)
+    os.rename(tmp, out)
+    shutil.rmtree(old)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths; False where the system or file system does not support it."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
 
 
 def atomic_write(path: PathLike, data: Union[str, bytes]) -> None:

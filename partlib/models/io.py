@@ -30,7 +30,7 @@ import yaml
 from peft import set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
-from partlib.common import DataError, PathLike, atomic_write
+from partlib.common import DataError, PathLike, atomic_write, replace_dir
 from partlib.models.lora import merged_state_dict, unwrap
 from partlib.models.speech_llm import SpeechLLM
 
@@ -78,9 +78,7 @@ def save_model(model: SpeechLLM, path: PathLike, merge_lora: bool = False, self_
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         _write(model, tmp, merge_lora, self_contained)
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+        replace_dir(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

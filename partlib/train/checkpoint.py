@@ -1,13 +1,21 @@
-"""Training checkpoints: atomic writes, a ``latest`` pointer, keep-last-K plus best-N retention.
+"""Training checkpoints: atomic writes, checksums, a ``latest`` pointer, keep-last-K plus best-N
+retention, and a fallback to the previous checkpoint when the newest is damaged.
 
 Layout of ``<stage_dir>/checkpoints/``::
 
-    ckpt-000100.pt   model (trainable parameters + buffers), optimizer, scheduler, step, RNG states
-    latest           the file name of the newest complete checkpoint
-    best.json        [[metric, step], ...] of the best-N evaluations, best first
+    ckpt-000100.pt          model (trainable parameters + buffers), optimizer, scheduler, step, RNG states
+    ckpt-000100.pt.sha256   its SHA-256 (``sha256sum -c`` format), computed while the file was written
+    latest                  the file name of the newest complete checkpoint
+    best.json               [[metric, step], ...] of the best-N evaluations, best first
+
+A checkpoint counts only with its checksum file, which is written after it: a kill during a save
+leaves the previous checkpoint the newest. Temporary files of a save cut short are removed at the
+next start (:meth:`CheckpointManager.remove_stale`).
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import random
@@ -17,11 +25,43 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from partlib.common import PathLike, atomic_open, atomic_write
+from partlib.common import PartError, PathLike, atomic_open, atomic_write, get_logger
+
+logger = get_logger("partlib.train.checkpoint")
+SUFFIX = ".sha256"  # the checksum file beside each checkpoint
+CORRUPT = ".corrupt"  # a damaged checkpoint, moved aside for inspection
 
 
 def ckpt_name(step: int) -> str:
     return f"ckpt-{step:06d}.pt"
+
+
+class CheckpointError(PartError):
+    """A checkpoint that cannot be used: missing, truncated or not matching its checksum."""
+
+
+class _HashingWriter:
+    """A binary file that hashes what goes through it: the checksum costs no second read."""
+
+    def __init__(self, f) -> None:
+        self.f = f
+        self.sha = hashlib.sha256()
+
+    def write(self, data) -> int:
+        self.sha.update(data)
+        return self.f.write(data)
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+def file_sha256(path: PathLike, chunk: int = 1 << 22) -> str:
+    """SHA-256 of a file, read in chunks."""
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            sha.update(block)
+    return sha.hexdigest()
 
 
 def rng_state() -> Dict[str, Any]:
@@ -67,22 +107,98 @@ class CheckpointManager:
 
     # ---- save / load --------------------------------------------------------------------
     def save(self, step: int, state: Dict[str, Any]) -> Path:
+        """Write the checkpoint of ``step``, then its checksum, then the ``latest`` pointer."""
         path = self.dir / ckpt_name(step)
         with atomic_open(path, "wb") as f:
-            torch.save(state, f)
+            writer = _HashingWriter(f)
+            torch.save(state, writer)
+        atomic_write(path.with_name(path.name + SUFFIX), f"{writer.sha.hexdigest()}  {path.name}\n")
         atomic_write(self.dir / "latest", path.name + "\n")
+        (path.with_name(path.name + CORRUPT)).unlink(missing_ok=True)
         self._prune()
         return path
 
     def latest(self) -> Optional[Path]:
+        """The checkpoint the ``latest`` pointer names (not verified), or None."""
         pointer = self.dir / "latest"
         if not pointer.is_file():
             return None
         path = self.dir / pointer.read_text().strip()
         return path if path.is_file() else None
 
+    def verify(self, path: PathLike) -> bool:
+        """True when ``path`` matches the checksum written with it, False when it has no checksum
+        file (a save cut short, or a checkpoint of a version without checksums); a missing,
+        truncated or altered checkpoint raises :class:`CheckpointError`."""
+        path = Path(path)
+        sums = path.with_name(path.name + SUFFIX)
+        if not path.is_file():
+            raise CheckpointError(f"{path}: checkpoint missing")
+        if not sums.is_file():
+            return False
+        expected = (sums.read_text().split() or [""])[0]
+        actual = file_sha256(path)
+        if actual != expected:
+            raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({path.stat().st_size} bytes, "
+                                  f"SHA-256 {actual[:12]}... is not the {expected[:12]}... of {sums.name})")
+        return True
+
     def load(self, path: PathLike) -> Dict[str, Any]:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        """A checkpoint's state, verified against its checksum where it has one."""
+        self.verify(path)
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as e:  # a checksum that matches a file torch cannot read: written damaged
+            raise CheckpointError(f"{path}: unreadable checkpoint ({type(e).__name__}: {e})") from None
+
+    def _pointed(self) -> Optional[int]:
+        latest = self.latest()
+        return None if latest is None else int(latest.stem.split("-")[1])
+
+    def resumable(self) -> Optional[Path]:
+        """The newest usable checkpoint, or None. A damaged one is reported by name and moved aside
+        (``*.pt.corrupt``) and the previous one is tried; one without a checksum is used only if the
+        ``latest`` pointer vouches for it. Evaluations recorded after the checkpoint returned are
+        dropped from ``best.json`` (training repeats them)."""
+        pointed = self._pointed()
+        for step in reversed(self.steps()):
+            path = self.dir / ckpt_name(step)
+            try:
+                if not self.verify(path):
+                    if pointed is None or step > pointed:
+                        continue  # its save was cut short
+                    logger.warning("%s: no checksum file; loading it unverified", path)
+            except CheckpointError as e:
+                logger.warning("%s; moved aside to %s, trying the previous checkpoint", e, path.name + CORRUPT)
+                os.replace(path, path.with_name(path.name + CORRUPT))
+                path.with_name(path.name + SUFFIX).unlink(missing_ok=True)
+                continue
+            best = self.best()
+            if any(s > step for _, s in best):
+                atomic_write(self.dir / "best.json", json.dumps([e for e in best if e[1] <= step]) + "\n")
+            if step != pointed:
+                atomic_write(self.dir / "latest", path.name + "\n")
+            return path
+        return None
+
+    def remove_stale(self) -> int:
+        """Remove what saves cut short left behind: temporary files (a kill during ``torch.save``:
+        at paper scale gigabytes each) and checkpoints without a checksum newer than the ``latest``
+        pointer. Returns the bytes freed."""
+        if not self.dir.is_dir():
+            return 0
+        pointed = self._pointed()
+        stale = list(self.dir.glob(".*.tmp"))
+        stale += [self.dir / ckpt_name(s) for s in self.steps() if (pointed is None or s > pointed)
+                  and not (self.dir / (ckpt_name(s) + SUFFIX)).is_file()]
+        freed = 0
+        for p in stale:
+            with contextlib.suppress(FileNotFoundError):
+                freed += p.stat().st_size
+                p.unlink()
+        if stale:
+            logger.info("%s: removed %d file(s) of interrupted saves (%.1f MiB)", self.dir, len(stale), freed / 2**20)
+        return freed
 
     def steps(self) -> List[int]:
         return sorted(int(p.stem.split("-")[1]) for p in self.dir.glob("ckpt-*.pt"))
@@ -92,7 +208,6 @@ class CheckpointManager:
         keep = set(steps[-self.keep_last:]) | {s for _, s in self.best()}
         for s in steps:
             if s not in keep:
-                try:
-                    os.unlink(self.dir / ckpt_name(s))
-                except FileNotFoundError:
-                    pass
+                for name in (ckpt_name(s), ckpt_name(s) + SUFFIX):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(self.dir / name)

@@ -9,7 +9,6 @@ training transcripts) is discarded; the encoder is saved with ``save_pretrained`
 from __future__ import annotations
 
 import json
-import shutil
 import unicodedata
 from pathlib import Path
 from dataclasses import asdict, dataclass, field
@@ -19,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from partlib.common import PathLike, atomic_write, get_logger
+from partlib.common import PathLike, atomic_write, get_logger, replace_dir
 from partlib.data.batching import collate, make_batches
 from partlib.data.datadir import DataDir
 from partlib.data.examples import Example, TaskSpec, build_examples
@@ -146,7 +145,5 @@ def pretrain_encoder(arch: Dict, train_dirs: Sequence[PathLike], dev_dirs: Seque
         {"config": asdict(cfg), "steps": cfg.steps, "dev_cer": round(cer, 2), "vocab_size": len(vocab),
          "train_utts": len(train)},
         sort_keys=True) + "\n")
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    replace_dir(tmp, out)
     return {"dev_cer": cer}

@@ -9,14 +9,13 @@ through ``python -m partlib.bin.exp``)::
 """
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 from typing import Callable, List, Tuple
 
 import yaml
 
-from partlib.common import DataError, PathLike
+from partlib.common import DataError, PathLike, replace_dir
 
 DONE = "done"  # marker file inside an exported model directory: written last
 CONFIG = "config.yaml"
@@ -39,14 +38,14 @@ def is_exported(model: PathLike) -> bool:
 
 def write_exported(out: PathLike, write: Callable[[Path], None]) -> Path:
     """Assemble an exported model folder: ``write(tmp)`` fills a folder next to ``out``, the
-    ``done`` marker goes in last, then it replaces ``out`` (readers never see a partial export)."""
+    ``done`` marker goes in last, then it replaces ``out`` (readers never see a partial export, and
+    at no moment is there no model: :func:`partlib.common.replace_dir`)."""
     out = Path(out)
     tmp = out.parent / f".{out.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     write(tmp)
     (tmp / DONE).write_text("")
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
+    replace_dir(tmp, out)
     return out
 
 

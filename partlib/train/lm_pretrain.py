@@ -32,7 +32,7 @@ import yaml
 from transformers import (AutoTokenizer, GenerationConfig, PreTrainedTokenizerBase, Qwen2Config,
                           Qwen2ForCausalLM)
 
-from partlib.common import DataError, PathLike, atomic_write, get_logger
+from partlib.common import DataError, PathLike, atomic_write, get_logger, replace_dir
 from partlib.config import Invalid
 from partlib.data import langs
 from partlib.data.kv import read_kv
@@ -310,7 +310,6 @@ def pretrain(tokenizer_dir: PathLike, data_dirs: Sequence[PathLike], out_dir: Pa
     tokenizer.save_pretrained(str(tmp))
     atomic_write(tmp / "pretrain_config.yaml", yaml.safe_dump(asdict(cfg), sort_keys=True))
     atomic_write(tmp / "pretrain_metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
+    replace_dir(tmp, out_dir)
     log.info("saved to %s (%.1f s in all)", out_dir, time.time() - t0)
     return metrics

@@ -6,7 +6,6 @@ so an interrupted or failing preparation never leaves a partial data dir behind.
 """
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import tempfile
@@ -14,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
-from partlib.common import DataError, PathLike, get_logger
+from partlib.common import DataError, PathLike, get_logger, replace_dir
 from partlib.data.datadir import DataDir
 from partlib.data.kv import write_kv
 from partlib.data.validate import validate_data_dir
@@ -98,13 +97,7 @@ def write_dir_atomically(out_dir: PathLike, fill: Callable[[Path], None], *, no_
     try:
         fill(tmp)
         validate_data_dir(tmp, no_feats=True, no_wav=no_wav)
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old.{os.getpid()}")
-            out_dir.rename(old)
-            tmp.rename(out_dir)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out_dir)
+        replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

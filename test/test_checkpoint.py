@@ -1,0 +1,154 @@
+"""Checkpoint integrity: checksums written with the file, fallback to the previous checkpoint,
+removal of what interrupted saves leave, a full disk during a save, atomic directory replacement."""
+import errno
+import hashlib
+import logging
+
+import pytest
+import torch
+
+from partlib import common
+from partlib.common import PartError, atomic_write, replace_dir
+from partlib.train import checkpoint
+from partlib.train.checkpoint import CheckpointError, CheckpointManager
+
+
+def _state(step: int) -> dict:
+    return {"step": step, "w": torch.full((64,), float(step))}
+
+
+def _manager(tmp_path, steps=(1, 2, 3)) -> CheckpointManager:
+    m = CheckpointManager(tmp_path / "ck", keep_last=5)
+    for s in steps:
+        m.save(s, _state(s))
+    return m
+
+
+def _tree(path) -> dict:
+    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def test_checksum_file_matches_the_bytes_written(tmp_path):
+    m = _manager(tmp_path)
+    for s in (1, 2, 3):
+        path = m.dir / f"ckpt-{s:06d}.pt"
+        digest, name = (m.dir / f"ckpt-{s:06d}.pt.sha256").read_text().split()
+        assert (digest, name) == (hashlib.sha256(path.read_bytes()).hexdigest(), path.name)  # sha256sum -c format
+        assert m.verify(path) is True
+    assert m.resumable() == m.dir / "ckpt-000003.pt"
+    assert m.load(m.resumable())["step"] == 3
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_damaged_latest_is_named_and_the_previous_one_used(tmp_path, caplog, damage):
+    m = _manager(tmp_path)
+    m.record_metric(0.5, 2)
+    m.record_metric(0.4, 3)
+    bad = m.dir / "ckpt-000003.pt"
+    data = bytearray(bad.read_bytes())
+    if damage == "flip":
+        data[len(data) // 2] ^= 0xFF
+    else:
+        data = data[: len(data) // 3]
+    bad.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="ckpt-000003.pt: corrupt or truncated"):
+        m.load(bad)
+    with caplog.at_level(logging.WARNING):
+        picked = m.resumable()
+    assert picked == m.dir / "ckpt-000002.pt"
+    assert f"{bad}: corrupt or truncated checkpoint" in caplog.text
+    assert not bad.exists() and (m.dir / "ckpt-000003.pt.corrupt").read_bytes() == bytes(data)
+    assert (m.dir / "latest").read_text() == "ckpt-000002.pt\n"
+    assert m.best() == [(0.5, 2)]  # the evaluation of step 3 is repeated by training
+    m.save(3, _state(3))  # training reaches step 3 again
+    assert not (m.dir / "ckpt-000003.pt.corrupt").exists() and m.resumable() == bad
+
+
+def test_interrupted_saves_are_removed_at_the_next_start(tmp_path):
+    m = _manager(tmp_path, steps=(1, 2))
+    good = _tree(m.dir)
+    (m.dir / ".ckpt-000003.pt.x1y2.tmp").write_bytes(b"\0" * 4096)  # killed inside torch.save
+    torch.save(_state(3), m.dir / "ckpt-000003.pt")  # killed before its checksum was written
+    freed = m.remove_stale()
+    assert freed >= 4096
+    assert _tree(m.dir) == good
+    assert m.resumable() == m.dir / "ckpt-000002.pt"
+
+
+def test_a_checkpoint_without_checksum_is_used_only_when_latest_names_it(tmp_path, caplog):
+    m = CheckpointManager(tmp_path / "ck")
+    m.dir.mkdir()
+    torch.save(_state(7), m.dir / "ckpt-000007.pt")  # as written by a version without checksums
+    atomic_write(m.dir / "latest", "ckpt-000007.pt\n")
+    with caplog.at_level(logging.WARNING):
+        assert m.resumable() == m.dir / "ckpt-000007.pt"
+    assert "no checksum file; loading it unverified" in caplog.text
+
+
+def test_full_disk_during_a_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    m = _manager(tmp_path, steps=(1, 2))
+    before = _tree(m.dir)
+
+    def full(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint._HashingWriter, "write", full)
+    with pytest.raises(PartError, match=r"cannot write .*ckpt-000003.pt: No space left on device \(errno 28\)"):
+        m.save(3, _state(3))
+    assert _tree(m.dir) == before  # no temp file left, pointer and checkpoints unchanged
+    assert m.resumable() == m.dir / "ckpt-000002.pt"
+
+
+def test_pruning_removes_checksum_files_too(tmp_path):
+    m = CheckpointManager(tmp_path / "ck", keep_last=2, best_n=1)
+    for s in (1, 2, 3, 4):
+        m.save(s, _state(s))
+    assert sorted(p.name for p in m.dir.iterdir()) == [
+        "ckpt-000003.pt", "ckpt-000003.pt.sha256", "ckpt-000004.pt", "ckpt-000004.pt.sha256", "latest"]
+
+
+@pytest.mark.parametrize("exchange", [True, False])
+def test_replace_dir_swaps_in_the_new_dir_and_removes_the_old(tmp_path, monkeypatch, exchange):
+    if not exchange:  # a file system without renameat2(RENAME_EXCHANGE)
+        monkeypatch.setattr(common, "_exchange", lambda a, b: False)
+    out, new = tmp_path / "model", tmp_path / ".model.tmp"
+    out.mkdir()
+    (out / "a").write_text("old")
+    (out / "only_old").write_text("x")
+    new.mkdir()
+    (new / "a").write_text("new")
+    replace_dir(new, out)
+    assert {p.name: p.read_text() for p in out.iterdir()} == {"a": "new"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    fresh = tmp_path / ".other.tmp"
+    fresh.mkdir()
+    replace_dir(fresh, tmp_path / "other")  # nothing to replace
+    assert (tmp_path / "other").is_dir() and not fresh.exists()
+
+
+def test_atomic_write_on_a_full_disk_names_the_path_and_keeps_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "RESULTS.md"
+    path.write_text("old results\n")
+    real_open = open
+
+    class Full:
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            self.f.close()
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("builtins.open", lambda p, *a, **k: Full(real_open(p, *a, **k))
+                        if str(p).endswith(".tmp") else real_open(p, *a, **k))
+    with pytest.raises(PartError, match=f"cannot write {path}: No space left on device"):
+        atomic_write(path, "new results\n")
+    monkeypatch.undo()
+    assert path.read_text() == "old results\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["RESULTS.md"]
