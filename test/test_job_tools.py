@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -186,9 +189,12 @@ printf '%s\\n' "$@" > "$FAKE_SBATCH_ARGS"
 [ -n "${FAKE_SBATCH_SKIP:-}" ] && exit 0
 array=
 for a; do case $a in --array=*) array=${a#--array=} ;; esac; done
-range=${array%%\\%*}
+echo "$array" >> "$FAKE_SBATCH_ARGS.arrays"
+ids=${array%%\\%*}
 rc=0
-for ((i = ${range%-*}; i <= ${range#*-}; i++)); do SLURM_ARRAY_TASK_ID=$i bash "${!#}" || rc=1; done
+for part in ${ids//,/ }; do
+  for ((i = ${part%-*}; i <= ${part#*-}; i++)); do SLURM_ARRAY_TASK_ID=$i bash "${!#}" || rc=1; done
+done
 exit $rc
 """
 
@@ -242,6 +248,52 @@ def test_slurm_pl_job_that_never_ran_is_a_failure(tmp_path: Path, slurm_env: dic
     proc = run([SLURM_PL, "JOB=1:1", "log/z.JOB.log", "true"], tmp_path, {**slurm_env, "FAKE_SBATCH_SKIP": "1"})
     assert proc.returncode == 1
     assert "log/z.1.log (never finished; see log/q/z.1.out)" in proc.stderr
+
+
+# stops with 75 (preempted) the first time it runs as job JOB, then succeeds
+PREEMPTED_ONCE = "if [ -e ran.JOB ]; then echo resumed JOB; else touch ran.JOB; exit 75; fi"
+
+
+def test_slurm_pl_submits_preempted_jobs_again(tmp_path: Path, slurm_env: dict) -> None:
+    cmd = ["bash", "-c", PREEMPTED_ONCE]
+    (tmp_path / "ran.2").touch()  # job 2 is not preempted
+    proc = run([SLURM_PL, "JOB=1:3", "log/p.JOB.log", *cmd], tmp_path, slurm_env)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "sbatch.args.arrays").read_text() == "1-3\n1,3\n"
+    assert "2 job(s) stopped with status 75 (preempted): submitting again (1 of at most 10)" in proc.stderr
+    for j in (1, 3):
+        assert parse_log(tmp_path / f"log/p.{j}.log")["body"] == f"resumed {j}\n"
+        assert parse_log(tmp_path / f"log/p.{j}.log.preempted")["code"] == "75"
+    assert not (tmp_path / "log/p.2.log.preempted").exists()
+
+
+def test_slurm_pl_gives_up_after_max_requeue(tmp_path: Path, slurm_env: dict) -> None:
+    proc = run([SLURM_PL, "--max-requeue", "0", "JOB=1:1", "log/q.JOB.log", "bash", "-c", PREEMPTED_ONCE],
+               tmp_path, slurm_env)
+    assert proc.returncode == 1
+    assert "slurm.pl: 1 / 1 failed, see log/q.1.log" in proc.stderr
+    assert parse_log(tmp_path / "log/q.1.log")["code"] == "75"
+    assert (tmp_path / "sbatch.args.arrays").read_text() == "1-1\n"
+
+
+def test_run_pl_passes_sigterm_on_and_logs_the_exit_code(tmp_path: Path) -> None:
+    """The cluster's SIGTERM reaches the command through run.pl, and the log still ends with the
+    command's own exit status (what slurm.pl requeues on)."""
+    script = tmp_path / "stop.py"
+    script.write_text("import signal, sys, time, pathlib\n"
+                      "signal.signal(signal.SIGTERM, lambda *a: sys.exit(75))\n"
+                      "pathlib.Path('ready').touch()\n"
+                      "time.sleep(60)\n")
+    proc = subprocess.Popen([str(UTILS / "run.pl"), "log/s.log", sys.executable, str(script)], cwd=tmp_path,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 30
+    while not (tmp_path / "ready").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1
+    assert parse_log(tmp_path / "log/s.log")["code"] == "75"
+    assert "1 / 1 failed, see log/s.log" in err
 
 
 def test_slurm_pl_unknown_option(tmp_path: Path, slurm_env: dict) -> None:

@@ -23,7 +23,7 @@ from partlib.data.audio import AudioReader, load_audio
 from partlib.data.datadir import DataDir
 from partlib.data.examples import TaskSpec
 from partlib.data.streaming import StreamPlan, TokenCounter, sources_of
-from train_fixtures import audio_data, wait_for_checkpoint
+from train_fixtures import audio_data, train_cmd, wait_for_checkpoint, weights as _weights
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -257,15 +257,7 @@ def test_stale_or_missing_exports_are_named(data, tmp_path):
 
 # -- streaming training ------------------------------------------------------------------------
 def _train_cmd(root: Path, exp: Path, sched: Path, workers: int):
-    return [sys.executable, "-m", "partlib.bin.train", "--schedule", str(sched), "--model-config",
-            str(root / "model.yaml"), "--data-root", str(root / "data"), "--exp-dir", str(exp), "--threads", "1",
-            "--no-tensorboard", "--features", "shards", "--num-workers", str(workers)]
-
-
-def _weights(model_dir):
-    from partlib.models.speech_llm import SpeechLLM
-
-    return {k: v.detach().clone() for k, v in SpeechLLM.from_pretrained(model_dir).state_dict().items()}
+    return train_cmd(root, exp, sched) + ["--features", "shards", "--num-workers", str(workers)]
 
 
 @pytest.fixture(scope="module")

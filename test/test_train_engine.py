@@ -16,7 +16,7 @@ from partlib.common import ConfigError
 from partlib.data.datadir import DataDir
 from partlib.train.schedule import parse_schedule
 from partlib.train.trainer import Trainer
-from train_fixtures import SENTENCES, speech_data, wait_for_checkpoint
+from train_fixtures import SENTENCES, speech_data, train_cmd as _train_cmd, wait_for_checkpoint, weights as _weights
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,12 +44,6 @@ def _schedule(**stage):
             "trainable": {"encoder": "full", "adapter": "full", "llm": "frozen"}}
     base.update(stage)
     return {"seed": 1, "stages": [base]}
-
-
-def _weights(model_dir):
-    from partlib.models.speech_llm import SpeechLLM
-
-    return {k: v.detach().clone() for k, v in SpeechLLM.from_pretrained(model_dir).state_dict().items()}
 
 
 def _run(root, cfg, sched, name, **kw):
@@ -128,12 +122,6 @@ def test_text_tasks_and_multistage(setup):
     mtime = (out[1] / "done").stat().st_mtime
     _run(root, cfg, sched, "multi")
     assert (out[1] / "done").stat().st_mtime == mtime
-
-
-def _train_cmd(root, exp, sched_file, threads=1):
-    return [sys.executable, "-m", "partlib.bin.train", "--schedule", str(sched_file), "--model-config",
-            str(root / "model.yaml"), "--data-root", str(root / "data"), "--exp-dir", str(exp),
-            "--threads", str(threads), "--no-tensorboard"]
 
 
 @pytest.mark.slow

@@ -1,9 +1,10 @@
 """Tiny training corpora shared by the trainer and decoding tests: Kaldi data dirs with dumped
 features (or audio) that carry the sentence identity, so that a tiny model learns them in a few steps."""
 import subprocess
+import sys
 import time
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, List
 
 import kaldiio
 import numpy as np
@@ -71,6 +72,20 @@ def audio_data(root: Path, n_train: int, n_dev: int, seed: int = 0) -> None:
     for lang, other in (("en", "de"), ("de", "en")):
         audio_dir(root / f"train_{lang}", lang, range(n_train), other, rng)
         audio_dir(root / f"dev_{lang}", lang, range(n_dev), other, rng)
+
+
+def train_cmd(root: Path, exp: Path, sched_file: Path, threads: int = 1) -> List[str]:
+    """``partlib.bin.train`` on ``root``'s model.yaml and data (one thread, no TensorBoard)."""
+    return [sys.executable, "-m", "partlib.bin.train", "--schedule", str(sched_file), "--model-config",
+            str(root / "model.yaml"), "--data-root", str(root / "data"), "--exp-dir", str(exp),
+            "--threads", str(threads), "--no-tensorboard"]
+
+
+def weights(model_dir: Path) -> dict:
+    """Every tensor of an exported model."""
+    from partlib.models.speech_llm import SpeechLLM
+
+    return {k: v.detach().clone() for k, v in SpeechLLM.from_pretrained(model_dir).state_dict().items()}
 
 
 def wait_for_checkpoint(proc: subprocess.Popen, latest: Path, name: str, timeout: float = 120.0) -> None:

@@ -12,7 +12,9 @@
 # command becomes the job number, and up to --max-jobs-run jobs run at once (default: the number
 # of CPUs). Each log starts with the command and the start time and ends with the exit code and
 # the elapsed time. Exit status 0 when every job succeeded; otherwise the failed logs are named
-# and the status is 1.
+# and the status is 1. SIGTERM and SIGUSR1 are passed on to the running commands (a cluster's
+# warning before it stops a job: training then checkpoints and ends with status 75) and the logs
+# are still closed with the exit codes.
 #
 # Options (before or after JOB=...):
 #   --max-jobs-run N            run at most N jobs at once
@@ -109,7 +111,10 @@ sub run_job {
     open(STDIN, "<", "/dev/null");
     exec("bash", "-c", $cmd) or die "run.pl: cannot run bash: $!\n";
   }
-  waitpid($pid, 0);
+  # pass the cluster's warnings on to the command (bash execs a simple command: that is its pid)
+  local $SIG{TERM} = local $SIG{USR1} = sub { kill $_[0], $pid };
+  my $waited;
+  do { $waited = waitpid($pid, 0) } while ($waited == -1 && $!{EINTR});
   my $status = $?;
   my $code = $status >> 8;
   my $signal = $status & 127;
@@ -125,6 +130,7 @@ sub run_job {
 # One supervising child per job: it writes the log header and footer around bash.
 my %running;   # pid -> job id
 my @failed;
+$SIG{TERM} = $SIG{USR1} = sub { kill $_[0], keys %running };
 sub reap_one {
   my $pid = waitpid(-1, 0);
   return if $pid <= 0 || !exists $running{$pid};

@@ -8,6 +8,10 @@
 # "utils/run.pl JOB=i LOG CMD ARGS..." in the current directory, so logs, JOB substitution and
 # quoting are exactly run.pl's. Waits for the array, then reads the exit code from each log:
 # exit status 0 when every job succeeded, else the failed logs are named and the status is 1.
+# A job that ended with status 75 (EX_TEMPFAIL: training stopped on the cluster's SIGTERM or
+# SIGUSR1 after writing a checkpoint) is submitted again, up to --max-requeue times, and resumes.
+# For a warning before the time limit add "--signal=B:USR1@120" to the command line of the config:
+# the batch shell (run.pl) passes it on to the command.
 # The generated batch script and Slurm's own output files go to <dir of LOG>/q/.
 #
 # Options (before or after JOB=...); each maps to sbatch options through rules:
@@ -16,6 +20,7 @@
 #   --gpu N            --gres=gpu:N               (--gpu 0: nothing)
 #   --time T           --time=T
 #   --max-jobs-run N   at most N tasks at once (--array=A-B%N)
+#   --max-requeue N    submit a preempted job (status 75) again at most N times (default 10)
 #   --config FILE      more rules, in the format below; they extend and override the built-in ones
 #
 # Config format (like Kaldi's conf/slurm.conf), one rule a line, "#" starts a comment:
@@ -74,6 +79,8 @@ read_config($builtin_config, "built-in config");
 
 my %given;         # option name -> value
 my $max_jobs;
+my $max_requeue = 10;
+my $preempted_code = 75;
 my ($job_name, $job_start, $job_end) = (undef, 1, 1);
 while (@ARGV) {
   if ($ARGV[0] =~ /^--?(\S+)$/ && @ARGV >= 2) {
@@ -88,6 +95,9 @@ while (@ARGV) {
     } elsif ($name eq "max_jobs_run" || $name eq "tc") {
       fail("--max-jobs-run needs a positive integer, got '$value'") unless $value =~ /^[1-9]\d*$/;
       $max_jobs = $value;
+    } elsif ($name eq "max_requeue") {
+      fail("--max-requeue needs an integer >= 0, got '$value'") unless $value =~ /^\d+$/;
+      $max_requeue = $value;
     } else {
       $given{$name} = $value;
     }
@@ -158,25 +168,45 @@ close $sh;
 rename("$script.tmp", $script) or fail("cannot write $script: $!");
 chmod(0755, $script);
 
-my $array = "$job_start-$job_end" . (defined $max_jobs ? "%$max_jobs" : "");
-my @submit = (
-  @command, "--wait", "--array=$array", "--job-name=$base",
-  "--output=$qdir/$base.%a.out", @sbatch_opts, $script,
-);
-system(@submit);
-my $sbatch_status = $?;
-if ($sbatch_status == -1) {
-  fail("cannot run '$command[0]': $!");
+# The exit code a job's log ends with, or undef when it never finished.
+sub ended {
+  my ($id) = @_;
+  my $ended;
+  if (open(my $fh, "<", for_job($log_template, $id))) {
+    while (my $line = <$fh>) { $ended = $1 if $line =~ /^# Ended \(code (\d+)/ }
+    close $fh;
+  }
+  return $ended;
+}
+
+my @ids = ($job_start .. $job_end);
+my (@submit, $sbatch_status);
+for (my $attempt = 0; ; $attempt++) {
+  # a contiguous range keeps its A-B form; the jobs submitted again are listed
+  my $array = ($ids[-1] - $ids[0] + 1 == @ids ? "$ids[0]-$ids[-1]" : join(",", @ids))
+    . (defined $max_jobs ? "%$max_jobs" : "");
+  @submit = (
+    @command, "--wait", "--array=$array", "--job-name=$base",
+    "--output=$qdir/$base.%a.out", @sbatch_opts, $script,
+  );
+  system(@submit);
+  $sbatch_status = $?;
+  if ($sbatch_status == -1) {
+    fail("cannot run '$command[0]': $!");
+  }
+  my @preempted = grep { my $e = ended($_); defined $e && $e == $preempted_code } @ids;
+  last if !@preempted || $attempt >= $max_requeue;
+  print STDERR "slurm.pl: " . scalar(@preempted) . " job(s) stopped with status $preempted_code (preempted): "
+    . "submitting again (" . ($attempt + 1) . " of at most $max_requeue)\n";
+  # the log of the stopped attempt is kept beside the new one
+  rename(for_job($log_template, $_), for_job($log_template, $_) . ".preempted") for @preempted;
+  @ids = @preempted;
 }
 
 my @failed;
 for my $id ($job_start .. $job_end) {
   my $log = for_job($log_template, $id);
-  my $ended;
-  if (open(my $fh, "<", $log)) {
-    while (<$fh>) { $ended = $1 if /^# Ended \(code (\d+)/ }
-    close $fh;
-  }
+  my $ended = ended($id);
   push @failed, defined $ended ? $log : "$log (never finished; see $qdir/$base.$id.out)"
     unless defined $ended && $ended == 0;
 }

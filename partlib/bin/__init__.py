@@ -2,7 +2,10 @@
 
 Exit status of every tool: 0 done; 1 bad input or configuration (a data dir, file, config key or
 utterance in error: one line on stderr that names it, no traceback; also a failed parallel job,
-whose log is named); 2 a command-line usage error (argparse's own).
+whose log is named, and a full disk, whose path is named); 2 a command-line usage error
+(argparse's own); 75 (:data:`EXIT_PREEMPTED`, BSD's EX_TEMPFAIL) training stopped on SIGTERM or
+SIGUSR1 after writing a checkpoint: run the same command again (``utils/slurm.pl`` and
+``utils/srun_requeue.sh`` requeue on it).
 """
 from __future__ import annotations
 
@@ -16,26 +19,32 @@ from typing import Callable, List, Optional, Type, TypeVar
 import yaml
 
 from partlib import config
-from partlib.common import PartError, get_logger
+from partlib.common import PartError, Preempted, get_logger
 
 T = TypeVar("T")
 
 EXIT_BAD_INPUT = 1
+EXIT_PREEMPTED = 75
 
 
 def cli(main: Callable[[Optional[List[str]]], Optional[int]]) -> Callable[[Optional[List[str]]], int]:
     """Decorator for a tool's ``main(argv)``: a :class:`PartError` ends the tool with its one-line
-    message and :data:`EXIT_BAD_INPUT`; ``None`` returned means success."""
+    message and :data:`EXIT_BAD_INPUT`, :class:`Preempted` with :data:`EXIT_PREEMPTED`; ``None``
+    returned means success."""
 
     @functools.wraps(main)
     def wrapper(argv: Optional[List[str]] = None) -> int:
+        # run as ``python -m partlib.bin.X`` the module is __main__; its spec has the real name
+        spec = main.__globals__.get("__spec__")
+        log = get_logger(spec.name if spec is not None else main.__module__)
         try:
             return int(main(argv) or 0)
         except PartError as e:
-            # run as ``python -m partlib.bin.X`` the module is __main__; its spec has the real name
-            spec = main.__globals__.get("__spec__")
-            get_logger(spec.name if spec is not None else main.__module__).error("%s", e)
+            log.error("%s", e)
             return EXIT_BAD_INPUT
+        except Preempted as e:
+            log.warning("%s", e)
+            return EXIT_PREEMPTED
 
     return wrapper
 

@@ -1,7 +1,11 @@
-"""Process-group setup for ``torchrun`` and the collective operations the trainer needs.
+"""Process-group setup for ``torchrun`` or ``srun`` and the collective operations the trainer needs.
 
 One command serves one CPU process, several CPU processes (gloo) and many GPUs across nodes
-(nccl): ``torchrun --nproc_per_node=N -m partlib.bin.train ...`` sets RANK/WORLD_SIZE/LOCAL_RANK.
+(nccl): ``torchrun --nproc_per_node=N -m partlib.bin.train ...`` sets RANK/WORLD_SIZE/LOCAL_RANK;
+a Slurm job step (``srun --ntasks-per-node=N python -m partlib.bin.train ...``, one task per GPU)
+sets SLURM_PROCID/SLURM_STEP_NUM_TASKS/SLURM_LOCALID, used when RANK is not set (MASTER_ADDR and
+MASTER_PORT then come from the batch script: ``egs/README.md``). Under ``srun`` the processes
+themselves receive Slurm's signals (:mod:`partlib.train.preemption`).
 The gradient all-reduce here serves the ``ddp`` strategy; ``fsdp`` is in :mod:`partlib.train.fsdp`.
 """
 from __future__ import annotations
@@ -12,6 +16,8 @@ from typing import Any, List, Sequence
 
 import torch
 import torch.distributed as dist
+
+from partlib.common import ConfigError
 
 
 @dataclass(frozen=True)
@@ -27,10 +33,20 @@ class DistContext:
 
 
 def init() -> DistContext:
-    """Initialise the default process group from torchrun's environment (no-op for one process)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
+    """Initialise the default process group from torchrun's or srun's environment (no-op for one
+    process)."""
+    env = os.environ
+    if "RANK" not in env and int(env.get("SLURM_STEP_NUM_TASKS", "1")) > 1:
+        for key, slurm in (("RANK", "SLURM_PROCID"), ("WORLD_SIZE", "SLURM_STEP_NUM_TASKS"),
+                           ("LOCAL_RANK", "SLURM_LOCALID")):
+            env[key] = env[slurm]  # init_process_group's env:// reads them
+        missing = [k for k in ("MASTER_ADDR", "MASTER_PORT") if k not in env]
+        if missing:
+            raise ConfigError(f"a Slurm step of {env['WORLD_SIZE']} tasks needs {' and '.join(missing)} set "
+                              "(the first node of the job and a free port: see egs/README.md)")
+    world = int(env.get("WORLD_SIZE", "1"))
+    rank = int(env.get("RANK", "0"))
+    local = int(env.get("LOCAL_RANK", "0"))
     use_cuda = torch.cuda.is_available() and os.environ.get("PART_DEVICE", "") != "cpu"
     device = torch.device(f"cuda:{local}") if use_cuda else torch.device("cpu")
     if use_cuda:

@@ -26,7 +26,12 @@ while it generates. With one process both strategies are the same. Launch::
 
 Exact resume: a checkpoint holds the trainable parameters, the LoRA active set, optimizer,
 scheduler, step and RNG states; the sampler is a pure function of the micro-batch index. Rerunning
-the same command continues from ``latest`` and reaches the same parameters as an uninterrupted run.
+the same command continues from the newest intact checkpoint (a damaged one is reported and the
+previous one used: :mod:`partlib.train.checkpoint`) and reaches the same parameters as an
+uninterrupted run. SIGTERM or SIGUSR1 stops training after the current step with a checkpoint
+(:mod:`partlib.train.preemption`); for Slurm, launch one process per GPU with ``srun`` itself
+(``srun --ntasks-per-node=8 python -m partlib.bin.train``: ranks from ``SLURM_PROCID``), so that the
+signals reach the training processes, and requeue on the exit status (``utils/srun_requeue.sh``).
 """
 from __future__ import annotations
 
@@ -42,7 +47,7 @@ import numpy as np
 import torch
 
 from partlib import config, tasks
-from partlib.common import ConfigError, PartError, PathLike, get_logger
+from partlib.common import ConfigError, PartError, PathLike, Preempted, get_logger
 from partlib.data.batching import MixtureSampler, collate, make_batches, padding_fraction
 from partlib.data.datadir import DataDir
 from partlib.data.examples import Example, build_examples, directions, resolve_data_dirs
@@ -53,8 +58,9 @@ from partlib.infer import control
 from partlib.models import card
 from partlib.train import distributed as dist_utils
 from partlib.train import fsdp, layout, optim
-from partlib.train.checkpoint import CheckpointManager, rng_state, set_rng_state
+from partlib.train.checkpoint import CheckpointManager, ckpt_name, rng_state, set_rng_state
 from partlib.train.loader import BatchDataset, StreamDataset
+from partlib.train.preemption import StopRequest
 from partlib.train.schedule import (Schedule, StageConfig, active_layers_at, apply_stage_trainable,
                                     frozen_encoder_warnings)
 
@@ -64,7 +70,7 @@ _RATE_SAMPLE = 50000  # training targets tokenised for the output-rate bound of 
 
 
 class NonFiniteLossError(PartError):
-    """Too many consecutive steps with a NaN/Inf loss or gradient."""
+    """Too many steps with a NaN/Inf loss or gradient: in a row, or in a window of steps."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -241,7 +247,9 @@ class _StageRun:
     ckpts: CheckpointManager
     writer: Any = None
     step: int = 0
-    stats: Dict[str, int] = field(default_factory=lambda: {"nonfinite_skipped": 0, "evals_since_best": 0})
+    # nonfinite_recent: the skipped steps of the last ``nan_window`` steps (the budget's window)
+    stats: Dict[str, Any] = field(default_factory=lambda: {"nonfinite_skipped": 0, "nonfinite_recent": [],
+                                                           "evals_since_best": 0})
     consecutive_bad: int = 0
     saved_step: Optional[int] = None
     # streaming: {reader: {group: position after its last consumed batch}} of this rank's readers
@@ -272,6 +280,7 @@ class Trainer:
         check_feature_mode(features)  # before any model or data is loaded
         self.amp = amp and self.device.type == "cuda"
         self.tensorboard = tensorboard
+        self.stop = StopRequest(self.device)
 
     # -- model construction -----------------------------------------------------------------
     def stage_dir(self, stage: StageConfig) -> Path:
@@ -318,15 +327,20 @@ class Trainer:
 
     # -- one stage ------------------------------------------------------------------------
     def run(self) -> List[Path]:
-        """Train every stage not yet exported; return the exported model directories."""
+        """Train every stage not yet exported; return the exported model directories. SIGTERM or
+        SIGUSR1 ends it with :class:`Preempted` once a checkpoint (or a stage's export) is written."""
         self.check()
         out = []
-        for i, stage in enumerate(self.schedule.stages):
-            if layout.is_exported(self.model_dir(stage)):
-                logger.info("stage %s: exported model exists, skipping", stage.name)
-            else:
-                self.train_stage(i)
-            out.append(self.model_dir(stage))
+        with self.stop:
+            for i, stage in enumerate(self.schedule.stages):
+                if layout.is_exported(self.model_dir(stage)):
+                    logger.info("stage %s: exported model exists, skipping", stage.name)
+                else:
+                    if self.stop.agreed():  # received during the previous stage's export
+                        raise Preempted(f"stopped by {self.stop.name} before stage {stage.name}; "
+                                        "rerun the same command to continue")
+                    self.train_stage(i)
+                out.append(self.model_dir(stage))
         return out
 
     def _set_trainable(self, model, stage: StageConfig, step: int) -> None:
@@ -393,12 +407,22 @@ class Trainer:
             if self.ctx.is_main and (run.step % stage.log_interval == 0 or run.step == stage.max_steps):
                 self._log_step(run, loss, grad_norm, n_tokens, (run.step - first) / max(1e-9, time.time() - t0))
             stopped_early = self._periodic(run)
+            if self.stop.agreed():
+                self._save(run)
+                dist_utils.barrier()
+                bar.close()
+                if run.writer is not None:
+                    run.writer.close()
+                raise Preempted(f"stage {stage.name}: stopped by {self.stop.name} after step {run.step} with "
+                                f"checkpoint {run.ckpts.dir / ckpt_name(run.step)}; rerun the same command to resume")
         bar.close()
         if run.writer is not None:
             run.writer.close()
         if run.stats["nonfinite_skipped"]:
             logger.warning("stage %s: %d steps skipped for non-finite loss/gradients", stage.name,
                            run.stats["nonfinite_skipped"])
+            if run.step < stage.nan_window:  # a stage shorter than the window: its steps are the window
+                self._check_nonfinite_budget(run, run.stats["nonfinite_skipped"], run.step)
         self._save(run)
         dist_utils.barrier()
         model = run.model
@@ -434,6 +458,8 @@ class Trainer:
         opt, sched = optim.build(params, stage.optim, stage.scheduler, stage.max_steps)
         ckpts = CheckpointManager(sdir / "checkpoints", stage.keep_last, stage.dev.best_n,
                                   tasks.higher_is_better(stage.dev.metric))
+        if self.ctx.is_main:
+            ckpts.remove_stale()
         writer = None
         if self.tensorboard and self.ctx.is_main:
             from torch.utils.tensorboard import SummaryWriter
@@ -444,7 +470,9 @@ class Trainer:
     def _resume(self, run: _StageRun) -> None:
         """Continue from the stage's newest checkpoint, if there is one (parameters, optimizer,
         LR schedule, step, counters, RNG states, LoRA active set)."""
-        latest = run.ckpts.latest()
+        # rank 0 picks the newest intact checkpoint (moving damaged ones aside); all load that one
+        picked = run.ckpts.resumable() if self.ctx.is_main else None
+        latest = dist_utils.all_gather_object(picked)[0]
         if latest is None:
             return
         state = run.ckpts.load(latest)
@@ -476,7 +504,7 @@ class Trainer:
                                 f"do not apply; restore them, or remove {latest.parent} to start the stage afresh")
             run.stream_state = {int(r): v for r, v in loader["streams"].items()
                                 if int(r) // self._stream_layout()[1] == self.ctx.rank}
-        run.step, run.stats = state["step"], state["stats"]
+        run.step, run.stats = state["step"], {**run.stats, **state["stats"]}
         set_rng_state(state["rng"])
         self._set_trainable(run.model, run.stage, run.step)
         logger.info("stage %s: resumed from %s at step %d", run.stage.name, latest.name, run.step)
@@ -485,6 +513,7 @@ class Trainer:
         """One update from the next ``accum_grad`` micro-batches of this rank: summed token NLL back-propagated per
         micro-batch, gradients summed over ranks and divided by the global token count, clipped;
         a non-finite loss or gradient skips the update (``nan_patience`` in a row is an error).
+        More than ``nan_max_fraction`` of a window of ``nan_window`` steps skipped is an error too.
         Returns (loss per token, gradient norm, global target tokens)."""
         stage, model = run.stage, run.model
         loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
@@ -519,14 +548,27 @@ class Trainer:
         else:
             run.consecutive_bad += 1
             run.stats["nonfinite_skipped"] += 1
+            recent = [s for s in run.stats["nonfinite_recent"] if s > run.step - stage.nan_window] + [run.step]
+            run.stats["nonfinite_recent"] = recent
             logger.warning("stage %s step %d: non-finite loss/gradient (%s, %s): step skipped (%d in a row)",
                            stage.name, run.step, loss, grad_norm, run.consecutive_bad)
             if run.consecutive_bad >= stage.nan_patience:
                 raise NonFiniteLossError(f"stage {stage.name}: {run.consecutive_bad} consecutive non-finite "
                                          f"steps at step {run.step}; lower the learning rate or check the data")
+            self._check_nonfinite_budget(run, len(recent), stage.nan_window)
         run.opt.zero_grad(set_to_none=True)
         run.sched.step()
         return loss, grad_norm, int(n_tokens)
+
+    @staticmethod
+    def _check_nonfinite_budget(run: _StageRun, skipped: int, steps: int) -> None:
+        """Fail the stage when more than ``nan_max_fraction`` of ``steps`` steps were skipped."""
+        stage = run.stage
+        if skipped > stage.nan_max_fraction * steps:
+            raise NonFiniteLossError(
+                f"stage {stage.name}: {skipped} of {steps} steps up to step {run.step} skipped for a non-finite "
+                f"loss or gradient (more than nan_max_fraction = {stage.nan_max_fraction}); no model is exported: "
+                f"lower the learning rate or check the data")
 
     def _log_step(self, run: _StageRun, loss: float, grad_norm: float, n_tokens: int, rate: float) -> None:
         lr = run.sched.get_last_lr()[0]

@@ -1,0 +1,57 @@
+"""Stopping training cleanly when the cluster asks: SIGTERM and SIGUSR1.
+
+Slurm sends SIGTERM before it kills a job (preemption, ``scancel``, the time limit; ``KillWait``
+seconds later comes SIGKILL) and, with ``sbatch --signal=USR1@120``, SIGUSR1 that many seconds
+before the time limit. While a stage trains, either signal only raises a flag: the trainer
+finishes the current step (and its dev evaluation, if one is due), writes a checkpoint and ends
+with :data:`partlib.bin.EXIT_PREEMPTED`; rerunning the same command resumes from that checkpoint
+exactly. Under DDP/FSDP the flag is all-reduced after every step, so every rank stops after the
+same step, whichever of them received the signal.
+"""
+from __future__ import annotations
+
+import signal
+import threading
+from types import FrameType
+from typing import Dict, Optional
+
+import torch
+
+from partlib.train import distributed as dist_utils
+
+SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+class StopRequest:
+    """A context that catches :data:`SIGNALS` (in the main thread; elsewhere it catches nothing)
+    and restores the previous handlers on exit."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.received: Optional[int] = None
+        self._previous: Dict[int, object] = {}
+
+    def __enter__(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            for sig in SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: Optional[FrameType]) -> None:
+        self.received = signum
+
+    def agreed(self) -> bool:
+        """Whether any rank received a stop signal (a collective: every rank calls it at the same
+        point, once per step)."""
+        flag = torch.tensor([0.0 if self.received is None else 1.0], device=self.device)
+        return bool(dist_utils.all_reduce_(flag).item() > 0)
+
+    @property
+    def name(self) -> str:
+        """The received signal's name (``SIGTERM``), or ``a signal on another rank``."""
+        return signal.Signals(self.received).name if self.received is not None else "a signal on another rank"
