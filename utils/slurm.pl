@@ -10,8 +10,8 @@
 # exit status 0 when every job succeeded, else the failed logs are named and the status is 1.
 # A job that ended with status 75 (EX_TEMPFAIL: training stopped on the cluster's SIGTERM or
 # SIGUSR1 after writing a checkpoint) is submitted again, up to --max-requeue times, and resumes.
-# For a warning before the time limit add "--signal=B:USR1@120" to the command line of the config:
-# the batch shell (run.pl) passes it on to the command.
+# For a warning before the time limit put "--signal=B:USR1@300" in a rule of the config (the
+# recipes' conf/slurm.conf: the gpu rule): the batch shell (run.pl) passes it on to the command.
 # The generated batch script and Slurm's own output files go to <dir of LOG>/q/.
 #
 # Options (before or after JOB=...); each maps to sbatch options through rules:
