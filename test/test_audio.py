@@ -181,7 +181,7 @@ def test_non_finite_samples(tmp_path: Path, bad: float) -> None:
 
 def test_segment_beyond_recording(wav16k: Path) -> None:
     with pytest.raises(DataError, match=r"outside the recording \(1.000 s long\)") as e:
-        load_audio(str(wav16k), start=0.5, end=1.2, key="seg1")
+        load_audio(str(wav16k), start=0.5, end=1.0 + audio.SEGMENT_TOLERANCE_S + 0.1, key="seg1")
     assert e.value.utt == "seg1" and e.value.path == str(wav16k)
     with pytest.raises(DataError, match="outside the recording"):
         load_audio(str(wav16k), start=1.0, end=1.01, key="seg2")
@@ -266,7 +266,7 @@ def test_audio_reader_on_in_memory_datadir_missing_recording(wav16k: Path) -> No
 def test_audio_reader_segment_outside_names_utt_and_file(tmp_path: Path) -> None:
     d = make_segmented_dir(tmp_path)
     with open(d / "segments", "a") as f:
-        f.write("rec2-z rec2 0.5 1.5\n")
+        f.write(f"rec2-z rec2 0.5 {1.0 + audio.SEGMENT_TOLERANCE_S + 0.1}\n")
     with pytest.raises(DataError, match="outside the recording") as e:
         AudioReader(d)["rec2-z"]
     assert e.value.utt == "rec2-z"
@@ -305,3 +305,42 @@ def test_utt2dur_names_missing_file(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="audio file not found") as e:
         compute_utt2dur(d)
     assert e.value.utt == "u1" and e.value.path == f"{tmp_path}/gone.wav"
+
+
+def test_compute_reco2dur_reads_headers_of_files(tmp_path: Path, monkeypatch) -> None:
+    d = make_segmented_dir(tmp_path)
+    assert audio.compute_reco2dur(d) == pytest.approx({"rec1": 3.0, "rec2": 1.0})
+    (d / "wav.scp").write_text(f"rec1 {tmp_path}/rec1.wav\nrec2 {tmp_path}/rec2.wav\n")
+    monkeypatch.setattr(audio, "decode", lambda *a, **k: pytest.fail("a file with a header was decoded"))
+    assert audio.compute_reco2dur(d) == pytest.approx({"rec1": 3.0, "rec2": 1.0})
+
+
+@pytest.mark.parametrize("end, ok", [(3.0 + audio.SEGMENT_TOLERANCE_S - 0.01, True), (4.5, False)])
+def test_filter_data_checks_segments_against_the_recordings(tmp_path: Path, end: float, ok: bool) -> None:
+    """A segment may end up to SEGMENT_TOLERANCE_S (Kaldi's --max-overshoot, 0.5 s) after its 3 s
+    recording; further is an error naming the segments line, utterance, recording and durations, and
+    the earlier DST stays as it was."""
+    from partlib.bin.filter_data import filter_data_dir
+
+    d = make_segmented_dir(tmp_path)
+    (d / "segments").write_text(f"rec1-a rec1 0.00 1.00\nrec1-b rec1 1.00 {end}\nrec2-a rec2 0.10 0.60\n")
+    for name, content in (("text", "rec1-a a\nrec1-b b\nrec2-a c\n"), ("utt2spk", "rec1-a rec1\nrec1-b rec1\nrec2-a rec2\n"),
+                          ("spk2utt", "rec1 rec1-a rec1-b\nrec2 rec2-a\n")):
+        (d / name).write_text(content)
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    (dst / "text").write_text("earlier x\n")
+    if ok:
+        assert filter_data_dir(str(d), str(dst), 0.1, 30.0, 400)["kept"] == 3
+        assert read_kv_float(dst / "reco2dur") == pytest.approx({"rec1": 3.0, "rec2": 1.0})
+        return
+    with pytest.raises(DataError) as e:
+        filter_data_dir(str(d), str(dst), 0.1, 30.0, 400)
+    assert (e.value.path, e.value.line, e.value.utt) == (str(d / "segments"), 2, "rec1-b")
+    assert e.value.reason == ("segment [1, 4.5] s (3.5 s) ends 1.5 s after the end of recording 'rec1' "
+                              "(3 s long; up to 0.5 s is tolerated)")
+    assert sorted(p.name for p in dst.iterdir()) == ["text"] and (dst / "text").read_text() == "earlier x\n"
+
+
+def read_kv_float(path: Path) -> dict:
+    return {k: float(v) for k, v in (line.split() for line in path.read_text().splitlines())}

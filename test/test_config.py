@@ -112,7 +112,8 @@ def test_overrides_are_checked_like_the_file():
 
 
 # ------------------------------------------------------------------ typos in every kind of config
-def _schedule_file(tmp_path, edit) -> Path:
+def schedule_file(tmp_path, edit) -> Path:
+    """The template's schedule_part.yaml changed by ``edit(cfg)``, written to ``tmp_path/conf``."""
     cfg = yaml.safe_load((TEMPLATE / "schedule_part.yaml").read_text())
     cfg["base"] = str(TEMPLATE / "stage_defaults.yaml")
     edit(cfg)
@@ -149,7 +150,7 @@ SCHEDULE_TYPOS = [  # (edit, the one-line message after "<file>: ")
 
 @pytest.mark.parametrize("edit, message", SCHEDULE_TYPOS)
 def test_schedule_typos(tmp_path, edit, message):
-    path = _schedule_file(tmp_path, edit)
+    path = schedule_file(tmp_path, edit)
     with pytest.raises(ConfigError) as e:
         load_schedule(path)
     assert str(e.value).startswith(f"{path}: {message}"), str(e.value)
@@ -159,7 +160,7 @@ def test_schedule_typos(tmp_path, edit, message):
 MODEL = {"encoder": {"path": "enc"}, "llm": {"path": "llm"}}
 
 
-@pytest.mark.parametrize("change, message", [
+MODEL_TYPOS = [  # (change to MODEL, the one-line message after "<file>: ")
     ({"encoder": {"path": "enc", "pad_to_30": True}}, "encoder.pad_to_30: unknown key (known: path, arch,"),
     ({"adapter": {"type": "stack", "hiden": 8}}, "adapter.hiden: unknown key for adapter type stack"),
     ({"adapter": {"type": "qformer", "queries": 0}}, "adapter.queries: expected a positive integer, got 0"),
@@ -168,7 +169,10 @@ MODEL = {"encoder": {"path": "enc"}, "llm": {"path": "llm"}}
     ({"prompt": {"system": ["a"]}}, "prompt.system: expected a string, got ['a']"),
     ({"lora": {"r": 8}}, "lora: the LoRA shape is part of a schedule's trainable spec"),
     ({"llm": {"path": "llm", "arch": "x.json"}}, "llm: needs exactly one of 'path'"),
-])
+]
+
+
+@pytest.mark.parametrize("change, message", MODEL_TYPOS)
 def test_model_config_typos(tmp_path, change, message):
     path = tmp_path / "model.yaml"
     path.write_text(yaml.safe_dump({**MODEL, **change}))
@@ -199,12 +203,12 @@ def _cli(*args):
 def test_clis_fail_in_one_line_before_any_work(tmp_path):
     """A typo ends each tool with exit 1 and one error line naming file and key path; nothing is
     written and no model or data is touched (their paths do not even exist)."""
-    sched = _schedule_file(tmp_path, SCHEDULE_TYPOS[0][0])
+    sched = schedule_file(tmp_path, SCHEDULE_TYPOS[0][0])
     model = tmp_path / "model.yaml"
     model.write_text(yaml.safe_dump(MODEL))
     bad_model = tmp_path / "bad_model.yaml"
     bad_model.write_text(yaml.safe_dump({**MODEL, "adapter": {"type": "stack", "hiden": 8}}))
-    good_sched = _schedule_file(tmp_path / "ok", lambda cfg: None)
+    good_sched = schedule_file(tmp_path / "ok", lambda cfg: None)
     lm = tmp_path / "lm.yaml"
     lm.write_text("stpes: 10\n")
     cases = [

@@ -100,8 +100,8 @@ def test_lang_without_utt2lang_is_an_error(tmp_path: Path) -> None:
     ("text.en", b"sa-1 a\nsa-2 b\nsb-1 \xff\xfe\nsb-2 d\n", 3, "sb-1", "UTF-8"),
     ("utt2dur", "sa-1 1.5\nsa-1 1.5\nsa-2 1\nsb-1 2\nsb-2 1\n", 2, "sa-1", "duplicate"),
     ("text", "sa-1 a\nsa-2 b\nsb-2 d\nsb-1 c\n", 4, "sb-1", "sorted"),
-    ("segments", "sa-1 recA 0.0 1.5\nsa-2 recA 1.5 3.2\nsb-1 recB 0 2.5\nsb-2 recB 2.5 4\n",
-     None, "sa-2", "after the end of recording 'recA'"),
+    ("segments", "sa-1 recA 0.0 1.5\nsa-2 recA 1.5 3.6\nsb-1 recB 0 2.5\nsb-2 recB 2.5 4\n",
+     2, "sa-2", r"ends 0.6 s after the end of recording 'recA' \(3 s long"),
     ("segments", "sa-1 recA -1 1.5\nsa-2 recA 1.5 3.0\nsb-1 recB 0 2.5\nsb-2 recB 2.5 4\n",
      1, "sa-1", "start"),
     ("text.en", "sa-1 a\nsa-2 b\nsb-1 c\n", None, "sb-2", "missing"),
@@ -119,9 +119,9 @@ def test_bad_input_names_file_line_and_utt(speech_dir: Path, file: str, content,
 
 
 def test_segment_within_tolerance_is_accepted(speech_dir: Path) -> None:
-    write_files(speech_dir, {"segments": "sa-1 recA 0.0 1.5\nsa-2 recA 1.5 3.05\n"
+    write_files(speech_dir, {"segments": "sa-1 recA 0.0 1.5\nsa-2 recA 1.5 3.45\n"
                                          "sb-1 recB 0 2.5\nsb-2 recB 2.5 4\n"})
-    assert DataDir.load(speech_dir).segments["sa-2"][2] == 3.05
+    assert DataDir.load(speech_dir).segments["sa-2"][2] == 3.45
 
 
 def test_unknown_text_suffix_is_not_a_translation(speech_dir: Path) -> None:

@@ -291,6 +291,136 @@ def test_dump_rejects_bad_config(tmp_path):
         cli.main(["--num-mel-bins", "64", str(src), str(tmp_path / "o")])
 
 
+def test_dump_with_every_utterance_bad_fails_and_writes_no_feats_scp(tmp_path):
+    src = make_data_dir(tmp_path, {}, bad={"a-1": synth(300, 1), "a-2": np.zeros(0, np.float32)})
+    out = tmp_path / "dump"
+    with pytest.raises(DataError, match="2 of 2 utterances were skipped as bad") as e:
+        extract_feats(src, out, DumpOptions(FeatsType("whisper_mel", 80), skip_bad=True))
+    assert e.value.path == str(src)
+    assert not (out / "feats.scp").exists() and not (out / "utt2num_frames").exists()
+    assert "a-1" in (out / "log" / "extract_feats.1.log").read_text()
+
+
+def test_dump_out_of_space_names_the_ark(tmp_path, monkeypatch):
+    import errno
+
+    from partlib.features import dump
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(dump.kaldiio, "save_ark", full_disk)
+    src = make_data_dir(tmp_path, {"a-1": 8_000})
+    out = tmp_path / "dump"
+    ark = JobPaths.of(out, FeatsType("whisper_mel", 80), 1).ark
+    with pytest.raises(PartError) as e:
+        extract_feats(src, out, DumpOptions(FeatsType("whisper_mel", 80)))
+    assert str(e.value).startswith(f"cannot write {ark}: No space left on device (errno {errno.ENOSPC})")
+    assert e.value.__cause__ is None and e.value.__suppress_context__
+    assert not (out / "feats.scp").exists()
+
+
+# ------------------------------------------------------------------- checks of feature archives
+KALDI_FORMATS = {  # kaldiio's save_ark options -> the binary type token it writes
+    "FM": ({}, np.float32, (7, 5)), "DM": ({}, np.float64, (7, 5)),
+    "FV": ({}, np.float32, (9,)), "DV": ({}, np.float64, (9,)),
+    "CM": ({"compression_method": 2}, np.float32, (30, 6)),
+    "CM2": ({"compression_method": 3}, np.float32, (30, 6)),
+    "CM3": ({"compression_method": 7}, np.float32, (30, 6)),
+}
+
+
+@pytest.mark.parametrize("token", list(KALDI_FORMATS))
+def test_matrix_end_is_the_end_of_the_archive(tmp_path, token):
+    """The end read from the header of the last (here: only) object of an ark is the file's size."""
+    from partlib.features.source import _HEAD_BYTES, matrix_end
+
+    options, dtype, shape = KALDI_FORMATS[token]
+    ark, scp = tmp_path / "a.ark", tmp_path / "a.scp"
+    kaldiio.save_ark(str(ark), {"u": np.random.default_rng(0).standard_normal(shape).astype(dtype)},
+                     scp=str(scp), **options)
+    offset = int(scp.read_text().split(":")[-1])
+    head = ark.read_bytes()[offset: offset + _HEAD_BYTES]
+    assert head[2:].startswith(token.encode() + b" ")
+    assert matrix_end(head, offset) == ark.stat().st_size
+    assert matrix_end(b"[ 1 2 3 ]\n", 0) is None  # text matrices are not checked
+
+
+def feats_dir(root: Path) -> Path:
+    """A data dir of three utterances whose features (10, 20, 30 frames of 80 bins) are in one ark."""
+    root.mkdir()
+    mats = {f"a-{i}": np.full((10 * i, 80), i, np.float32) for i in (1, 2, 3)}
+    kaldiio.save_ark(str(root / "feats.ark"), mats, scp=str(root / "raw.scp"))
+    scp = dict(line.split(maxsplit=1) for line in (root / "raw.scp").read_text().splitlines())
+    DataDir({u: "a" for u in mats}, feats_scp=scp, text={u: "x" for u in mats}).write(root / "data")
+    return root / "data"
+
+
+def _scp_offset(value: str) -> int:
+    return int(value.rsplit(":", 1)[1])
+
+
+@pytest.mark.parametrize("fault, line, utt, message", [
+    ("missing", 1, "a-1", "feature archive {ark} does not exist"),
+    ("past_end", 3, "a-3", "offset 99999 is past the end of {ark} ({size} bytes)"),
+    ("truncated", 3, "a-3", "{ark} is truncated: the matrix at offset {last} needs {size} bytes, the file has {cut}"),
+    ("header_cut", 3, "a-3", "{ark} is truncated: the matrix at offset {last} needs {header} bytes, the file has {cut}"),
+])
+def test_archive_faults_are_named_when_the_source_is_made(tmp_path, fault, line, utt, message):
+    from partlib.features.source import FeatureSource
+
+    data = feats_dir(tmp_path / "d")
+    scp = read_kv(data / "feats.scp")
+    ark = tmp_path / "d" / "feats.ark"
+    size, last = ark.stat().st_size, _scp_offset(scp["a-3"])
+    header = last + 15  # "\0B" "FM " "\4" rows "\4" cols
+    cut = {"truncated": size - 1, "header_cut": last + 8}.get(fault)
+    if fault == "missing":
+        ark.unlink()
+    elif fault == "past_end":
+        scp["a-3"] = f"{ark}:99999"
+        (data / "feats.scp").write_text("".join(f"{u} {v}\n" for u, v in scp.items()))
+    else:
+        with open(ark, "r+b") as f:
+            f.truncate(cut)
+    with pytest.raises(DataError) as e:
+        FeatureSource([DataDir.load(data)], 80)
+    assert (e.value.path, e.value.line, e.value.utt) == (str(data / "feats.scp"), line, utt)
+    assert e.value.reason.startswith(message.format(ark=ark, size=size, last=last, cut=cut, header=header))
+
+
+def test_archive_check_reads_one_header_per_ark(tmp_path, monkeypatch):
+    """A healthy dir passes, with one header read per ark (not per utterance); features load unchanged."""
+    import builtins
+
+    from partlib.features import source
+
+    data = feats_dir(tmp_path / "d")
+    opened = []
+    real_open = builtins.open
+    monkeypatch.setattr(builtins, "open", lambda f, *a, **k: opened.append(str(f)) or real_open(f, *a, **k))
+    src = source.FeatureSource([DataDir.load(data)], 80)
+    assert opened.count(str(tmp_path / "d" / "feats.ark")) == 1
+    monkeypatch.undo()
+    assert [f[0, 0].item() for f in src.load([(0, "a-2"), (0, "a-1")])] == [2.0, 1.0]
+
+
+def test_unreadable_matrix_in_the_middle_is_named_at_batch_time(tmp_path):
+    from partlib.features.source import FeatureSource
+
+    data = feats_dir(tmp_path / "d")
+    ark = tmp_path / "d" / "feats.ark"
+    value = read_kv(data / "feats.scp")["a-2"]
+    with open(ark, "r+b") as f:  # the type token of the middle matrix
+        f.seek(_scp_offset(value) + 2)
+        f.write(b"XM")
+    src = FeatureSource([DataDir.load(data)], 80)  # only the last matrix is checked up front
+    assert src.load([(0, "a-3")])[0].shape == (30, 80)
+    with pytest.raises(DataError, match=f"cannot read the features at {value}") as e:
+        src.load([(0, "a-2")])
+    assert (e.value.path, e.value.line, e.value.utt) == (str(data / "feats.scp"), 2, "a-2")
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_gpu_equals_cpu():
     wavs = [synth(n, seed=i) for i, n in enumerate(LENGTHS)]

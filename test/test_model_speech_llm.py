@@ -245,6 +245,71 @@ def test_untouched_pretrained_weights_are_referenced(cfg, tmp_path):
     assert loaded(_batch())["loss_sum"].item() == m.eval()(_batch())["loss_sum"].item()
 
 
+# ---------------------------------------------------------- where pretrained weights come from
+@pytest.mark.parametrize("name, hub", [
+    ("Qwen/Qwen2.5-7B-Instruct", True), ("openai/whisper-large-v3", True), ("gpt2", True), ("exp/model", True),
+    ("/data/whisper", False), ("./llm", False), ("../models/llm", False), ("exp/a/model", False),
+    ("org/-name", False), ("a--b", False), ("a..b/c", False), ("x" * 97, False), ("", False),
+])
+def test_hub_id_form(name, hub):
+    from partlib.models.pretrained import looks_like_hub_id
+
+    assert looks_like_hub_id(name) is hub
+
+
+def test_load_pretrained_rule(tmp_path):
+    from partlib.models.pretrained import load_pretrained
+
+    calls = []
+
+    def offline(name):  # what transformers raises for a hub id it cannot fetch offline
+        calls.append(name)
+        raise OSError("We couldn't connect to 'https://huggingface.co' to load the files.\nCheck your connection.")
+
+    missing = tmp_path / "whisper"
+    with pytest.raises(ConfigError) as e:
+        load_pretrained(offline, missing, "encoder.path")
+    assert str(e.value) == f"encoder.path: model directory {missing} does not exist" and calls == []
+    with pytest.raises(ConfigError) as e:
+        load_pretrained(offline, "org/name", "llm.path", base_dir=tmp_path)
+    assert str(e.value).startswith(f"llm.path: 'org/name' is neither a local directory (nor under {tmp_path}) "
+                                   "nor in the Hugging Face cache")
+    assert str(e.value).endswith("We couldn't connect to 'https://huggingface.co' to load the files.)")
+    assert calls == ["org/name"]
+    with pytest.raises(ConfigError, match=f"llm.tokenizer: cannot load {tmp_path}: We couldn't connect"):
+        load_pretrained(offline, tmp_path, "llm.tokenizer")
+    assert load_pretrained(lambda name: name.upper(), "gpt2", "llm.path") == "GPT2"
+
+
+def test_loaders_name_the_config_key(cfg, tmp_path):
+    """Every loader follows the rule: a missing path names its key before transformers is asked; an
+    existing directory without the files is named too."""
+    from partlib.models.encoder import load_whisper_encoder
+    from partlib.models.llm import llm_config, load_causal_lm, load_tokenizer
+
+    missing = str(tmp_path / "nowhere")
+    for load, key in ((lambda p: load_whisper_encoder(p), "encoder.path"), (lambda p: llm_config(p, None), "llm.path"),
+                      (lambda p: load_causal_lm(p, None, torch.float32), "llm.path"),
+                      (lambda p: load_tokenizer(p), "llm.tokenizer")):
+        with pytest.raises(ConfigError, match=f"^{key}: model directory {missing} does not exist$"):
+            load(missing)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match=f"^llm.tokenizer: cannot load {tmp_path / 'empty'}: "):
+        load_tokenizer(tmp_path / "empty")
+    with pytest.raises(ConfigError, match=f"^encoder.path: model directory {missing} does not exist$"):
+        SpeechLLM.from_config({**cfg, "encoder": {"path": missing}})
+
+
+def test_from_pretrained_names_a_missing_or_incomplete_dir(cfg, tmp_path):
+    with pytest.raises(ConfigError, match=f"^--model-dir: model directory {tmp_path / 'm'} does not exist$"):
+        SpeechLLM.from_pretrained(tmp_path / "m", key="--model-dir")
+    _model(cfg).save_pretrained(tmp_path / "m")
+    (tmp_path / "m" / "adapter.safetensors").unlink()
+    with pytest.raises(DataError, match="incomplete model directory.*adapter.safetensors") as e:
+        SpeechLLM.from_pretrained(tmp_path / "m")
+    assert e.value.path == str(tmp_path / "m")
+
+
 def test_prompt_config_system_and_templates(cfg):
     m = _model(cfg, prompt={"system": "You transcribe.", "templates": {"asr": "Write down the {src_lang}."}})
     t, _ = m._prompt_batch(_batch(), train=False)

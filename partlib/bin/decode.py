@@ -72,7 +72,7 @@ def load_model(args: argparse.Namespace):
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = SpeechLLM.from_pretrained(args.model_dir)
+    model = SpeechLLM.from_pretrained(args.model_dir, key="--model-dir")
     if args.device:
         model.to(args.device)
     return model

@@ -5,7 +5,12 @@
 Utterances shorter than --min-dur or longer than --max-dur seconds (Whisper's positional table ends
 at 30 s), and those whose text or any translation is longer than --max-text-chars characters, are
 dropped; the counts are logged per reason. Text-only data dirs are filtered on text length only.
-DST is written atomically (built next to it, then renamed).
+
+A segment that ends more than 0.5 s (Kaldi extract-segments' --max-overshoot; SEGMENT_TOLERANCE_S
+of partlib.data.datadir) after the end of its recording is an error naming the segments line, the
+utterance, the recording and both durations: recording durations come from reco2dur, or else from
+the audio headers (written to DST as reco2dur). DST is built next to it and swapped into place
+only when complete; on an error it is left as it was.
 """
 from __future__ import annotations
 
@@ -15,8 +20,8 @@ import sys
 from pathlib import Path
 
 from partlib.bin import cli
-from partlib.common import PartError, get_logger
-from partlib.data.audio import compute_utt2dur
+from partlib.common import PartError, get_logger, replace_dir
+from partlib.data.audio import compute_reco2dur, compute_utt2dur
 from partlib.data.datadir import DataDir
 
 logger = get_logger("partlib.bin.filter_data")
@@ -24,7 +29,10 @@ logger = get_logger("partlib.bin.filter_data")
 
 def filter_data_dir(src: str, dst: str, min_dur: float, max_dur: float, max_text_chars: int) -> dict:
     """Filter ``src`` into ``dst``; return ``{reason: count}`` of dropped utterances and ``kept``."""
-    d = DataDir.load(src)
+    d = DataDir.load(src)  # checks segments against reco2dur when the dir has one
+    if d.segments is not None and d.reco2dur is None:
+        d.reco2dur = compute_reco2dur(d)
+        d.check()
     if d.has_audio() and d.utt2dur is None and d.wav_scp is not None:
         d.utt2dur = compute_utt2dur(d)
     drop = {"too_short": set(), "too_long": set(), "text_too_long": set()}
@@ -46,8 +54,7 @@ def filter_data_dir(src: str, dst: str, min_dur: float, max_dur: float, max_text
     tmp = out.parent / f".{out.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     kept.write(tmp)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    replace_dir(tmp, out)
     counts = {k: len(v) for k, v in drop.items()}
     counts["kept"] = len(kept)
     logger.info("%s -> %s: kept %d of %d (dropped: %s)", src, dst, len(kept), len(d),

@@ -320,12 +320,22 @@ def _duration(value: str, key: str) -> float:
     return len(samples) / rate
 
 
+def _measure(wav_scp: Mapping[str, str]) -> Dict[str, float]:
+    return {key: _duration(value, key) for key, value in wav_scp.items()}
+
+
+def compute_reco2dur(data_dir: Union[DataDir, PathLike]) -> Dict[str, float]:
+    """Recording durations in seconds (keyed like wav.scp): from the file header where there is one;
+    commands and ark entries are decoded."""
+    return _measure(_tables(data_dir)[1])
+
+
 def compute_utt2dur(data_dir: Union[DataDir, PathLike]) -> Dict[str, float]:
     """Utterance durations in seconds: ``end - start`` from segments, else measured per recording."""
     _, wav_scp, segments = _tables(data_dir)
     if segments is not None:
         return {utt: end - start for utt, (_, start, end) in segments.items()}
-    return {utt: _duration(value, utt) for utt, value in wav_scp.items()}
+    return _measure(wav_scp)
 
 
 def write_utt2dur(data_dir: Union[DataDir, PathLike], durations: Optional[Mapping[str, float]] = None) -> Path:

@@ -11,13 +11,15 @@ from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 
 from partlib.common import DataError, PathLike, atomic_open, get_logger
 from partlib.data import langs
-from partlib.data.kv import c_sort_key, format_kv, read_rows
+from partlib.data.kv import c_sort_key, find_line, format_kv, read_rows
 from partlib.data.validate import validate_data_dir
 
 log = get_logger(__name__)
 
 
-SEGMENT_TOLERANCE_S = 0.1
+# How far a segment may end past the end of its recording: the audio is cut at the recording's end
+# (partlib.data.audio.cut); further is an error. Kaldi's extract-segments --max-overshoot default.
+SEGMENT_TOLERANCE_S = 0.5
 # Small directory-level files carried along by copy/subset/split (e.g. written by feature dumping).
 META_FILES = ("feats_type", "frame_shift")
 # Kaldi files this class does not model; fix_data_dir filters them by utterance/speaker/recording.
@@ -259,11 +261,13 @@ class DataDir:
                     raise DataError(f"gender must be m or f, got '{g}'", where / "spk2gender",
                                     utt=spk)
         if self.segments is not None and self.reco2dur is not None:
-            for utt, (reco, _, end) in self.segments.items():
+            for utt, (reco, start, end) in self.segments.items():
                 if end > self.reco2dur[reco] + SEGMENT_TOLERANCE_S:
-                    raise DataError(f"segment ends at {end} s, after the end of recording "
-                                    f"'{reco}' ({self.reco2dur[reco]} s)", where / "segments",
-                                    utt=utt)
+                    raise DataError(
+                        f"segment [{start:g}, {end:g}] s ({end - start:g} s) ends {end - self.reco2dur[reco]:g} s "
+                        f"after the end of recording '{reco}' ({self.reco2dur[reco]:g} s long; up to "
+                        f"{SEGMENT_TOLERANCE_S:g} s is tolerated)", where / "segments",
+                        find_line(where / "segments", utt), utt)
 
     # --- writing -----------------------------------------------------------------------------
     def files(self) -> Dict[str, str]:

@@ -6,7 +6,7 @@ newline-terminated; written atomically. Errors name the file and line.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Iterable, List, Mapping, Tuple, Union
+from typing import Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 from partlib.common import DataError, PathLike, atomic_open, get_logger
 
@@ -122,8 +122,17 @@ def write_kv(path: PathLike, mapping: Mapping[str, Union[str, Iterable[str]]]) -
         f.write(text)
 
 
-# ------------------------------------------------------------------------------------------------
-# DataDir: the whole directory
-# ------------------------------------------------------------------------------------------------
-
-# Segments may end this far past the recording's duration (annotation rounding) before it is an error.
+def find_line(path: PathLike, key: str) -> Optional[int]:
+    """The (1-based) line of ``path`` whose key is ``key``, or None (no such line or file). For
+    error messages about a record known by its key: it reads the file, so call it once, on the error
+    path."""
+    want = key.encode("utf-8")
+    try:
+        with open(path, "rb") as f:
+            for lineno, raw in enumerate(f, start=1):
+                parts = raw.split(maxsplit=1)
+                if parts and parts[0] == want:
+                    return lineno
+    except OSError:  # the error being reported is about this file; a line number is a bonus
+        pass
+    return None

@@ -27,7 +27,8 @@ import kaldiio
 import numpy as np
 import torch
 
-from partlib.common import ConfigError, DataError, PartError, PathLike, atomic_write, get_logger, run_jobs
+from partlib.common import (WRITE_ERRNOS, ConfigError, DataError, PartError, PathLike, atomic_write, get_logger,
+                            run_jobs, write_failed)
 from partlib.data.audio import AudioReader
 from partlib.data.datadir import DataDir
 from partlib.data.dirtools import split_data_dir
@@ -118,29 +119,35 @@ def run_job(split_dir: PathLike, out_dir: PathLike, job: int, opts: DumpOptions)
     scp = io.StringIO()
     num_frames: Dict[str, str] = {}
     skipped = 0
-    # The ark may be left half-written by a crash; nothing points into it until the scp exists.
-    with open(paths.ark, "wb") as ark:
-        for start in range(0, len(utts), opts.batch_size):
-            ids, wavs = [], []
-            for utt in utts[start : start + opts.batch_size]:
-                try:
-                    wavs.append(_load_checked(reader, utt))
-                except DataError as e:
-                    if not opts.skip_bad:
-                        raise
-                    logger.warning("skipping %s", e)
-                    skipped += 1
+    # The ark may be left half-written by a crash or a full disk; nothing points into it until the
+    # scp exists.
+    try:
+        with open(paths.ark, "wb") as ark:
+            for start in range(0, len(utts), opts.batch_size):
+                ids, wavs = [], []
+                for utt in utts[start : start + opts.batch_size]:
+                    try:
+                        wavs.append(_load_checked(reader, utt))
+                    except DataError as e:
+                        if not opts.skip_bad:
+                            raise
+                        logger.warning("skipping %s", e)
+                        skipped += 1
+                        continue
+                    ids.append(utt)
+                if not ids:
                     continue
-                ids.append(utt)
-            if not ids:
-                continue
-            feats, lens = compute_batch(wavs, n_mels, ids, opts.device)
-            feats, lens = feats.cpu().numpy(), lens.tolist()
-            for i, utt in enumerate(ids):
-                kaldiio.save_ark(ark, {utt: feats[i, : lens[i]]}, scp=scp)
-                num_frames[utt] = str(lens[i])
-        ark.flush()
-        os.fsync(ark.fileno())
+                feats, lens = compute_batch(wavs, n_mels, ids, opts.device)
+                feats, lens = feats.cpu().numpy(), lens.tolist()
+                for i, utt in enumerate(ids):
+                    kaldiio.save_ark(ark, {utt: feats[i, : lens[i]]}, scp=scp)
+                    num_frames[utt] = str(lens[i])
+            ark.flush()
+            os.fsync(ark.fileno())
+    except OSError as e:
+        if e.errno in WRITE_ERRNOS:
+            raise write_failed(paths.ark, e) from None
+        raise
     atomic_write(paths.scp, scp.getvalue())
     write_kv(paths.utt2num_frames, num_frames)
     marker = {"fingerprint": fingerprint, "feats_type": str(opts.feats_type),
@@ -186,6 +193,11 @@ def _run_in_process(splits: Sequence[Path], out_dir: Path, opts: DumpOptions) ->
         package.setLevel(min(package.getEffectiveLevel(), logging.INFO))
         try:
             run_job(split_dir, out_dir, job, opts)
+        except PartError as e:
+            # into the job's log, as a runner's job would write it; the caller reports it (once, no traceback)
+            handler.emit(logger.makeRecord(logger.name, logging.ERROR, __file__, 0, "job %d/%d failed: %s",
+                                           (job, len(splits), e), None))
+            raise
         except Exception:
             logger.exception("job %d/%d failed", job, len(splits))
             raise
@@ -195,8 +207,9 @@ def _run_in_process(splits: Sequence[Path], out_dir: Path, opts: DumpOptions) ->
             handler.close()
 
 
-def _merge(out_dir: Path, nj: int, opts: DumpOptions) -> Tuple[int, int]:
-    """Add feats.scp, utt2num_frames and feats_type to OUT from the finished jobs."""
+def _merge(src: Path, out_dir: Path, nj: int, opts: DumpOptions) -> Tuple[int, int]:
+    """Add feats.scp, utt2num_frames and feats_type to OUT from the finished jobs; when every
+    utterance of ``src`` was skipped as bad, a :class:`DataError` and nothing is written."""
     feats: Dict[str, str] = {}
     frames: Dict[str, int] = {}
     skipped = 0
@@ -208,6 +221,10 @@ def _merge(out_dir: Path, nj: int, opts: DumpOptions) -> Tuple[int, int]:
         feats.update(read_kv(paths.scp))
         frames.update({u: int(n) for u, n in read_kv(paths.utt2num_frames).items()})
     data = DataDir.load(out_dir, validate=False)
+    if not feats:
+        raise DataError(f"{skipped} of {len(data)} utterances were skipped as bad (--skip-bad): no features "
+                        f"to write (reasons in {out_dir / 'log'}/extract_feats.*.log); "
+                        f"{out_dir / 'feats.scp'} not written", src)
     if len(feats) != len(data):
         # Bad utterances were skipped: keep the data dir consistent with feats.scp.
         data = data.subset(feats)
@@ -253,7 +270,7 @@ def extract_feats(
         _run_with_runner(cmd, splits, out, opts, num_threads)
     else:
         _run_in_process(splits, out, opts)
-    written, skipped = _merge(out, len(splits), opts)
+    written, skipped = _merge(src, out, len(splits), opts)
     if skipped:
         logger.warning("skipped %d bad utterance(s); see %s/extract_feats.*.log", skipped, out / "log")
     logger.info("wrote features of %d utterances to %s (%s)", written, out / "feats.scp", opts.feats_type)

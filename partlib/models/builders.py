@@ -15,6 +15,7 @@ from transformers import (PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
                           WhisperModel)
 
 from partlib.common import ConfigError, PathLike
+from partlib.models.pretrained import load_pretrained
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -90,7 +91,7 @@ def build_tiny_llm(out_dir: PathLike, tokenizer_dir: Optional[PathLike] = None, 
     if tokenizer_dir is None:
         tokenizer = build_tiny_tokenizer(out_dir)
     else:
-        tokenizer = PreTrainedTokenizerFast.from_pretrained(str(tokenizer_dir))
+        tokenizer = load_pretrained(PreTrainedTokenizerFast.from_pretrained, tokenizer_dir, "tokenizer_dir")
         tokenizer.save_pretrained(str(out_dir))
     cfg = _read_arch("tiny-qwen2.json", **overrides)
     cfg.update(vocab_size=len(tokenizer), eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),

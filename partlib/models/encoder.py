@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -19,19 +19,26 @@ from transformers import WhisperConfig
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from partlib.common import ConfigError, DataError, PathLike
+from partlib.models.pretrained import load_pretrained
+
 
 def conv_output_lengths(lens: Tensor) -> Tensor:
     """Frames after Whisper's conv stack: conv1 keeps T, conv2 (kernel 3, stride 2, padding 1)."""
     return (lens - 1) // 2 + 1
 
 
-def load_whisper_encoder(path: PathLike, dtype: torch.dtype = torch.float32) -> WhisperEncoder:
+def load_whisper_encoder(path: PathLike, dtype: torch.dtype = torch.float32, *, key: str = "encoder.path",
+                         base_dir: Optional[PathLike] = None) -> WhisperEncoder:
     """Load the encoder of a Whisper checkpoint: a full Whisper model (``WhisperModel`` or
     ``WhisperForConditionalGeneration``: keys ``[model.]encoder.*``, local dir or hub id) or an
-    encoder-only save. Only the encoder is built; the decoder's weights are never materialised."""
+    encoder-only save. Only the encoder is built; the decoder's weights are never materialised.
+    A path that is not there is a :class:`ConfigError` naming the config ``key``
+    (:func:`partlib.models.pretrained.load_pretrained`)."""
+    def load(name: str):
+        return WhisperEncoder.from_pretrained(name, dtype=dtype, key_mapping=_ENCODER_KEYS, output_loading_info=True)
+
     with _transformers_quiet():
-        encoder, info = WhisperEncoder.from_pretrained(str(path), dtype=dtype, key_mapping=_ENCODER_KEYS,
-                                                       output_loading_info=True)
+        encoder, info = load_pretrained(load, path, key, base_dir)
     if info["missing_keys"]:
         missing = sorted(info["missing_keys"])
         raise ConfigError(f"{path}: not a Whisper checkpoint with an encoder: {len(missing)} encoder weights "

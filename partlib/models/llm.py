@@ -19,6 +19,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from partlib.common import ConfigError, PathLike
+from partlib.models.pretrained import load_pretrained
 
 LAYER_NAME_RE = re.compile(r"\.layers\.(\d+)\.")  # a parameter or module name inside decoder layer N
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -33,29 +34,33 @@ def parse_dtype(name: Optional[str]) -> torch.dtype:
     return DTYPES[name]
 
 
-def llm_config(path: Optional[PathLike], arch: Optional[PathLike]):
-    """The architecture config of the LLM at ``path`` (local dir or hub id) or in an ``arch``
-    config.json, read without loading any weight."""
+def llm_config(path: Optional[PathLike], arch: Optional[PathLike], *, key: str = "llm.path",
+               base_dir: Optional[PathLike] = None):
+    """The architecture config of the LLM at ``path`` (local dir or hub id; config key ``key``) or in
+    an ``arch`` config.json, read without loading any weight."""
     if path is not None:
-        return AutoConfig.from_pretrained(str(path))
+        return load_pretrained(AutoConfig.from_pretrained, path, key, base_dir)
     cfg = json.loads(Path(arch).read_text())
     model_type = cfg.pop("model_type")
     return AutoConfig.for_model(model_type, **cfg)
 
 
-def load_causal_lm(path: Optional[PathLike], arch: Optional[PathLike], dtype: torch.dtype) -> PreTrainedModel:
-    """Pretrained weights from ``path`` (local dir or hub id), or random weights from an ``arch`` config.json.
+def load_causal_lm(path: Optional[PathLike], arch: Optional[PathLike], dtype: torch.dtype, *,
+                   key: str = "llm.path", base_dir: Optional[PathLike] = None) -> PreTrainedModel:
+    """Pretrained weights from ``path`` (local dir or hub id; config key ``key``), or random weights
+    from an ``arch`` config.json.
 
     Random-weight models are created on the current default device (e.g. inside ``torch.device("meta")``).
     """
     if path is not None:
-        return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+        return load_pretrained(lambda name: AutoModelForCausalLM.from_pretrained(name, dtype=dtype), path, key,
+                               base_dir)
     return AutoModelForCausalLM.from_config(llm_config(None, arch), dtype=dtype)
 
 
-def load_tokenizer(path: Optional[PathLike]):
-    """The tokenizer saved in ``path`` (local dir or hub id), or None."""
-    return None if path is None else AutoTokenizer.from_pretrained(str(path))
+def load_tokenizer(path: Optional[PathLike], *, key: str = "llm.tokenizer", base_dir: Optional[PathLike] = None):
+    """The tokenizer saved in ``path`` (local dir or hub id; config key ``key``), or None."""
+    return None if path is None else load_pretrained(AutoTokenizer.from_pretrained, path, key, base_dir)
 
 
 def backbone_and_head(model: PreTrainedModel) -> Tuple[nn.Module, nn.Module]:

@@ -24,6 +24,7 @@ from partlib.models.adapter import build_adapter
 from partlib.models.encoder import SpeechEncoder, load_whisper_encoder, whisper_encoder_from_config
 from partlib.models.llm import backbone_and_head, decoder_layers, load_causal_lm, load_tokenizer, parse_dtype
 from partlib.models.lora import inject_lora, lora_params_by_layer, normalize_lora_config, unwrap
+from partlib.models.pretrained import missing_dir
 from partlib.models.prompt import IGNORE_INDEX, PromptBuilder, PromptExample
 from partlib.models.schema import EncoderTopK, Lora, Trainable, model_config, resolve_layers, trainable
 
@@ -100,23 +101,32 @@ class SpeechLLM(nn.Module):
         llm_sec.tokenizer = resolve_relative(llm_sec.tokenizer, base)
         with torch.device(device or "cpu"):
             if enc.path is not None:
-                whisper = load_whisper_encoder(enc.path, parse_dtype(enc.dtype))
+                whisper = load_whisper_encoder(enc.path, parse_dtype(enc.dtype), base_dir=base)
             else:
                 whisper = whisper_encoder_from_config(enc.arch).to(parse_dtype(enc.dtype))
             encoder = SpeechEncoder(whisper, enc.pad_to_30s, enc.gradient_checkpointing)
-            llm = load_causal_lm(llm_sec.path, llm_sec.arch, parse_dtype(llm_sec.dtype))
+            llm = load_causal_lm(llm_sec.path, llm_sec.arch, parse_dtype(llm_sec.dtype), base_dir=base)
             adapter = build_adapter(cfg.adapter, encoder.d_model, llm.config.hidden_size, encoder.frame_rate)
-        tokenizer = load_tokenizer(llm_sec.tokenizer or llm_sec.path)
+        tokenizer = load_tokenizer(llm_sec.tokenizer or llm_sec.path, base_dir=base,
+                                   key="llm.tokenizer" if llm_sec.tokenizer else "llm.path")
         model = cls(encoder, adapter, llm, tokenizer, to_dict(cfg))
         model.set_gradient_checkpointing(enc.gradient_checkpointing, llm_sec.gradient_checkpointing)
         return model
 
     @classmethod
-    def from_pretrained(cls, path: PathLike) -> "SpeechLLM":
-        """Load a directory written by :meth:`save_pretrained` (``partlib.models.io``)."""
+    def from_pretrained(cls, path: PathLike, key: Optional[str] = None) -> "SpeechLLM":
+        """Load a directory written by :meth:`save_pretrained` (``partlib.models.io``); a directory
+        that is not there, or lacks a file, is a :class:`~partlib.common.PartError` (naming the
+        option or config key ``key`` that gave ``path``, when given)."""
         from partlib.models import io
 
-        return io.load_model(path)
+        if not Path(path).is_dir():
+            raise missing_dir(path, key)
+        try:
+            return io.load_model(path)
+        except FileNotFoundError as e:  # e.g. adapter.safetensors, state.json, lora/ deleted
+            raise DataError(f"incomplete model directory: {e.strerror or e}"
+                            + (f": {e.filename}" if e.filename else ""), path) from None
 
     def save_pretrained(self, path: PathLike, merge_lora: bool = False, self_contained: bool = False) -> None:
         """Write the model to a directory, atomically (layout and options: ``partlib.models.io``)."""
