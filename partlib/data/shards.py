@@ -42,7 +42,8 @@ from typing import Any, BinaryIO, Dict, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 import soundfile as sf
 
-from partlib.common import ConfigError, DataError, PathLike, atomic_write, get_logger, run_jobs
+from partlib.common import (WRITE_ERRNOS, ConfigError, DataError, PathLike, atomic_write, get_logger, run_jobs,
+                            write_failed)
 from partlib.data import audio
 from partlib.data.datadir import MANAGED_FILES, META_FILES, DataDir
 from partlib.data.examples import utt_num_frames
@@ -245,6 +246,10 @@ def write_shard(d: DataDir, out: Path, index: int, utts: Sequence[str], src_hash
         os.replace(tmp_cuts, cuts_path)
         if d.has_audio():
             os.replace(tmp_tar, tar_path)
+    except OSError as e:
+        if e.errno not in WRITE_ERRNOS:
+            raise
+        raise write_failed(f"shard {index} ({cuts_path}, {tar_path})", e) from None
     finally:
         for p in (tmp_cuts, tmp_tar):
             if p.exists():

@@ -30,7 +30,7 @@ import yaml
 from peft import set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
-from partlib.common import DataError, PathLike, atomic_write, replace_dir
+from partlib.common import WRITE_ERRNOS, DataError, PathLike, atomic_write, replace_dir, write_failed
 from partlib.models.lora import merged_state_dict, unwrap
 from partlib.models.speech_llm import SpeechLLM
 
@@ -79,8 +79,10 @@ def save_model(model: SpeechLLM, path: PathLike, merge_lora: bool = False, self_
     try:
         _write(model, tmp, merge_lora, self_contained)
         replace_dir(tmp, path)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError) and e.errno in WRITE_ERRNOS:
+            raise write_failed(path, e) from None
         raise
 
 
