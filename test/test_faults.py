@@ -443,30 +443,24 @@ def nan_features(tmp: Path, shared: Shared) -> Run:
                absent=[exp / "s1" / "model"])
 
 
-def feats_killed(seed: int) -> Callable[[Path, Shared], Run]:
-    """Feature dumping killed (-9) at a seeded random point, then run again: the same features."""
+def same_features(ref: Path, got: Path) -> None:
+    a, b = dict(kaldiio.load_scp(str(ref / "feats.scp"))), dict(kaldiio.load_scp(str(got / "feats.scp")))
+    assert a.keys() == b.keys() and all(np.array_equal(a[u], b[u]) for u in a), f"{got} differs from {ref}"
+
+
+def same_hyps(ref: Path, got: Path) -> None:
+    assert (got / "hyp").read_text() == (ref / "hyp").read_text(), f"{got} differs from {ref}"
+
+
+def killed_then_rerun(args_of: Callable[[Path, Path], List[str]], ref: str, same: Callable[[Path, Path], None],
+                      seed: int, spread: float) -> Callable[[Path, Shared], Run]:
+    """``args_of(root, out)`` (feature dumping, decoding) killed (-9) at a seeded random point of its
+    first ``1 + spread`` seconds, then run again: ``same(root / ref, out)``, the uninterrupted output."""
     def build(tmp: Path, shared: Shared) -> Run:
-        root, out = shared.trained, tmp / "feats"
+        root, out = shared.trained, tmp / "out"
         start = time.time()
-        kill9_at(feats_args(root, out), lambda: time.time() - start > 1.0, seed, 3.0)
-
-        def after() -> None:
-            ref, got = dict(kaldiio.load_scp(str(root / "ref_feats" / "feats.scp"))), dict(kaldiio.load_scp(str(out / "feats.scp")))
-            assert ref.keys() == got.keys() and all(np.array_equal(ref[u], got[u]) for u in ref)
-        return Run(feats_args(root, out), shared.protected(), after=after)
-    return build
-
-
-def decode_killed(seed: int) -> Callable[[Path, Shared], Run]:
-    """Decoding killed (-9) at a seeded random point, then run again: the same hypotheses."""
-    def build(tmp: Path, shared: Shared) -> Run:
-        root, out = shared.trained, tmp / "decode"
-        start = time.time()
-        kill9_at(decode_args(root, out), lambda: time.time() - start > 1.0, seed, 4.0)
-
-        def after() -> None:
-            assert (out / "hyp").read_text() == (root / "ref_decode" / "hyp").read_text()
-        return Run(decode_args(root, out), shared.protected(), after=after)
+        kill9_at(args_of(root, out), lambda: time.time() - start > 1.0, seed, spread)
+        return Run(args_of(root, out), shared.protected(), after=lambda: same(root / ref, out))
     return build
 
 
@@ -564,8 +558,10 @@ CASES: List[Case] = [
          status=0),
     Case("checkpoint_truncated", damaged_checkpoint("truncated"), "ckpt-000004.pt: corrupt or truncated checkpoint",
          status=0),
-    *(Case(f"feats_kill9_{seed}", feats_killed(seed), "wrote features of 12 utterances", status=0) for seed in (1, 2)),
-    *(Case(f"decode_kill9_{seed}", decode_killed(seed), "decoded 3 utterances", status=0) for seed in (1, 2)),
+    *(Case(f"feats_kill9_{seed}", killed_then_rerun(feats_args, "ref_feats", same_features, seed, 3.0),
+           "wrote features of 12 utterances", status=0) for seed in (1, 2)),
+    *(Case(f"decode_kill9_{seed}", killed_then_rerun(decode_args, "ref_decode", same_hyps, seed, 4.0),
+           "decoded 3 utterances", status=0) for seed in (1, 2)),
     # --- full disks: the error names the file, the earlier one stays
     Case("full_disk_checkpoint", checkpoint_on_full_disk,
          "cannot write {tmp}/exp/s1/checkpoints/ckpt-000003.pt: No space left on device"),
