@@ -245,22 +245,20 @@ def segments(src: Path, tmp: Path) -> None:
         (src / name).write_text(content)
 
 
-def train(schedule_edit=lambda cfg: None, model: Callable[[Path, Shared], dict] = lambda tmp, shared: MODEL,
-          earlier_exp: bool = True) -> Callable[[Path, Shared], Run]:
+def train(schedule_edit=lambda cfg: None,
+          model: Callable[[Path, Shared], dict] = lambda tmp, shared: MODEL) -> Callable[[Path, Shared], Run]:
     """partlib.bin.train of the template schedule changed by ``schedule_edit`` and the model config
-    ``model(tmp, shared)``; the configs and an earlier exp dir (when ``earlier_exp``) are protected."""
+    ``model(tmp, shared)``; the configs and an earlier exp dir (its config.yaml) are protected."""
     def build(tmp: Path, shared: Shared) -> Run:
         sched = schedule_file(tmp, schedule_edit)
         model_yaml = tmp / "model.yaml"
         model_yaml.write_text(yaml.safe_dump(model(tmp, shared)))
         exp = tmp / "exp"
-        protected = [sched, model_yaml]
-        if earlier_exp:
-            exp.mkdir()
-            (exp / "config.yaml").write_text("earlier: run\n")
-            protected.append(exp)
+        exp.mkdir()
+        (exp / "config.yaml").write_text("earlier: run\n")
         return Run(["partlib.bin.train", "--schedule", str(sched), "--model-config", str(model_yaml),
-                    "--exp-dir", str(exp), "--data-root", str(tmp / "data"), "--device", "cpu"], protected)
+                    "--exp-dir", str(exp), "--data-root", str(tmp / "data"), "--device", "cpu"],
+                   [sched, model_yaml, exp])
     return build
 
 
@@ -268,11 +266,11 @@ def model_typo(change: dict) -> Callable[[Path, Shared], dict]:
     return lambda tmp, shared: {**MODEL, **change}
 
 
-def missing_llm(name: str) -> Callable[[Path, Shared], dict]:
-    """The tiny model config with ``llm.path`` set to ``name`` ("{tmp}" stands for tmp)."""
+def model_path(section: str, name: str) -> Callable[[Path, Shared], dict]:
+    """The tiny model config with ``<section>.path`` set to ``name`` ("{tmp}" stands for tmp)."""
     def model(tmp: Path, shared: Shared) -> dict:
         cfg = shared.model_config
-        return {**cfg, "llm": {**cfg["llm"], "path": name.replace("{tmp}", str(tmp))}}
+        return {**cfg, section: {**cfg[section], "path": name.replace("{tmp}", str(tmp))}}
     return model
 
 
@@ -539,9 +537,11 @@ CASES: List[Case] = [
     Case("offset_past_end_of_ark", decode(feats_entry(1, 99999)),
          f"{SCP}:2: utterance 'spken-001': offset 99999 is past the end of {ARK} ({ARK_SIZE} bytes)"),
     # --- bad model dirs
-    Case("missing_llm_dir_in_model_config", train(model=missing_llm("{tmp}/no_llm"), earlier_exp=False),
+    Case("missing_encoder_dir_in_model_config", train(model=model_path("encoder", "{tmp}/no_whisper")),
+         "encoder.path: model directory {tmp}/no_whisper does not exist"),
+    Case("missing_llm_dir_in_model_config", train(model=model_path("llm", "{tmp}/no_llm")),
          "llm.path: model directory {tmp}/no_llm does not exist"),
-    Case("hub_id_not_in_cache", train(model=missing_llm("partlib-test/not-cached"), earlier_exp=False),
+    Case("hub_id_not_in_cache", train(model=model_path("llm", "partlib-test/not-cached")),
          "llm.path: 'partlib-test/not-cached' is neither a local directory nor in the Hugging Face cache"),
     Case("missing_model_dir", decode(model=lambda tmp, shared: tmp / "no_model"),
          "--model-dir: model directory {tmp}/no_model does not exist"),

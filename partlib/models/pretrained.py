@@ -43,6 +43,13 @@ def missing_dir(name: PathLike, key: Optional[str], base_dir: Optional[PathLike]
     return ConfigError(f"{_where(key)}model directory {name} does not exist{_also(str(name), base_dir)}")
 
 
+def require(name: Optional[PathLike], key: Optional[str], base_dir: Optional[PathLike] = None) -> None:
+    """Raise :func:`missing_dir` unless ``name`` (None: nothing to check) exists or looks like a hub
+    id: the check of :func:`load_pretrained` without loading anything."""
+    if name is not None and not os.path.exists(str(name)) and not looks_like_hub_id(str(name)):
+        raise missing_dir(name, key, base_dir)
+
+
 def load_pretrained(load: Callable[[str], T], name: PathLike, key: Optional[str],
                     base_dir: Optional[PathLike] = None) -> T:
     """``load(name)`` (a ``from_pretrained``) for the local directory or hub id ``name``, given by the
@@ -54,9 +61,8 @@ def load_pretrained(load: Callable[[str], T], name: PathLike, key: Optional[str]
     sometimes ``ValueError``) or for a local directory without the files it needs becomes one too.
     """
     name = str(name)
+    require(name, key, base_dir)
     local = os.path.exists(name)
-    if not local and not looks_like_hub_id(name):
-        raise missing_dir(name, key, base_dir)
     try:
         return load(name)
     except (OSError, ValueError) as e:

@@ -281,6 +281,7 @@ class Trainer:
         self.amp = amp and self.device.type == "cuda"
         self.tensorboard = tensorboard
         self.stop = StopRequest(self.device)
+        self._checked = False
 
     # -- model construction -----------------------------------------------------------------
     def stage_dir(self, stage: StageConfig) -> Path:
@@ -308,17 +309,25 @@ class Trainer:
         return model
 
     def check(self) -> None:
-        """Validate every stage's LoRA layer ranges against the LLM's depth before any step runs
-        (read from the LLM's config: no weights are loaded for this); warn about frozen pretrained
-        encoders fed variable-length input."""
+        """Before any output is written: check that the pretrained models the model config names
+        are there, validate every stage's LoRA layer ranges against the LLM's depth (read from the
+        LLM's config: no weights are loaded for this); warn about frozen pretrained encoders fed
+        variable-length input. Done once (:meth:`run` calls it when nobody did)."""
+        if self._checked:
+            return
+        self._checked = True
         for warning in frozen_encoder_warnings(self.schedule, self.model_cfg).values():
             logger.warning("%s", warning)
         if self.schedule.stages[0].init_from is not None:
             return
         from partlib.models.llm import llm_config
+        from partlib.models.pretrained import require
         from partlib.models.schema import model_config
 
-        sec = model_config(self.model_cfg).llm
+        cfg = model_config(self.model_cfg)
+        sec = cfg.llm
+        for name, key in ((cfg.encoder.path, "encoder.path"), (sec.path, "llm.path"), (sec.tokenizer, "llm.tokenizer")):
+            require(name, key)
         n = int(llm_config(sec.path, sec.arch).num_hidden_layers)
         for stage in self.schedule.stages:
             if stage.uses_lora:
