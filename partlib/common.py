@@ -64,16 +64,14 @@ def atomic_open(path: PathLike, mode: str = "w", encoding: Optional[str] = "utf-
     os.close(fd)
     kwargs = {} if "b" in mode else {"encoding": encoding, "newline": "\n"}
     try:
-        with open(tmp, mode, **kwargs) as f:
+        with named_write_errors(path), open(tmp, mode, **kwargs) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException as e:
+    except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        if isinstance(e, OSError) and e.errno in WRITE_ERRNOS:
-            raise write_failed(path, e) from None
         raise
 
 
@@ -81,31 +79,40 @@ def atomic_open(path: PathLike, mode: str = "w", encoding: Optional[str] = "utf-
 WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
 
 
-def write_failed(path: PathLike, err: OSError) -> PartError:
-    """The user-facing error of a write that failed for lack of space (or a read-only file system):
-    it names the path; what was written before stays in place."""
-    return PartError(f"cannot write {path}: {err.strerror or err} (errno {err.errno}); "
-                     "nothing earlier was overwritten: free space and rerun the same command")
+@contextlib.contextmanager
+def named_write_errors(what: PathLike) -> Iterator[None]:
+    """Inside it, a write that fails for lack of space (or a read-only file system) becomes a
+    :class:`PartError` naming ``what`` (a path, or a description of the files being written)."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in WRITE_ERRNOS:
+            raise
+        raise PartError(f"cannot write {what}: {e.strerror or e} (errno {e.errno}); "
+                        "nothing earlier was overwritten: free space and rerun the same command") from None
 
 
 def replace_dir(tmp: PathLike, out: PathLike) -> None:
-    """Put the complete directory ``tmp`` in place of ``out``: at no moment is there no ``out``.
+    """Put the complete directory ``tmp`` in place of ``out`` (a link to a directory: in place of
+    its target), then remove the old one.
 
-    Where the file system can (Linux ``renameat2(RENAME_EXCHANGE)``) the two are swapped in one
-    step and the old one is removed after; elsewhere ``out`` is first renamed to ``.<out>.old``
-    (a crash between the two renames leaves the old directory there, not lost)."""
+    Where the file system can (Linux ``renameat2(RENAME_EXCHANGE)``: local file systems) the two are
+    swapped in one step, so that at no moment is there no ``out``; elsewhere (NFS, Lustre) ``out`` is
+    first renamed to ``.<out>.old.<pid>``: a crash between the two renames leaves the old directory
+    there, not lost. The old one's removal is best effort (busy NFS files)."""
     tmp, out = Path(tmp), Path(out)
+    if out.is_symlink():
+        out = out.resolve()
     if not out.exists():
         os.replace(tmp, out)
         return
     if _exchange(tmp, out):
-        shutil.rmtree(tmp)
-        return
-    old = out.with_name(f".{out.name}.old")
+        old = tmp
+    else:
+        old = out.with_name(f".{out.name}.old.{os.getpid()}")
+        os.rename(out, old)
+        os.rename(tmp, out)
     shutil.rmtree(old, ignore_errors=True)
-    os.rename(out, old)
-    os.rename(tmp, out)
-    shutil.rmtree(old)
 
 
 def _exchange(a: Path, b: Path) -> bool:
@@ -118,7 +125,7 @@ def _exchange(a: Path, b: Path) -> bool:
     if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
         return True
     code = ctypes.get_errno()
-    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV):
         return False
     raise OSError(code, os.strerror(code), str(b))
 

@@ -110,8 +110,12 @@ def test_pruning_removes_checksum_files_too(tmp_path):
 
 @pytest.mark.parametrize("exchange", [True, False])
 def test_replace_dir_swaps_in_the_new_dir_and_removes_the_old(tmp_path, monkeypatch, exchange):
+    swaps = []
     if not exchange:  # a file system without renameat2(RENAME_EXCHANGE)
         monkeypatch.setattr(common, "_exchange", lambda a, b: False)
+    else:  # this machine's file system has it: the swap must be the one step
+        real = common._exchange
+        monkeypatch.setattr(common, "_exchange", lambda a, b: swaps.append(real(a, b)) or swaps[-1])
     out, new = tmp_path / "model", tmp_path / ".model.tmp"
     out.mkdir()
     (out / "a").write_text("old")
@@ -119,6 +123,7 @@ def test_replace_dir_swaps_in_the_new_dir_and_removes_the_old(tmp_path, monkeypa
     new.mkdir()
     (new / "a").write_text("new")
     replace_dir(new, out)
+    assert swaps == ([True] if exchange else [])
     assert {p.name: p.read_text() for p in out.iterdir()} == {"a": "new"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
     fresh = tmp_path / ".other.tmp"

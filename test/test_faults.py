@@ -424,9 +424,9 @@ def checkpoint_on_full_disk(tmp: Path, shared: Shared) -> Run:
 
 
 def nan_features(tmp: Path, shared: Shared) -> Run:
-    """Two of every three training utterances have NaN features: every batch holds one, so all 4
-    steps are skipped, fewer than nan_patience (5) in a row, which alone let such a run pass; the
-    non-finite budget fails the stage and no model is exported."""
+    """Two of every three training utterances have NaN features: every batch holds one, so a 4-step
+    stage would skip all 4, fewer than nan_patience (5) in a row, which alone let such a run pass;
+    the non-finite budget (5% of the 4 steps) fails the stage at its first skip, no model exported."""
     root, data, exp = shared.trained, tmp / "data", tmp / "exp"
     shutil.copytree(root / "data", data)
     for lang in ("en", "de"):
@@ -550,14 +550,13 @@ CASES: List[Case] = [
     Case("saved_model_names_a_missing_encoder", decode(model=copied_model(config_encoder("{tmp}/gone/whisper"))),
          "encoder.path: model directory {tmp}/gone/whisper does not exist"),
     Case("nan_features_in_training", nan_features,
-         "stage s1: 4 of 4 steps up to step 4 skipped for a non-finite loss or gradient"),
+         "stage s1: 1 step(s) skipped for a non-finite loss or gradient by step 0, more than nan_max_fraction = "
+         "0.05 of 4 steps"),
     # --- interrupted runs
-    *(Case(f"train_kill9_{seed}", train_killed(seed), "stage s1: resumed from ckpt-", status=0) for seed in (1, 2, 3)),
+    *(Case(f"train_kill9_{seed}", train_killed(seed), "stage s1: resumed from ckpt-", status=0) for seed in (1, 2)),
     Case("train_sigterm", train_sigterm, "stage s1: stopped by SIGTERM after step", status=EXIT_PREEMPTED),
-    Case("checkpoint_altered", damaged_checkpoint("altered"), "ckpt-000004.pt: corrupt or truncated checkpoint",
-         status=0),
-    Case("checkpoint_truncated", damaged_checkpoint("truncated"), "ckpt-000004.pt: corrupt or truncated checkpoint",
-         status=0),
+    Case("checkpoint_altered", damaged_checkpoint("altered"), ".pt: corrupt or truncated checkpoint", status=0),
+    Case("checkpoint_truncated", damaged_checkpoint("truncated"), ".pt: corrupt or truncated checkpoint", status=0),
     *(Case(f"feats_kill9_{seed}", killed_then_rerun(feats_args, "ref_feats", same_features, seed, 3.0),
            "wrote features of 12 utterances", status=0) for seed in (1, 2)),
     *(Case(f"decode_kill9_{seed}", killed_then_rerun(decode_args, "ref_decode", same_hyps, seed, 4.0),

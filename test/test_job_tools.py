@@ -267,6 +267,15 @@ def test_slurm_pl_submits_preempted_jobs_again(tmp_path: Path, slurm_env: dict) 
     assert not (tmp_path / "log/p.2.log.preempted").exists()
 
 
+def test_slurm_pl_a_command_killed_by_a_signal_failed(tmp_path: Path, slurm_env: dict) -> None:
+    """run.pl outlives the signal and logs "code 0; signal 9": that is a failure, not a success."""
+    proc = run([SLURM_PL, "JOB=1:1", "log/k.JOB.log", sys.executable, "-c",
+                "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"], tmp_path, slurm_env)
+    assert proc.returncode == 1
+    assert "slurm.pl: 1 / 1 failed, see log/k.1.log" in proc.stderr
+    assert "signal 9" in (tmp_path / "log/k.1.log").read_text()
+
+
 def test_slurm_pl_gives_up_after_max_requeue(tmp_path: Path, slurm_env: dict) -> None:
     proc = run([SLURM_PL, "--max-requeue", "0", "JOB=1:1", "log/q.JOB.log", "bash", "-c", PREEMPTED_ONCE],
                tmp_path, slurm_env)

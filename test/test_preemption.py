@@ -28,10 +28,9 @@ SCHEDULE = {"seed": 1, "stages": [{
                   "llm": {"lora": {"r": 2, "alpha": 4, "dropout": 0.0, "layers": "all"}}},
     "activation": [{"step": 0, "layers": [3]}, {"step": 7, "layers": "all"}]}]}
 
-# stand-ins for Slurm: srun runs one task here (its pid is the command's, thanks to exec);
-# scontrol records what it was asked
+# stand-ins for Slurm: srun runs one task here; scontrol records what it was asked
 FAKE_SRUN = """#!/usr/bin/env bash
-echo $$ > "$FAKE_SRUN_PID"
+while [[ $1 == --* ]]; do shift; done
 export SLURM_STEP_NUM_TASKS=1 SLURM_PROCID=0 SLURM_LOCALID=0
 exec "$@"
 """
@@ -73,24 +72,28 @@ def _checked_checkpoint(exp: Path, step: int) -> None:
 
 
 def test_sigusr1_checkpoints_and_the_requeued_job_resumes_exactly(prepared, tmp_path):
+    """SIGUSR1 to every process of the job, as Slurm sends it: the batch shell, the training and its
+    DataLoader workers (which must not die of it)."""
     root, sched, env = prepared
     bindir = tmp_path / "bin"
     bindir.mkdir()
     for name, text in (("srun", FAKE_SRUN), ("scontrol", FAKE_SCONTROL)):
         (bindir / name).write_text(text)
         (bindir / name).chmod(0o755)
-    env = dict(env, PATH=f"{bindir}:{env['PATH']}", SLURM_JOB_ID="4242", FAKE_SRUN_PID=str(tmp_path / "pid"),
+    env = dict(env, PATH=f"{bindir}:{env['PATH']}", SLURM_JOB_ID="4242",
                FAKE_SCONTROL_LOG=str(tmp_path / "scontrol.log"))
     exp = root / "exp" / "usr1"
-    job = [str(REPO / "utils" / "srun_requeue.sh"), *train_cmd(root, exp, sched)]
-    proc = subprocess.Popen(job, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    job = [str(REPO / "utils" / "srun_requeue.sh"), *train_cmd(root, exp, sched), "--num-workers", "2"]
+    proc = subprocess.Popen(job, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     wait_for_checkpoint(proc, exp / "s1" / "checkpoints" / "latest", "ckpt-000002.pt")
-    os.kill(int((tmp_path / "pid").read_text()), signal.SIGUSR1)
+    os.killpg(proc.pid, signal.SIGUSR1)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-2000:]  # the job was requeued: the batch script succeeded
     assert "Traceback" not in err
     step = _stopped_step(err, "SIGUSR1")
     assert 2 <= step < SCHEDULE["stages"][0]["max_steps"]
+    assert "srun_requeue.sh: stop signal received" in err
     assert "the step stopped with status 75 (preempted): requeueing job 4242" in err
     assert (tmp_path / "scontrol.log").read_text() == "requeue 4242\n"
     _checked_checkpoint(exp, step)

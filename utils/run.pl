@@ -103,7 +103,11 @@ sub run_job {
   my $t0 = time;
   print $fh "# $cmd\n# Started at " . localtime($t0) . "\n#\n";
   close $fh;
-  my $pid = fork();
+  # pass the cluster's warnings on to the command (bash execs a simple command: that is its pid);
+  # one that comes before bash started is passed on as soon as it has
+  my ($pid, $pending);
+  local $SIG{TERM} = local $SIG{USR1} = sub { if ($pid) { kill $_[0], $pid } else { $pending = $_[0] } };
+  $pid = fork();
   die "run.pl: cannot fork: $!\n" unless defined $pid;
   if ($pid == 0) {
     open(STDOUT, ">>", $log) or die "run.pl: cannot append to $log: $!\n";
@@ -111,10 +115,8 @@ sub run_job {
     open(STDIN, "<", "/dev/null");
     exec("bash", "-c", $cmd) or die "run.pl: cannot run bash: $!\n";
   }
-  # pass the cluster's warnings on to the command (bash execs a simple command: that is its pid)
-  local $SIG{TERM} = local $SIG{USR1} = sub { kill $_[0], $pid };
-  my $waited;
-  do { $waited = waitpid($pid, 0) } while ($waited == -1 && $!{EINTR});
+  kill $pending, $pid if $pending;
+  waitpid($pid, 0);  # Perl restarts it after a signal handler has run
   my $status = $?;
   my $code = $status >> 8;
   my $signal = $status & 127;
@@ -130,7 +132,8 @@ sub run_job {
 # One supervising child per job: it writes the log header and footer around bash.
 my %running;   # pid -> job id
 my @failed;
-$SIG{TERM} = $SIG{USR1} = sub { kill $_[0], keys %running };
+my $stopping;   # a stop signal came: jobs not started yet are not started (and count as failed)
+$SIG{TERM} = $SIG{USR1} = sub { $stopping = 1; kill $_[0], keys %running };
 sub reap_one {
   my $pid = waitpid(-1, 0);
   return if $pid <= 0 || !exists $running{$pid};
@@ -139,6 +142,7 @@ sub reap_one {
 }
 for my $id ($job_start .. $job_end) {
   reap_one() while scalar(keys %running) >= $max_jobs;
+  if ($stopping) { push @failed, $id; next; }
   my $pid = fork();
   die "run.pl: cannot fork: $!\n" unless defined $pid;
   if ($pid == 0) {

@@ -168,12 +168,15 @@ close $sh;
 rename("$script.tmp", $script) or fail("cannot write $script: $!");
 chmod(0755, $script);
 
-# The exit code a job's log ends with, or undef when it never finished.
+# The exit code a job's log ends with (128 + N for a command killed by signal N, as bash reports
+# it), or undef when it never finished.
 sub ended {
   my ($id) = @_;
   my $ended;
   if (open(my $fh, "<", for_job($log_template, $id))) {
-    while (my $line = <$fh>) { $ended = $1 if $line =~ /^# Ended \(code (\d+)/ }
+    while (my $line = <$fh>) {
+      $ended = defined $3 ? 128 + $3 : $1 if $line =~ /^# Ended \(code (\d+)(; signal (\d+))?/;
+    }
     close $fh;
   }
   return $ended;

@@ -65,14 +65,15 @@ def main(argv=None) -> int:
     trainer = Trainer(schedule, model_cfg, exp, data_root=args.data_root, device=args.device,
                       num_workers=args.num_workers, features=args.features, amp=not args.no_amp,
                       tensorboard=not args.no_tensorboard, strategy=args.strategy)
-    trainer.check()  # missing model dirs fail before the exp dir's config.yaml is replaced
-    exp.mkdir(parents=True, exist_ok=True)
-    # the full, flattened configs: every default stated, base files and stage defaults merged in
-    resolved = {"schedule": schedule.to_dict(), "model": model_cfg,
-                "args": {k: v for k, v in vars(args).items() if k not in ("overrides", "model_overrides")}}
-    atomic_write(exp / "config.yaml", yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True))
-    for d in trainer.run():
-        logger.info("exported: %s", d)
+    with trainer.stop:  # a stop signal from here on ends the run after its first step, with a checkpoint
+        trainer.check()  # missing model dirs fail before the exp dir's config.yaml is replaced
+        exp.mkdir(parents=True, exist_ok=True)
+        # the full, flattened configs: every default stated, base files and stage defaults merged in
+        resolved = {"schedule": schedule.to_dict(), "model": model_cfg,
+                    "args": {k: v for k, v in vars(args).items() if k not in ("overrides", "model_overrides")}}
+        atomic_write(exp / "config.yaml", yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True))
+        for d in trainer.run():
+            logger.info("exported: %s", d)
     return 0
 
 

@@ -42,8 +42,8 @@ from typing import Any, BinaryIO, Dict, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 import soundfile as sf
 
-from partlib.common import (WRITE_ERRNOS, ConfigError, DataError, PathLike, atomic_write, get_logger, run_jobs,
-                            write_failed)
+from partlib.common import (ConfigError, DataError, PathLike, atomic_write, get_logger, named_write_errors,
+                            run_jobs)
 from partlib.data import audio
 from partlib.data.datadir import MANAGED_FILES, META_FILES, DataDir
 from partlib.data.examples import utt_num_frames
@@ -218,7 +218,7 @@ def write_shard(d: DataDir, out: Path, index: int, utts: Sequence[str], src_hash
     longest = 0.0
     try:
         # mtime 0 in the gzip header: the same data and options give byte-identical shards
-        with contextlib.ExitStack() as stack:
+        with named_write_errors(f"shard {index} ({cuts_path}, {tar_path})"), contextlib.ExitStack() as stack:
             cf = stack.enter_context(io.TextIOWrapper(gzip.GzipFile(tmp_cuts, "wb", mtime=0), encoding="utf-8"))
             tar = stack.enter_context(tarfile.open(tmp_tar, "w")) if d.has_audio() else None
             items = (_audio_items(d, utts) if tar is not None
@@ -246,10 +246,6 @@ def write_shard(d: DataDir, out: Path, index: int, utts: Sequence[str], src_hash
         os.replace(tmp_cuts, cuts_path)
         if d.has_audio():
             os.replace(tmp_tar, tar_path)
-    except OSError as e:
-        if e.errno not in WRITE_ERRNOS:
-            raise
-        raise write_failed(f"shard {index} ({cuts_path}, {tar_path})", e) from None
     finally:
         for p in (tmp_cuts, tmp_tar):
             if p.exists():

@@ -27,8 +27,8 @@ import kaldiio
 import numpy as np
 import torch
 
-from partlib.common import (WRITE_ERRNOS, ConfigError, DataError, PartError, PathLike, atomic_write, get_logger,
-                            run_jobs, write_failed)
+from partlib.common import (ConfigError, DataError, PartError, PathLike, atomic_write, get_logger,
+                            named_write_errors, run_jobs)
 from partlib.data.audio import AudioReader
 from partlib.data.datadir import DataDir
 from partlib.data.dirtools import split_data_dir
@@ -121,33 +121,28 @@ def run_job(split_dir: PathLike, out_dir: PathLike, job: int, opts: DumpOptions)
     skipped = 0
     # The ark may be left half-written by a crash or a full disk; nothing points into it until the
     # scp exists.
-    try:
-        with open(paths.ark, "wb") as ark:
-            for start in range(0, len(utts), opts.batch_size):
-                ids, wavs = [], []
-                for utt in utts[start : start + opts.batch_size]:
-                    try:
-                        wavs.append(_load_checked(reader, utt))
-                    except DataError as e:
-                        if not opts.skip_bad:
-                            raise
-                        logger.warning("skipping %s", e)
-                        skipped += 1
-                        continue
-                    ids.append(utt)
-                if not ids:
+    with named_write_errors(paths.ark), open(paths.ark, "wb") as ark:
+        for start in range(0, len(utts), opts.batch_size):
+            ids, wavs = [], []
+            for utt in utts[start : start + opts.batch_size]:
+                try:
+                    wavs.append(_load_checked(reader, utt))
+                except DataError as e:
+                    if not opts.skip_bad:
+                        raise
+                    logger.warning("skipping %s", e)
+                    skipped += 1
                     continue
-                feats, lens = compute_batch(wavs, n_mels, ids, opts.device)
-                feats, lens = feats.cpu().numpy(), lens.tolist()
-                for i, utt in enumerate(ids):
-                    kaldiio.save_ark(ark, {utt: feats[i, : lens[i]]}, scp=scp)
-                    num_frames[utt] = str(lens[i])
-            ark.flush()
-            os.fsync(ark.fileno())
-    except OSError as e:
-        if e.errno in WRITE_ERRNOS:
-            raise write_failed(paths.ark, e) from None
-        raise
+                ids.append(utt)
+            if not ids:
+                continue
+            feats, lens = compute_batch(wavs, n_mels, ids, opts.device)
+            feats, lens = feats.cpu().numpy(), lens.tolist()
+            for i, utt in enumerate(ids):
+                kaldiio.save_ark(ark, {utt: feats[i, : lens[i]]}, scp=scp)
+                num_frames[utt] = str(lens[i])
+        ark.flush()
+        os.fsync(ark.fileno())
     atomic_write(paths.scp, scp.getvalue())
     write_kv(paths.utt2num_frames, num_frames)
     marker = {"fingerprint": fingerprint, "feats_type": str(opts.feats_type),

@@ -30,7 +30,7 @@ import yaml
 from peft import set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
-from partlib.common import WRITE_ERRNOS, DataError, PathLike, atomic_write, replace_dir, write_failed
+from partlib.common import DataError, PathLike, atomic_write, named_write_errors, replace_dir
 from partlib.models.lora import merged_state_dict, unwrap
 from partlib.models.speech_llm import SpeechLLM
 
@@ -77,12 +77,11 @@ def save_model(model: SpeechLLM, path: PathLike, merge_lora: bool = False, self_
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
-        _write(model, tmp, merge_lora, self_contained)
+        with named_write_errors(path):
+            _write(model, tmp, merge_lora, self_contained)
         replace_dir(tmp, path)
-    except BaseException as e:
+    except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(e, OSError) and e.errno in WRITE_ERRNOS:
-            raise write_failed(path, e) from None
         raise
 
 

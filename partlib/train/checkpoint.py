@@ -8,8 +8,9 @@ Layout of ``<stage_dir>/checkpoints/``::
     latest                  the file name of the newest complete checkpoint
     best.json               [[metric, step], ...] of the best-N evaluations, best first
 
-A checkpoint counts only with its checksum file, which is written after it: a kill during a save
-leaves the previous checkpoint the newest. Temporary files of a save cut short are removed at the
+A checkpoint counts only with its checksum file, which is written after it (or, one written by a
+version without checksums, when ``latest`` names it): a kill during a save leaves the previous
+checkpoint the newest. Temporary files of a save cut short are removed at the
 next start (:meth:`CheckpointManager.remove_stale`).
 """
 from __future__ import annotations
@@ -34,6 +35,11 @@ CORRUPT = ".corrupt"  # a damaged checkpoint, moved aside for inspection
 
 def ckpt_name(step: int) -> str:
     return f"ckpt-{step:06d}.pt"
+
+
+def step_of(name: str) -> int:
+    """The step of a checkpoint file name (:func:`ckpt_name`)."""
+    return int(name.split("-")[1].split(".")[0])
 
 
 class CheckpointError(PartError):
@@ -109,6 +115,9 @@ class CheckpointManager:
     def save(self, step: int, state: Dict[str, Any]) -> Path:
         """Write the checkpoint of ``step``, then its checksum, then the ``latest`` pointer."""
         path = self.dir / ckpt_name(step)
+        # a checkpoint of this step written before (a resumed run saves its last step again) must not
+        # keep the old checksum while the new file is renamed in
+        path.with_name(path.name + SUFFIX).unlink(missing_ok=True)
         with atomic_open(path, "wb") as f:
             writer = _HashingWriter(f)
             torch.save(state, writer)
@@ -143,9 +152,11 @@ class CheckpointManager:
                                   f"SHA-256 {actual[:12]}... is not the {expected[:12]}... of {sums.name})")
         return True
 
-    def load(self, path: PathLike) -> Dict[str, Any]:
-        """A checkpoint's state, verified against its checksum where it has one."""
-        self.verify(path)
+    def load(self, path: PathLike, verify: bool = True) -> Dict[str, Any]:
+        """A checkpoint's state, verified against its checksum where it has one (``verify=False``:
+        one that :meth:`resumable` has just verified)."""
+        if verify:
+            self.verify(path)
         try:
             return torch.load(path, map_location="cpu", weights_only=False)
         except Exception as e:  # a checksum that matches a file torch cannot read: written damaged
@@ -153,7 +164,7 @@ class CheckpointManager:
 
     def _pointed(self) -> Optional[int]:
         latest = self.latest()
-        return None if latest is None else int(latest.stem.split("-")[1])
+        return None if latest is None else step_of(latest.name)
 
     def resumable(self) -> Optional[Path]:
         """The newest usable checkpoint, or None. A damaged one is reported by name and moved aside
@@ -179,6 +190,8 @@ class CheckpointManager:
             if step != pointed:
                 atomic_write(self.dir / "latest", path.name + "\n")
             return path
+        if self.best():  # nothing usable: training starts afresh, its evaluations too
+            atomic_write(self.dir / "best.json", "[]\n")
         return None
 
     def remove_stale(self) -> int:
@@ -201,7 +214,7 @@ class CheckpointManager:
         return freed
 
     def steps(self) -> List[int]:
-        return sorted(int(p.stem.split("-")[1]) for p in self.dir.glob("ckpt-*.pt"))
+        return sorted(step_of(p.name) for p in self.dir.glob("ckpt-*.pt"))
 
     def _prune(self) -> None:
         steps = self.steps()

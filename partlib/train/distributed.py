@@ -37,13 +37,14 @@ def init() -> DistContext:
     process)."""
     env = os.environ
     if "RANK" not in env and int(env.get("SLURM_STEP_NUM_TASKS", "1")) > 1:
-        for key, slurm in (("RANK", "SLURM_PROCID"), ("WORLD_SIZE", "SLURM_STEP_NUM_TASKS"),
-                           ("LOCAL_RANK", "SLURM_LOCALID")):
-            env[key] = env[slurm]  # init_process_group's env:// reads them
-        missing = [k for k in ("MASTER_ADDR", "MASTER_PORT") if k not in env]
+        names = (("RANK", "SLURM_PROCID"), ("WORLD_SIZE", "SLURM_STEP_NUM_TASKS"), ("LOCAL_RANK", "SLURM_LOCALID"))
+        missing = [k for _, k in names if k not in env] + [k for k in ("MASTER_ADDR", "MASTER_PORT") if k not in env]
         if missing:
-            raise ConfigError(f"a Slurm step of {env['WORLD_SIZE']} tasks needs {' and '.join(missing)} set "
-                              "(the first node of the job and a free port: see egs/README.md)")
+            raise ConfigError(f"a Slurm step of {env['SLURM_STEP_NUM_TASKS']} tasks needs {' and '.join(missing)} set "
+                              "(MASTER_ADDR and MASTER_PORT: the first node of the job and a free port; see "
+                              "egs/multilingual/part1/README.md)")
+        for key, slurm in names:
+            env[key] = env[slurm]  # init_process_group's env:// reads them
     world = int(env.get("WORLD_SIZE", "1"))
     rank = int(env.get("RANK", "0"))
     local = int(env.get("LOCAL_RANK", "0"))

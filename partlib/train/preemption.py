@@ -22,24 +22,39 @@ from partlib.train import distributed as dist_utils
 SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 
+def ignore_stop_signals(worker_id: int = 0) -> None:
+    """``worker_init_fn`` of the DataLoader: Slurm signals every process of the job, and a worker
+    that died of it would end training with an error before the main process could checkpoint; the
+    main process stops the workers itself."""
+    for sig in SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
 class StopRequest:
     """A context that catches :data:`SIGNALS` (in the main thread; elsewhere it catches nothing)
-    and restores the previous handlers on exit."""
+    and restores the previous handlers on exit; after a stop the signals stay ignored, so that a
+    second one (Slurm signals every process, a runner passes it on too) cannot cut the exit short.
+    Entering it again while inside is allowed (the CLI enters it before the trainer does)."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self.received: Optional[int] = None
         self._previous: Dict[int, object] = {}
+        self._depth = 0
 
     def __enter__(self) -> "StopRequest":
-        if threading.current_thread() is threading.main_thread():
+        self._depth += 1
+        if self._depth == 1 and threading.current_thread() is threading.main_thread():
             for sig in SIGNALS:
                 self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
+        self._depth -= 1
+        if self._depth:
+            return
         for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+            signal.signal(sig, signal.SIG_IGN if self.received is not None else handler)
         self._previous.clear()
 
     def _handle(self, signum: int, frame: Optional[FrameType]) -> None:

@@ -115,6 +115,7 @@ class StageConfig:
     keep_last: int = field(default=3, metadata={"min": 1})
     # a non-finite loss or gradient skips the step; the stage fails at nan_patience skips in a row, or
     # when more than nan_max_fraction of the steps of any nan_window steps (the stage, if shorter) are
+    # skipped
     nan_patience: int = field(default=5, metadata={"min": 1})
     nan_window: int = field(default=100, metadata={"min": 1})
     nan_max_fraction: float = field(default=0.05, metadata={"min": 0, "max": 1})

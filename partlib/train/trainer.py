@@ -19,10 +19,9 @@ to rank 0, the export is written from an unsharded copy, and the dev decode gath
 while it generates. With one process both strategies are the same. Launch::
 
     torchrun --nproc_per_node=8 -m partlib.bin.train --strategy fsdp --schedule ... --exp-dir ...
-    # across nodes, one torchrun per node from a Slurm batch script (#SBATCH --ntasks-per-node=1):
-    HEAD=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
-    srun torchrun --nnodes "$SLURM_NNODES" --nproc_per_node 8 --rdzv_id "$SLURM_JOB_ID" \\
-        --rdzv_backend c10d --rdzv_endpoint "$HEAD:29500" -m partlib.bin.train --strategy fsdp ...
+    # across nodes, one srun task per GPU from a Slurm batch script (#SBATCH --ntasks-per-node=8):
+    export MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1) MASTER_PORT=29500
+    exec utils/srun_requeue.sh python -m partlib.bin.train --strategy fsdp ...
 
 Exact resume: a checkpoint holds the trainable parameters, the LoRA active set, optimizer,
 scheduler, step and RNG states; the sampler is a pure function of the micro-batch index. Rerunning
@@ -30,8 +29,8 @@ the same command continues from the newest intact checkpoint (a damaged one is r
 previous one used: :mod:`partlib.train.checkpoint`) and reaches the same parameters as an
 uninterrupted run. SIGTERM or SIGUSR1 stops training after the current step with a checkpoint
 (:mod:`partlib.train.preemption`); for Slurm, launch one process per GPU with ``srun`` itself
-(``srun --ntasks-per-node=8 python -m partlib.bin.train``: ranks from ``SLURM_PROCID``), so that the
-signals reach the training processes, and requeue on the exit status (``utils/srun_requeue.sh``).
+(ranks from ``SLURM_PROCID``), so that the signals reach the training processes, and requeue on
+the exit status (``utils/srun_requeue.sh``, as above): ``torchrun`` turns the status into its own.
 """
 from __future__ import annotations
 
@@ -60,7 +59,7 @@ from partlib.train import distributed as dist_utils
 from partlib.train import fsdp, layout, optim
 from partlib.train.checkpoint import CheckpointManager, ckpt_name, rng_state, set_rng_state
 from partlib.train.loader import BatchDataset, StreamDataset
-from partlib.train.preemption import StopRequest
+from partlib.train.preemption import StopRequest, ignore_stop_signals
 from partlib.train.schedule import (Schedule, StageConfig, active_layers_at, apply_stage_trainable,
                                     frozen_encoder_warnings)
 
@@ -390,6 +389,7 @@ class Trainer:
         # the loader's own generator: seeding its workers must not draw from the restored global RNG
         common = dict(batch_size=None, num_workers=self.num_workers, collate_fn=lambda x: x,
                       pin_memory=self.device.type == "cuda", persistent_workers=False,
+                      worker_init_fn=ignore_stop_signals,
                       prefetch_factor=2 if self.num_workers else None,
                       generator=torch.Generator().manual_seed(run.seed))
         if run.data.plan is not None:
@@ -407,7 +407,8 @@ class Trainer:
                    mininterval=5.0, dynamic_ncols=True)
         run.model.train()
         t0, first = time.time(), run.step
-        stopped_early = False
+        # a run resumed after the evaluation that stopped it early (and its checkpoint) stops again
+        stopped_early = bool(stage.dev.patience) and run.stats["evals_since_best"] >= stage.dev.patience
         while run.step < stage.max_steps and not stopped_early:
             self._set_trainable(run.model, stage, run.step)
             loss, grad_norm, n_tokens = self._optimizer_step(run, batches)
@@ -416,7 +417,7 @@ class Trainer:
             if self.ctx.is_main and (run.step % stage.log_interval == 0 or run.step == stage.max_steps):
                 self._log_step(run, loss, grad_norm, n_tokens, (run.step - first) / max(1e-9, time.time() - t0))
             stopped_early = self._periodic(run)
-            if self.stop.agreed():
+            if self.stop.agreed() and not stopped_early:  # an early stop exports now instead
                 self._save(run)
                 dist_utils.barrier()
                 bar.close()
@@ -479,12 +480,21 @@ class Trainer:
     def _resume(self, run: _StageRun) -> None:
         """Continue from the stage's newest checkpoint, if there is one (parameters, optimizer,
         LR schedule, step, counters, RNG states, LoRA active set)."""
-        # rank 0 picks the newest intact checkpoint (moving damaged ones aside); all load that one
-        picked = run.ckpts.resumable() if self.ctx.is_main else None
-        latest = dist_utils.all_gather_object(picked)[0]
+        # rank 0 picks the newest intact checkpoint (moving damaged ones aside) and verifies it once;
+        # all load that one. Its failure is every rank's (the others must not wait for it forever).
+        picked, error = None, None
+        if self.ctx.is_main:
+            try:
+                picked = run.ckpts.resumable()
+            except (PartError, OSError) as e:
+                error = str(e)
+        picked, error = dist_utils.all_gather_object((picked, error))[0]
+        if error is not None:
+            raise PartError(error)
+        latest = picked
         if latest is None:
             return
-        state = run.ckpts.load(latest)
+        state = run.ckpts.load(latest, verify=False)
         missing = set(run.names) - set(state["model"])
         if missing:
             raise PartError(f"{latest}: checkpoint lacks trainable parameters {sorted(missing)[:5]}...")
@@ -514,6 +524,7 @@ class Trainer:
             run.stream_state = {int(r): v for r, v in loader["streams"].items()
                                 if int(r) // self._stream_layout()[1] == self.ctx.rank}
         run.step, run.stats = state["step"], {**run.stats, **state["stats"]}
+        run.saved_step = run.step  # its checkpoint exists: the end of the stage need not write it again
         set_rng_state(state["rng"])
         self._set_trainable(run.model, run.stage, run.step)
         logger.info("stage %s: resumed from %s at step %d", run.stage.name, latest.name, run.step)
@@ -564,7 +575,7 @@ class Trainer:
             if run.consecutive_bad >= stage.nan_patience:
                 raise NonFiniteLossError(f"stage {stage.name}: {run.consecutive_bad} consecutive non-finite "
                                          f"steps at step {run.step}; lower the learning rate or check the data")
-            self._check_nonfinite_budget(run, len(recent), stage.nan_window)
+            self._check_nonfinite_budget(run, len(recent), min(stage.nan_window, stage.max_steps))
         run.opt.zero_grad(set_to_none=True)
         run.sched.step()
         return loss, grad_norm, int(n_tokens)
@@ -575,9 +586,9 @@ class Trainer:
         stage = run.stage
         if skipped > stage.nan_max_fraction * steps:
             raise NonFiniteLossError(
-                f"stage {stage.name}: {skipped} of {steps} steps up to step {run.step} skipped for a non-finite "
-                f"loss or gradient (more than nan_max_fraction = {stage.nan_max_fraction}); no model is exported: "
-                f"lower the learning rate or check the data")
+                f"stage {stage.name}: {skipped} step(s) skipped for a non-finite loss or gradient by step {run.step}, "
+                f"more than nan_max_fraction = {stage.nan_max_fraction} of {steps} steps (nan_window, or the stage "
+                f"if shorter); no model is exported: lower the learning rate or check the data")
 
     def _log_step(self, run: _StageRun, loss: float, grad_norm: float, n_tokens: int, rate: float) -> None:
         lr = run.sched.get_last_lr()[0]
@@ -726,13 +737,16 @@ class Trainer:
 
         def write(tmp: Path) -> None:
             if len(chosen) == 1:
-                state = ckpts.load(ckpts.dir / f"ckpt-{chosen[0]:06d}.pt")
+                state = ckpts.load(ckpts.dir / ckpt_name(chosen[0]))
                 model.load_state_dict(state["model"], strict=False)
                 model.save_pretrained(tmp, merge_lora=True, self_contained=True)
             else:
                 from partlib.train.average import average_merged
 
-                average_merged(model, [ckpts.dir / f"ckpt-{s:06d}.pt" for s in chosen], tmp)
+                paths = [ckpts.dir / ckpt_name(s) for s in chosen]
+                for path in paths:
+                    ckpts.verify(path)
+                average_merged(model, paths, tmp)
             card.write(tmp, self._provenance(stage, chosen, data, model.tokenizer), model.config)
 
         layout.write_exported(out, write)
