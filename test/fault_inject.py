@@ -18,7 +18,7 @@ import sys
 _open = builtins.open
 
 
-class _FullDisk:
+class FullDisk:
     """A file whose writes fail as on a full disk; everything else goes to the real file."""
 
     def __init__(self, f) -> None:
@@ -50,7 +50,7 @@ def main() -> None:
         f = _open(file, mode, *a, **k)
         writing = any(c in mode for c in "wax+")
         if writing and not isinstance(file, int) and fnmatch.fnmatch(os.path.basename(os.fspath(file)), pattern):
-            return _FullDisk(f)
+            return FullDisk(f)
         return f
 
     builtins.open = io.open = faulty_open

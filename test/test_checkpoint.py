@@ -11,6 +11,7 @@ from partlib import common
 from partlib.common import PartError, atomic_write, replace_dir
 from partlib.train import checkpoint
 from partlib.train.checkpoint import CheckpointError, CheckpointManager
+from fault_inject import FullDisk
 
 
 def _state(step: int) -> dict:
@@ -137,20 +138,7 @@ def test_atomic_write_on_a_full_disk_names_the_path_and_keeps_the_old_file(tmp_p
     path.write_text("old results\n")
     real_open = open
 
-    class Full:
-        def __init__(self, f):
-            self.f = f
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *a):
-            self.f.close()
-
-        def write(self, data):
-            raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr("builtins.open", lambda p, *a, **k: Full(real_open(p, *a, **k))
+    monkeypatch.setattr("builtins.open", lambda p, *a, **k: FullDisk(real_open(p, *a, **k))
                         if str(p).endswith(".tmp") else real_open(p, *a, **k))
     with pytest.raises(PartError, match=f"cannot write {path}: No space left on device"):
         atomic_write(path, "new results\n")
