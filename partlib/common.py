@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import hashlib
 import logging
 import os
 import shlex
@@ -128,6 +129,15 @@ def _exchange(a: Path, b: Path) -> bool:
     if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV):
         return False
     raise OSError(code, os.strerror(code), str(b))
+
+
+def file_sha256(path: PathLike, chunk: int = 1 << 22) -> str:
+    """SHA-256 of a file, read in chunks."""
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            sha.update(block)
+    return sha.hexdigest()
 
 
 def atomic_write(path: PathLike, data: Union[str, bytes]) -> None:

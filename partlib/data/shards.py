@@ -42,8 +42,8 @@ from typing import Any, BinaryIO, Dict, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 import soundfile as sf
 
-from partlib.common import (ConfigError, DataError, PathLike, atomic_write, get_logger, named_write_errors,
-                            run_jobs)
+from partlib.common import (ConfigError, DataError, PathLike, atomic_write, file_sha256, get_logger,
+                            named_write_errors, run_jobs)
 from partlib.data import audio
 from partlib.data.datadir import MANAGED_FILES, META_FILES, DataDir
 from partlib.data.examples import utt_num_frames
@@ -100,14 +100,6 @@ def source_hash(data_dir: PathLike) -> str:
             with open(p, "rb") as f:
                 for chunk in iter(lambda: f.read(_HASH_CHUNK), b""):
                     h.update(chunk)
-    return h.hexdigest()
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_HASH_CHUNK), b""):
-            h.update(chunk)
     return h.hexdigest()
 
 
@@ -239,7 +231,7 @@ def write_shard(d: DataDir, out: Path, index: int, utts: Sequence[str], src_hash
                   "seconds": {k: round(v, 3) for k, v in sorted(seconds.items())}, "longest_s": longest,
                   "source_hash": src_hash, "key": key,
                   "files": {k: {"path": str(_paths(out, index)[0 if k == "cuts" else 1].relative_to(out)),
-                                "bytes": p.stat().st_size, "sha256": _file_sha256(p)} for k, p in files.items()}}
+                                "bytes": p.stat().st_size, "sha256": file_sha256(p)} for k, p in files.items()}}
         for tmp in files.values():  # on disk before the record that says they are
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())

@@ -26,7 +26,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from partlib.common import PartError, PathLike, atomic_open, atomic_write, get_logger
+from partlib.common import PartError, PathLike, atomic_open, atomic_write, file_sha256, get_logger
 
 logger = get_logger("partlib.train.checkpoint")
 SUFFIX = ".sha256"  # the checksum file beside each checkpoint
@@ -59,15 +59,6 @@ class _HashingWriter:
 
     def flush(self) -> None:
         self.f.flush()
-
-
-def file_sha256(path: PathLike, chunk: int = 1 << 22) -> str:
-    """SHA-256 of a file, read in chunks."""
-    sha = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            sha.update(block)
-    return sha.hexdigest()
 
 
 def rng_state() -> Dict[str, Any]:
