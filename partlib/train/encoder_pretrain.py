@@ -2,24 +2,30 @@
 
 Recipes without pretrained Whisper weights (the embedded ``mini_synth`` recipe) use this to give
 the encoder what Whisper brings to PART: acoustic representations learned on speech of every
-language, before any alignment with the LLM. The CTC head (a linear layer over characters of the
-training transcripts) is discarded; the encoder is saved with ``save_pretrained`` and loaded by
-``SpeechLLM`` through the same code path as ``openai/whisper-*`` checkpoints.
+language, before any alignment with the LLM. The encoder is saved with ``save_pretrained`` and
+loaded by ``SpeechLLM`` through the same code path as ``openai/whisper-*`` checkpoints; the CTC
+head (a linear layer over the characters of the training transcripts) is saved next to it
+(``ctc_head.safetensors``, vocabulary in ``ctc_pretrain.json``) so that the encoder's own
+recognition can be scored later (:func:`load_ctc_model`, ``partlib.bin.error_breakdown``).
+
+Training can perturb the log-mel features on the fly: a tempo factor per utterance (the frames
+resampled in time) and SpecAugment masks, both from generators seeded by (seed, step).
 """
 from __future__ import annotations
 
 import json
+import time
 import unicodedata
 from pathlib import Path
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch import nn
 
 from partlib.common import PathLike, atomic_write, get_logger, replace_dir
-from partlib.data.batching import collate, make_batches
+from partlib.data.batching import SpecAug, collate, make_batches, spec_augment
 from partlib.data.datadir import DataDir
 from partlib.data.examples import Example, TaskSpec, build_examples
 from partlib.features.source import FeatureSource
@@ -29,6 +35,8 @@ from partlib.train.optim import LRSchedule, Optim
 
 logger = get_logger("partlib.train.encoder_pretrain")
 BLANK = "<blank>"
+HEAD_FILE = "ctc_head.safetensors"
+INFO_FILE = "ctc_pretrain.json"
 
 
 def ctc_units(text: str) -> List[str]:
@@ -37,27 +45,82 @@ def ctc_units(text: str) -> List[str]:
 
 
 class CTCModel(nn.Module):
-    """Variable-length Whisper encoder + linear CTC head."""
+    """Variable-length Whisper encoder + linear CTC head over ``vocab`` (index 0 is the blank)."""
 
-    def __init__(self, encoder: SpeechEncoder, vocab_size: int) -> None:
+    def __init__(self, encoder: SpeechEncoder, vocab: Sequence[str]) -> None:
         super().__init__()
         self.encoder = encoder
-        self.head = nn.Linear(encoder.d_model, vocab_size)
+        self.vocab = list(vocab)
+        self.head = nn.Linear(encoder.d_model, len(self.vocab))
 
     def forward(self, feats: torch.Tensor, lens: torch.Tensor):
         h, out_lens = self.encoder(feats, lens)
         return self.head(h).log_softmax(-1), out_lens
 
+    def greedy(self, feats: torch.Tensor, lens: torch.Tensor) -> List[str]:
+        """Best-path CTC transcripts (repeats merged, blanks dropped)."""
+        logp, out_lens = self(feats, lens)
+        out = []
+        for row, n in zip(logp.argmax(-1).tolist(), out_lens.tolist()):
+            chars, prev = [], -1
+            for t in row[:n]:
+                if t != prev and t != 0:
+                    chars.append(self.vocab[t])
+                prev = t
+            out.append("".join(chars).strip())
+        return out
 
-def _greedy(logp: torch.Tensor, lens: torch.Tensor, vocab: Sequence[str]) -> List[str]:
-    out = []
-    for row, n in zip(logp.argmax(-1).tolist(), lens.tolist()):
-        chars, prev = [], -1
-        for t in row[:n]:
-            if t != prev and t != 0:
-                chars.append(vocab[t])
-            prev = t
-        out.append("".join(chars).strip())
+
+def load_ctc_model(encoder_dir: PathLike) -> CTCModel:
+    """The encoder and CTC head that :func:`pretrain_encoder` saved in ``encoder_dir``."""
+    from safetensors.torch import load_file
+
+    from partlib.common import ConfigError
+    from partlib.models.encoder import load_whisper_encoder
+
+    d = Path(encoder_dir)
+    if not (d / HEAD_FILE).is_file() or not (d / INFO_FILE).is_file():
+        raise ConfigError(f"{d}: no CTC head ({HEAD_FILE}, {INFO_FILE}); it was not made by partlib.bin.pretrain_encoder")
+    info = json.loads((d / INFO_FILE).read_text(encoding="utf-8"))
+    model = CTCModel(SpeechEncoder(load_whisper_encoder(str(d))), info["vocab"])
+    model.head.load_state_dict(load_file(str(d / HEAD_FILE)))
+    return model.eval()
+
+
+def speech_examples(dirs: Sequence[DataDir], offset: int = 0) -> List[Example]:
+    """One transcription example per utterance of every dir (``dir_index`` counts from ``offset``)."""
+    spec = TaskSpec("asr", 1.0, ["-"])
+    return [e for i, d in enumerate(dirs)
+            for e in build_examples(spec, [d], lambda t: [0] * len(t), lambda f: 0, dir_offset=offset + i)]
+
+
+@torch.no_grad()
+def ctc_scores(model: CTCModel, examples: Sequence[Example], feats: FeatureSource,
+               max_frames: int = 20000) -> Dict[str, Dict]:
+    """Greedy-CTC error counts per source language, scored like the systems' ASR output
+    (:func:`partlib.scoring.wer_bleu.score_utterance`: the language's normaliser; words and
+    characters). Returns ``lang -> {"cer", "wer", "utts", "char_counts", "word_counts"}`` and
+    ``"all"`` pooled (CER over characters of every language)."""
+    from partlib.scoring.wer import ErrorCounts
+    from partlib.scoring.wer_bleu import score_utterance
+
+    was_training = model.training
+    model.eval()
+    by_lang: Dict[str, Dict[str, List]] = {}
+    for b in make_batches(list(examples), max_frames, 10**9, 10**6):
+        batch = collate(b, feats.load([(e.dir_index, e.utt) for e in b]))
+        for e, hyp in zip(b, model.greedy(batch["feats"], batch["feat_lens"])):
+            s = score_utterance(e.utt, e.target, hyp, e.src_lang, e.src_lang)
+            for key in (e.src_lang, "all"):
+                acc = by_lang.setdefault(key, {"char": [], "word": []})
+                acc["char"].append(s.counts["char"])
+                acc["word"].append(s.counts["word"])
+    model.train(was_training)
+    out = {}
+    for lang, acc in by_lang.items():
+        char, word = ErrorCounts.total(acc["char"]), ErrorCounts.total(acc["word"])
+        out[lang] = {"cer": char.rate(), "wer": word.rate(), "utts": len(acc["char"]),
+                     "char_counts": char.as_dict(), "word_counts": word.as_dict()}
     return out
 
 
@@ -72,6 +135,11 @@ class EncoderPretrainConfig:
     max_frames: int = field(default=20000, metadata={"min": 1})  # padded log-mel frames per batch
     seed: int = 0
     log_interval: int = field(default=50, metadata={"min": 1})
+    # dev CER every this many steps (0: at the end only); the curve goes to ctc_pretrain.json
+    dev_interval: int = field(default=0, metadata={"min": 0})
+    # per-utterance tempo factor drawn uniformly from [min, max] (frames resampled in time)
+    tempo: Tuple[float, float] = (1.0, 1.0)
+    specaug: Optional[SpecAug] = None
 
     def optim(self) -> Tuple[Optim, LRSchedule]:
         """AdamW (betas 0.9, 0.98) with linear warmup and cosine decay to 0."""
@@ -79,35 +147,50 @@ class EncoderPretrainConfig:
                 LRSchedule(type="cosine", warmup_steps=self.warmup))
 
 
-def pretrain_encoder(arch: Dict, train_dirs: Sequence[PathLike], dev_dirs: Sequence[PathLike], out_dir: PathLike,
-                     cfg: EncoderPretrainConfig) -> Dict[str, float]:
-    """Train encoder + CTC head on the train dirs; save the encoder to ``out_dir``; return dev CER."""
-    from partlib.scoring.wer import ErrorCounts, score_units
+def change_tempo(feats: torch.Tensor, factor: float) -> torch.Tensor:
+    """``[T, M]`` log-mel frames played ``factor`` times faster (linear interpolation in time)."""
+    n = max(1, round(feats.shape[0] / factor))
+    if factor == 1.0 or n == feats.shape[0]:
+        return feats
+    return nn.functional.interpolate(feats.T[None], size=n, mode="linear", align_corners=True)[0].T.contiguous()
 
+
+def pretrain_encoder(arch: Dict, train_dirs: Sequence[PathLike], dev_dirs: Sequence[PathLike], out_dir: PathLike,
+                     cfg: EncoderPretrainConfig) -> Dict[str, Dict]:
+    """Train encoder + CTC head on the train dirs; save both to ``out_dir``; return the final dev
+    scores of :func:`ctc_scores` (per language and ``"all"``)."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     encoder = SpeechEncoder(whisper_encoder_from_config({"model_type": "whisper", **arch}))
     dirs = [DataDir.load(p) for p in list(train_dirs) + list(dev_dirs)]
     n_train = len(train_dirs)
-
-    def examples(ds, offset):
-        spec = TaskSpec("asr", 1.0, ["-"])
-        return [e for i, d in enumerate(ds)
-                for e in build_examples(spec, [d], lambda t: [0] * len(t), lambda f: 0, dir_offset=offset + i)]
-
-    train = examples(dirs[:n_train], 0)
-    dev = examples(dirs[n_train:], n_train)
+    train = speech_examples(dirs[:n_train])
+    dev = speech_examples(dirs[n_train:], n_train)
     vocab = [BLANK] + sorted({c for e in train for c in ctc_units(e.target)})
     index = {c: i for i, c in enumerate(vocab)}
-    model = CTCModel(encoder, len(vocab))
+    model = CTCModel(encoder, vocab)
     feats = FeatureSource(dirs, encoder.n_mels)
     batches = make_batches(train, cfg.max_frames, 10**9, 10**6)
     opt, sched = optim.build(list(model.parameters()), *cfg.optim(), cfg.steps)
     ctc = nn.CTCLoss(blank=0, zero_infinity=True)
+    lo, hi = cfg.tempo
 
     def targets(exs: Sequence[Example]):
         seqs = [[index[c] for c in ctc_units(e.target) if c in index] for e in exs]
         return torch.tensor([t for s in seqs for t in s]), torch.tensor([len(s) for s in seqs])
+
+    curve: List[Dict] = []
+    cpu0, wall0 = time.process_time(), time.time()
+
+    def dev_point(step: int) -> Dict[str, Dict]:
+        scores = ctc_scores(model, dev, feats, cfg.max_frames) if dev else {}
+        cer = scores.get("all", {}).get("cer")
+        curve.append({"step": step, "cpu_s": round(time.process_time() - cpu0, 1),
+                      "wall_s": round(time.time() - wall0, 1), "dev_cer": None if cer is None else round(cer, 2)})
+        if dev:
+            logger.info("encoder CTC pretraining step %d: dev CER %.2f%% (%s)", step, cer,
+                        ", ".join(f"{k} {v['cer']:.1f}" for k, v in sorted(scores.items()) if k != "all"))
+        return scores
 
     model.train()
     order: List[int] = []
@@ -115,7 +198,13 @@ def pretrain_encoder(arch: Dict, train_dirs: Sequence[PathLike], dev_dirs: Seque
         if not order:
             order = list(rng.permutation(len(batches)))
         b = batches[order.pop()]
-        batch = collate(b, feats.load([(e.dir_index, e.utt) for e in b]))
+        utt_feats = feats.load([(e.dir_index, e.utt) for e in b])
+        if hi > lo or lo != 1.0:
+            utt_feats = [change_tempo(f, float(t)) for f, t in zip(utt_feats, rng.uniform(lo, hi, len(b)))]
+        batch = collate(b, utt_feats)
+        if cfg.specaug is not None:
+            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+            batch["feats"] = spec_augment(batch["feats"], batch["feat_lens"], cfg.specaug, gen)
         logp, out_lens = model(batch["feats"], batch["feat_lens"])
         tgt, tgt_lens = targets(b)
         loss = ctc(logp.transpose(0, 1), tgt, out_lens, tgt_lens)
@@ -125,25 +214,25 @@ def pretrain_encoder(arch: Dict, train_dirs: Sequence[PathLike], dev_dirs: Seque
         opt.step()
         sched.step()
         if (step + 1) % cfg.log_interval == 0 or step == 0:
-            logger.info("encoder CTC pretraining step %d/%d: loss %.3f", step + 1, cfg.steps, float(loss))
+            logger.info("encoder CTC pretraining step %d/%d: loss %.3f", step + 1, cfg.steps, float(loss.detach()))
+        if cfg.dev_interval and (step + 1) % cfg.dev_interval == 0 and step + 1 < cfg.steps:
+            dev_point(step + 1)
 
-    model.eval()
-    counts = []
-    with torch.no_grad():
-        for b in make_batches(dev, cfg.max_frames, 10**9, 10**6) if dev else []:
-            batch = collate(b, feats.load([(e.dir_index, e.utt) for e in b]))
-            logp, out_lens = model(batch["feats"], batch["feat_lens"])
-            for e, hyp in zip(b, _greedy(logp, out_lens, vocab)):
-                counts.append(score_units([c for c in ctc_units(e.target) if c != " "],
-                                          [c for c in hyp if c != " "])[0])
-    cer = ErrorCounts.total(counts).rate() if counts else float("nan")
-    logger.info("encoder CTC pretraining: dev CER %.2f%% on %d utterances", cer, len(counts))
+    scores = dev_point(cfg.steps)
+    cer = scores.get("all", {}).get("cer")
+    logger.info("encoder CTC pretraining: dev CER %s on %d utterances",
+                "n/a" if cer is None else f"{cer:.2f}%", len(dev))
+    from safetensors.torch import save_file
+
     out = Path(out_dir)
     tmp = out.parent / f".{out.name}.tmp"
     encoder.whisper.save_pretrained(str(tmp))
-    atomic_write(tmp / "ctc_pretrain.json", json.dumps(
-        {"config": asdict(cfg), "steps": cfg.steps, "dev_cer": round(cer, 2), "vocab_size": len(vocab),
-         "train_utts": len(train)},
-        sort_keys=True) + "\n")
+    save_file({k: v.contiguous() for k, v in model.head.state_dict().items()}, str(tmp / HEAD_FILE))
+    atomic_write(tmp / INFO_FILE, json.dumps(
+        {"config": asdict(cfg), "steps": cfg.steps, "dev_cer": None if cer is None else round(cer, 2),
+         "dev": {k: {m: (None if v[m] is None else round(v[m], 2)) for m in ("cer", "wer")} | {"utts": v["utts"]}
+                 for k, v in sorted(scores.items())},
+         "curve": curve, "vocab": vocab, "vocab_size": len(vocab), "train_utts": len(train)},
+        sort_keys=True, ensure_ascii=False) + "\n")
     replace_dir(tmp, out)
-    return {"dev_cer": cer}
+    return scores
