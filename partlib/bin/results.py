@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Dict, List, Optional
 
 from partlib.bin import cli
@@ -54,6 +55,10 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--section", action="append", default=[], metavar="TITLE=SPEC[ SPEC...]",
                    help="show these systems (system) or columns (system/stage) in a section of their own, "
                         "with their re-decode and long-form statistics; repeatable")
+    p.add_argument("--target", action="append", default=[], metavar="LABEL=SOURCE<=GOAL",
+                   help="a goal listed with whether it was reached (<= or >=); SOURCE: system/stage:task[:tgt_lang] "
+                        "(mean over seeds of the task's test-set mean) or file.json:key.path (relative to the output "
+                        "file's dir); repeatable")
     p.add_argument("--out", default="-", help="output file (default: stdout)")
     return p
 
@@ -66,7 +71,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                                  compare=args.compare, n_bootstrap=args.n_bootstrap,
                                  links=[tuple(x.split("=", 1)) for x in args.link if "=" in x],
                                  run_info=[results.parse_time_log(t) for t in args.time_log],
-                                 sections=[_section(x) for x in args.section])
+                                 sections=[_section(x) for x in args.section], targets=args.target,
+                                 base_dir=Path(args.out).parent if args.out != "-" else Path.cwd())
     if args.out == "-":
         sys.stdout.write(text)
     else:

@@ -38,7 +38,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from partlib import tasks
 from partlib.common import ConfigError, DataError, PathLike, atomic_write
-from partlib.scoring import bootstrap
+from partlib.scoring import bootstrap, significance
 
 FINAL_STAGE = "final"
 ENV_FIELDS = (("date", "date"), ("git_commit", "git commit"), ("python", "python"),
@@ -253,29 +253,153 @@ def _column_id(spec: str, systems: Mapping[str, str]) -> Tuple[str, str]:
     return by_label.get(system, system), stage
 
 
+def _primary(d: Decode) -> Tuple[str, Optional[float]]:
+    """The headline metric of a decode's ``overall`` set and its value."""
+    sec = d.scores["sets"]["overall"]
+    metric = sec["primary"]
+    return metric, sec["scores"].get(metric, {}).get("value")
+
+
+def _groups(keys: Sequence[Tuple[str, str]], decodes: Mapping[Tuple[str, str], Decode]) -> Dict[str, List[Tuple[str, str]]]:
+    """(testset, task) keys grouped for the seed-level test: by task, and translation by target
+    language where a target has several test sets (the rest pooled, e.g. en->X)."""
+    tgt = {k: decodes[k].scores.get("tgt_lang") for k in keys}
+    per_tgt: Dict[Tuple[str, Optional[str]], List[Tuple[str, str]]] = {}
+    for k in keys:
+        per_tgt.setdefault((k[1], tgt[k]), []).append(k)
+    out: Dict[str, List[Tuple[str, str]]] = {}
+    for (task, t), ks in per_tgt.items():
+        if t is None:
+            out.setdefault(task, []).extend(ks)
+        elif len(ks) > 1:
+            out.setdefault(f"{task} into {t}", []).extend(ks)
+        else:
+            rest = sorted(x for (tk, x), v in per_tgt.items() if tk == task and x is not None and len(v) == 1)
+            out.setdefault(f"{task} into {', '.join(rest)}", []).extend(ks)
+    return out
+
+
 def _compare_section(pairs: Sequence[str], decodes: Sequence[Decode], systems: Mapping[str, str],
-                     n_bootstrap: int) -> List[str]:
-    # With several seeds a column is compared through its lowest seed's decodes.
-    first: Dict[Tuple[str, str, str, str], Decode] = {}
-    for d in sorted(decodes, key=lambda d: (d.seed is not None, d.seed or 0)):
-        first.setdefault((d.system, d.stage, d.testset, d.task), d)
-    out = ["## Paired bootstrap comparisons", "",
-           f"{n_bootstrap} resamples of the utterances, seed 0; diff = A - B; lowest seed of each system.", ""]
+                     n_bootstrap: int, alpha: float = 0.05) -> List[str]:
+    by_key: Dict[Tuple[str, str, str, str, Optional[int]], Decode] = {
+        (d.system, d.stage, d.testset, d.task, d.seed): d for d in decodes}
+    out = ["## Comparisons with significance", "",
+           f"diff = A - B of each test set's headline metric (WER/CER: lower is better; BLEU, accuracy: "
+           f"higher is better). Per seed: paired bootstrap over the utterances ({n_bootstrap} resamples, "
+           f"seed 0), `*` where p < {alpha}. Seed level: paired sign-flip test over every (seed, test set) "
+           f"pair of a task (exact over all sign assignments up to 16 pairs), two-sided.", ""]
+    statements: List[str] = []
     for pair in pairs:
         if ":" not in pair:
             raise ConfigError(f"--compare {pair!r}: expected A:B")
         a_spec, b_spec = pair.split(":", 1)
         col_a, col_b = _column_id(a_spec, systems), _column_id(b_spec, systems)
-        common = sorted({(ts, tk) for (s, st, ts, tk) in first if (s, st) == col_a}
-                        & {(ts, tk) for (s, st, ts, tk) in first if (s, st) == col_b})
+        cells_a = {(ts, tk, sd) for (s, st, ts, tk, sd) in by_key if (s, st) == col_a}
+        cells_b = {(ts, tk, sd) for (s, st, ts, tk, sd) in by_key if (s, st) == col_b}
+        common = cells_a & cells_b
         if not common:
-            raise ConfigError(f"--compare {pair!r}: no test set decoded by both systems")
-        for ts, tk in common:
-            res = bootstrap.compare_dirs(first[(*col_a, ts, tk)].path, first[(*col_b, ts, tk)].path,
-                                         n_bootstrap=n_bootstrap, seed=0)
-            out += [f"### {a_spec} vs {b_spec}: {ts} ({tk})", "",
-                    bootstrap.format_markdown(res, "A", "B").rstrip("\n"), ""]
-    return out
+            raise ConfigError(f"--compare {pair!r}: no test set decoded by both systems (with the same seed)")
+        keys = sorted({(ts, tk) for ts, tk, _ in common})
+        seeds = sorted({sd for _, _, sd in common}, key=lambda s: (s is not None, s or 0))
+        first = {k: by_key[(*col_a, *k, next(sd for sd in seeds if (*k, sd) in common))] for k in keys}
+        head = ["test set", "task", "metric"] + [f"seed {s}" if s is not None else "diff (p)" for s in seeds]
+        out += [f"### {a_spec} (A) vs {b_spec} (B)", "", "Per-seed paired bootstrap: diff (p-value).", "",
+                "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        diffs: Dict[Tuple[str, str], List[float]] = {}
+        n_sig = {True: 0, False: 0}
+        for k in keys:
+            metric = _primary(first[k])[0]
+            row = [k[0], k[1], metric.upper()]
+            for sd in seeds:
+                if (*k, sd) not in common:
+                    row.append("-")
+                    continue
+                da, db = by_key[(*col_a, *k, sd)], by_key[(*col_b, *k, sd)]
+                res = bootstrap.compare_dirs(da.path, db.path, n_bootstrap=n_bootstrap, seed=0)
+                r = res["sets"]["overall"].get(metric)
+                va, vb = _primary(da)[1], _primary(db)[1]
+                if va is not None and vb is not None:
+                    diffs.setdefault(k, []).append(va - vb)
+                if r is None or r["diff"] is None:
+                    row.append("n/a")
+                    continue
+                sig = r["p_value"] < alpha
+                if sig:
+                    n_sig[(r["diff"] < 0) == _lower_is_better(metric)] += 1
+                row.append(f"{r['diff']:+.2f} ({r['p_value']:.3f}){'*' if sig else ''}")
+            out.append("| " + " | ".join(row) + " |")
+        n_cells = sum(len(v) for v in diffs.values())
+        out += ["", f"Per-seed bootstrap: A significantly better in {n_sig[True]}, B significantly better in "
+                f"{n_sig[False]} of {n_cells} (seed, test set) cells.", "",
+                "Seed-level sign-flip test per task (mean of A - B over the pairs):", "",
+                "| task | metric | pairs | mean diff | A better | B better | p-value | significant |",
+                "|---|---|---|---|---|---|---|---|"]
+        for group, ks in _groups(keys, first).items():
+            d = [x for k in ks for x in diffs.get(k, [])]
+            metrics = sorted({_primary(first[k])[0] for k in ks})
+            lower = _lower_is_better(metrics[0])
+            t = significance.sign_flip_test(d)
+            if t["p_value"] is None:
+                continue
+            better_a = t["negative"] if lower else t["positive"]
+            better_b = t["positive"] if lower else t["negative"]
+            sig = t["p_value"] < alpha
+            out.append(f"| {group} | {'/'.join(m.upper() for m in metrics)} | {t['n']} | {t['mean_diff']:+.2f} | "
+                       f"{better_a} | {better_b} | {t['p_value']:.4f} | {'yes' if sig else 'no'} |")
+            winner = (a_spec if (t["mean_diff"] < 0) == lower else b_spec) if t["mean_diff"] else None
+            statements.append(
+                f"- {group}: {a_spec} vs {b_spec}: "
+                + (f"{winner} is better by {abs(t['mean_diff']):.2f} on average over {t['n']} (seed, test set) "
+                   f"pairs, p = {t['p_value']:.4f}: " if winner else f"no difference over {t['n']} pairs: ")
+                + ("significant." if sig else f"not significant at {alpha}."))
+        out.append("")
+    return out + ["### Which differences are significant", "", *statements, ""]
+
+
+def _target_value(source: str, decodes: Sequence[Decode], systems: Mapping[str, str], base: Optional[Path]) -> float:
+    """The value a target is measured on (see :func:`build_results`)."""
+    if ".json:" in source:
+        file, _, path = source.partition(".json:")
+        f = Path(file + ".json")
+        f = f if f.is_absolute() or base is None else base / f
+        if not f.is_file():
+            raise DataError("target source file not found", f)
+        value = json.loads(f.read_text(encoding="utf-8"))
+        for part in path.split("."):
+            if not isinstance(value, dict) or part not in value:
+                raise DataError(f"target source: no key {path!r}", f)
+            value = value[part]
+        if not isinstance(value, (int, float)):
+            raise DataError(f"target source: {path!r} is not a number", f)
+        return float(value)
+    col_spec, _, sel = source.partition(":")
+    task, _, tgt = sel.partition(":")
+    col = _column_id(col_spec, systems)
+    per_seed: Dict[Optional[int], List[float]] = {}
+    for d in decodes:
+        if (d.system, d.stage) == col and d.task == task and (not tgt or d.scores.get("tgt_lang") == tgt):
+            value = _primary(d)[1]
+            if value is not None:
+                per_seed.setdefault(d.seed, []).append(value)
+    if not per_seed:
+        raise ConfigError(f"target source {source!r}: no scored {task or '?'} decode of {col_spec}")
+    return mean_std([sum(v) / len(v) for v in per_seed.values()])[0]
+
+
+def _targets_section(targets: Sequence[str], decodes: Sequence[Decode], systems: Mapping[str, str],
+                     base: Optional[Path]) -> List[str]:
+    out = ["## Targets", "", "| target | measured on | goal | value | reached |", "|---|---|---|---|---|"]
+    for spec in targets:
+        m = re.fullmatch(r"(?P<label>[^=]+)=(?P<source>.+?)(?P<op><=|>=)(?P<goal>-?[0-9.]+)", spec)
+        if not m:
+            raise ConfigError(f"--target {spec!r}: expected LABEL=SOURCE<=VALUE or LABEL=SOURCE>=VALUE")
+        value = _target_value(m["source"], decodes, systems, base)
+        goal = float(m["goal"])
+        reached = value <= goal if m["op"] == "<=" else value >= goal
+        out.append(f"| {m['label']} | `{m['source']}` | {m['op']} {m['goal']} | {value:.2f} | "
+                   f"{'yes' if reached else 'no'} |")
+    return out + ["", "Targets on decodes: mean over seeds of the mean over the task's test sets "
+                  "(translation: of the target language named).", ""]
 
 
 _TIME_FIELDS = {  # GNU time -v line prefix -> key
@@ -380,7 +504,8 @@ def build_results(exp_dirs: Sequence[PathLike], *, seeds: bool = False,
                   systems: Optional[Mapping[str, str]] = None, compare: Sequence[str] = (),
                   n_bootstrap: int = 1000, links: Sequence[Tuple[str, str]] = (),
                   run_info: Sequence[Mapping[str, str]] = (),
-                  sections: Sequence[Tuple[str, Sequence[str]]] = ()) -> str:
+                  sections: Sequence[Tuple[str, Sequence[str]]] = (), targets: Sequence[str] = (),
+                  base_dir: Optional[PathLike] = None) -> str:
     """The text of RESULTS.md for the given experiment dirs.
 
     ``systems`` maps a system name (tag without ``_seed<k>``) to its column label and, if given,
@@ -391,7 +516,10 @@ def build_results(exp_dirs: Sequence[PathLike], *, seeds: bool = False,
     run) adds a section with the command, wall time and peak memory. ``sections`` holds ``(title,
     specs)``: the systems (``system``) or columns (``system/stage``) named are shown in a section
     of their own (a whole system there leaves the main tables), with the re-decode triggers and
-    long-form segmentation statistics of their ``decode.json``.
+    long-form segmentation statistics of their ``decode.json``. ``targets`` holds
+    ``LABEL=SOURCE<=GOAL`` (or ``>=``) goals listed with whether they were reached; SOURCE is
+    ``system/stage:task[:tgt_lang]`` (mean over seeds of the mean over the task's test sets) or
+    ``file.json:key.path`` (a number in a JSON file, relative to ``base_dir``).
     """
     exps = [load_experiment(d, seeds) for d in exp_dirs]
     decodes = [d for e in exps for d in e.decodes]
@@ -421,6 +549,8 @@ def build_results(exp_dirs: Sequence[PathLike], *, seeds: bool = False,
         lines += _render_table(t, columns, labels)
     for title, cols in section_columns:
         lines += _section(title, cols, decodes, labels)
+    if targets:
+        lines += _targets_section(targets, decodes, labels, Path(base_dir) if base_dir is not None else None)
     if compare:
         lines += _compare_section(compare, decodes, labels, n_bootstrap)
     if links:
