@@ -71,9 +71,44 @@ def test_results_regenerate_byte_identically(exp_tree, tmp_path):
     assert results_cli.main([*map(str, reversed(exp_tree)), *opts, "--out", str(out2)]) == 0
     assert out1.read_bytes() == out2.read_bytes()
     text = out1.read_text(encoding="utf-8")
-    assert "## Paired bootstrap comparisons" in text
-    assert "### base/final vs PART/final: test_set (asr)" in text
+    assert "## Comparisons with significance" in text
+    assert "### base/final (A) vs PART/final (B)" in text
     assert "/tmp" not in text and str(tmp_path) not in text
+
+
+def _overall(exp: Path, name: str) -> float:
+    sec = json.loads((exp / name / "scores.json").read_text(encoding="utf-8"))["sets"]["overall"]
+    return sec["scores"][sec["primary"]]["value"]
+
+
+def test_compare_seed_level_test_and_statement(exp_tree):
+    text = results.build_results(exp_tree, seeds=True, compare=["base/final:part/final"], n_bootstrap=200)
+    base, part = exp_tree[:2], exp_tree[2:]
+    asr = [_overall(b, "decode_test_set_asr") - _overall(p, "decode_test_set_asr") for b, p in zip(base, part)]
+    assert all(d > 0 for d in asr)  # part is better in both seeds: exact p = 2/4
+    mean = sum(asr) / 2
+    assert f"| asr | MIXED | 2 | {mean:+.2f} | 0 | 2 | 0.5000 | no |" in text
+    assert (f"- asr: base/final vs part/final: part/final is better by {mean:.2f} on average over 2 "
+            "(seed, test set) pairs, p = 0.5000: not significant at 0.05.") in text
+    # one bootstrap cell per seed and test set, the first seed's ASR difference as computed above
+    row = next(line for line in text.splitlines() if line.startswith("| test_set | asr | MIXED |"))
+    assert row.split(" | ")[3].startswith(f"{asr[0]:+.2f} (")
+    assert "s2tt into en" in text
+
+
+def test_targets_from_decodes_and_json(exp_tree, tmp_path):
+    (tmp_path / "info.json").write_text(json.dumps({"dev": {"cer": 7.5}}), encoding="utf-8")
+    asr_part = [_overall(p, "decode_test_set_asr") for p in exp_tree[2:]]
+    bleu_base = [_overall(b, "decode_test_set_s2tt") for b in exp_tree[:2]]
+    text = results.build_results(exp_tree, seeds=True, base_dir=tmp_path, targets=[
+        "encoder=info.json:dev.cer<=8", "asr=part/final:asr<=0.5", "bleu=base/final:s2tt:en>=100"])
+    assert "| encoder | `info.json:dev.cer` | <= 8 | 7.50 | yes |" in text
+    assert f"| asr | `part/final:asr` | <= 0.5 | {sum(asr_part) / 2:.2f} | yes |" in text
+    assert f"| bleu | `base/final:s2tt:en` | >= 100 | {sum(bleu_base) / 2:.2f} | no |" in text
+    with pytest.raises(ConfigError, match="expected LABEL=SOURCE"):
+        results.build_results(exp_tree, seeds=True, targets=["x=part/final:asr<8"])
+    with pytest.raises(ConfigError, match="no scored lid decode"):
+        results.build_results(exp_tree, seeds=True, targets=["x=part/final:lid<=8"])
 
 
 def test_results_without_seeds_and_errors(exp_tree):
