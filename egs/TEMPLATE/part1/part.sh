@@ -8,7 +8,7 @@
 #   4 tokenizer / LLM / encoder preparation   (local/prepare_models.sh, when the recipe has one)
 #   5 training: every schedule x seed, all alignment stages -> exp/<schedule>_seed<k>/<stage>/model
 #   6 decoding: every exported stage model x test set x task (+ controls)
-#   7 scoring   8 representation analysis   9 RESULTS.md
+#   7 scoring   8 representation analysis   9 RESULTS.md and training curves (exp/curves)
 #  10 export: the first schedule's last stage of each seed -> exp/model_<schedule>_seed<k>, a
 #     self-contained model folder with its model card and scores (python -m partlib.bin.export)
 #  11 demo: a long recording joined from a test set, transcribed by that folder -> exp/demo/*.srt
@@ -90,7 +90,8 @@ analysis_sets=""       # data dirs with utt2sent (parallel utterances) for repre
 analysis_args=""
 
 # Stage 9
-results_compare=""     # "systemA:systemB" pairs for paired bootstrap in RESULTS.md
+results_compare=""     # "systemA/stage:systemB/stage" pairs compared with significance in RESULTS.md
+results_targets=""     # goals listed in RESULTS.md with whether they were reached (partlib.bin.results --target)
 
 # Stage 11
 demo_set=""            # a test set: its first utterances joined into one long recording (exp/demo/*.wav)
@@ -353,6 +354,10 @@ if [ ${stage} -le 9 ] && [ ${stop_stage} -ge 9 ]; then
     [ -f "${expdir}/analysis_seed${seed}/analysis.md" ] && \
       links+=(--link "Seed ${seed}: language-specific vs shared representations=analysis_seed${seed}/analysis.md")
   done
+  curve_exps=(); for sched in ${schedules}; do curve_exps+=("${expdir}/${sched}_seed${seeds%% *}"); done
+  ${python} -m partlib.bin.plot_curves --out-dir "${expdir}/curves" "${curve_exps[@]}"
+  links+=(--link "Training curves of every schedule (seed ${seeds%% *})=curves/curves.md")
+  for t in ${results_targets}; do copts+=(--target "${t}"); done
   ${python} -m partlib.bin.results --seeds "${copts[@]}" "${links[@]}" --out "${expdir}/RESULTS.md" "${exps[@]}"
 fi
 

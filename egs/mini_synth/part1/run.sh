@@ -26,9 +26,14 @@ for l in ${langs}; do
   if [ "${fast}" != true ] || [ "${l}" = zh ]; then s2tt_decodes+=" s2tt:test_en:${l}"; fi
 done
 
+# The goals of the default preset, listed in RESULTS.md with whether they were reached (sources:
+# partlib.bin.results --target; paths relative to exp/).
+targets="encoder_dev_CER=pretrained/encoder/ctc_pretrain.json:dev_cer<=8
+  PART_mean_ASR_WER/CER=part/stage3_text:asr<=25 PART_mean_X->en_BLEU=part/stage3_text:s2tt:en>=35"
 if [ "${fast}" = true ]; then
   conf=conf/fast
   data_opts="--fast true --nj 2"
+  targets=""
 else
   conf=conf
   data_opts="--nj 2"
@@ -47,6 +52,7 @@ fi
   --features dumped --n_mels 80 --nj 2 \
   --train_nj 3 --train_args "--threads 1" \
   --results_compare "part/stage3_text:frozen_llm/frozen_all part/stage3_text:joint_lora/joint_lora" \
+  --results_targets "${targets}" \
   --output_controls true --longform_sets "$(printf 'test_%s ' ${langs})" --longform_args "--max-segment 8" \
   --demo_set test_en --demo_lang en \
   --analysis_sets "$(printf 'test_%s ' ${langs})" \
