@@ -81,3 +81,28 @@ def test_pretrain_saves_a_ctc_model_whose_scores_reload(pretrained):
 def test_load_ctc_model_of_a_dir_without_head_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="no CTC head"):
         load_ctc_model(tmp_path)
+
+
+def test_error_breakdown_puts_encoder_llm_and_system_side_by_side(pretrained, tmp_path):
+    from partlib.bin import error_breakdown
+    from test_scoring_results import decode
+
+    root, dev, _, scores = pretrained
+    llm = tmp_path / "llm"
+    llm.mkdir()
+    (llm / "pretrain_metrics.json").write_text(json.dumps(
+        {"dev": {"copy": {"acc": 0.95, "loss": 0.1, "ppl": 1.1, "tokens": 9}}, "dev_t2tt_to_en_bleu": 88.0}))
+    stage = tmp_path / "exp" / "part_seed1" / "stage3_text"
+    decode(stage / "decode_dev_en_asr", {"e1": "the cat sat on the mat", "e2": "a dog ran", "z1": "我爱北京",
+                                         "z2": "今天下雨"})  # en: 1 of 10 words wrong
+    out = tmp_path / "breakdown"
+    assert error_breakdown.main(["--encoder", str(root / "encoder"), "--llm", str(llm), "--data", *map(str, dev),
+                                 "--system", f"part={stage}", "--out", str(out)]) == 0
+    res = json.loads(out.with_suffix(".json").read_text())
+    assert res["sets"]["dev_en"]["encoder_ctc"]["cer"] == scores["en"]["cer"]
+    assert res["sets"]["dev_de"]["encoder_ctc"]["wer"] == scores["de"]["wer"]
+    assert res["sets"]["dev_en"]["systems"]["part"]["asr"] == pytest.approx(10.0)
+    assert res["sets"]["dev_de"]["systems"]["part"] == {"asr": None, "s2tt_to_en_bleu": None}
+    md = out.with_suffix(".md").read_text()
+    assert f"| dev_en | WER | {scores['en']['wer']:.1f} | 10.0 | - |" in md
+    assert "X→en text translation BLEU 88.0; next-token accuracy copy 95.0%" in md
