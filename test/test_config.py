@@ -257,6 +257,10 @@ def test_every_recipe_config_parses_and_the_lora_shape_lives_in_schedules():
         assert "lora" not in yaml.safe_load(path.read_text()), path
         load_model_config(path)
     mini = REPO / "egs" / "mini_synth" / "part1" / "conf"
-    for sub in ("", "fast/"):
+    for sub in ("", "fast/", "full/"):
         config.load(LMPretrainConfig, mini / f"{sub}lm_pretrain.yaml")
         config.load(EncoderPretrainConfig, mini / f"{sub}encoder_pretrain.yaml")
+        # every preset gives the three schedules one step budget and one dev interval
+        schedules = [load_schedule(mini / f"{sub}schedule_{n}.yaml") for n in ("part", "frozen_llm", "joint_lora")]
+        assert len({sum(st.max_steps for st in s.stages) for s in schedules}) == 1, sub
+        assert len({st.dev.interval for s in schedules for st in s.stages}) == 1, sub

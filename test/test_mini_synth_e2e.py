@@ -71,6 +71,16 @@ def test_every_stage_has_outputs(run):
     assert (exp / "RESULTS.md").is_file()
     assert (exp / "analysis_seed1" / "metrics.json").is_file()
     assert "analysis_seed1/analysis.md" in (exp / "RESULTS.md").read_text()
+    # stage 9's training curves, one per schedule, linked; the recipe's error breakdown of seed 1
+    assert "curves/curves.md" in (exp / "RESULTS.md").read_text()
+    curves = json.loads((exp / "curves" / "part_seed1.json").read_text())
+    assert [s["name"] for s in curves["stages"]] == stages["part"] and curves["stages"][1]["activations"]
+    assert all(s["end_dev"]["loss"] > 0 for s in curves["stages"]) and (exp / "curves" / "joint_lora_seed1.png").is_file()
+    breakdown = json.loads((exp / "error_breakdown.json").read_text())
+    assert sorted(breakdown["sets"]) == sorted(f"test_{lang}" for lang in LANGS)
+    assert breakdown["sets"]["test_de"]["systems"]["part"]["asr"] == json.loads(
+        (exp / "part_seed1" / "stage3_text" / "decode_test_de_asr" / "scores.json").read_text()
+    )["sets"]["de"]["scores"]["wer"]["value"]
     # stage 10: the self-contained model folder, its card carrying the stage's test scores
     folder = exp / "model_part_seed1"
     info = json.loads((folder / "info.json").read_text())

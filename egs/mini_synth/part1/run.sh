@@ -2,18 +2,26 @@
 # mini_synth: a synthetic five-language parallel speech corpus (en de fr es zh, espeak-ng) and the
 # full PART recipe — PART and both baselines — end to end on a CPU.
 #   ./run.sh                      default config, one seed
-#   ./run.sh --seeds "1 2 3"      what RESULTS.md reports (30 minutes on 2 cores)
-#   ./run.sh --fast true          every stage, smaller (about 9 minutes; the test suite runs this)
+#   ./run.sh --seeds "1 2 3"      what RESULTS.md reports
+#   ./run.sh --fast true          every stage, smaller (the test suite runs this)
+#   ./run.sh --full true          more data, longer pretraining and training (conf/full/), the best numbers
 set -euo pipefail
 
 fast=false
+full=false
 langs="en de fr es zh"
 . ./path.sh
-# --fast is this recipe's own option; everything else goes to part.sh.
+# --fast and --full are this recipe's own options; everything else goes to part.sh (--stop_stage
+# and --seeds are read here too: the error breakdown below follows stage 9).
 args=()
+stop_stage=100
+seeds=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --fast) fast=$2; shift 2 ;;
+    --full) full=$2; shift 2 ;;
+    --stop_stage) stop_stage=$2; args+=("$1" "$2"); shift 2 ;;
+    --seeds) seeds=$2; args+=("$1" "$2"); shift 2 ;;
     *) args+=("$1"); shift ;;
   esac
 done
@@ -30,10 +38,17 @@ done
 # partlib.bin.results --target; paths relative to exp/).
 targets="encoder_dev_CER=pretrained/encoder/ctc_pretrain.json:dev_cer<=8
   PART_mean_ASR_WER/CER=part/stage3_text:asr<=25 PART_mean_X->en_BLEU=part/stage3_text:s2tt:en>=35"
-if [ "${fast}" = true ]; then
+if [ "${fast}" = true ] && [ "${full}" = true ]; then
+  echo "$0: --fast true and --full true exclude each other" >&2; exit 2
+elif [ "${fast}" = true ]; then
   conf=conf/fast
   data_opts="--fast true --nj 2"
   targets=""
+elif [ "${full}" = true ]; then
+  conf=conf/full
+  data_opts="--full true --nj 2"
+  targets="encoder_dev_CER=pretrained/encoder/ctc_pretrain.json:dev_cer<=8
+    PART_mean_ASR_WER/CER=part/stage3_text:asr<=10 PART_mean_X->en_BLEU=part/stage3_text:s2tt:en>=50"
 else
   conf=conf
   data_opts="--nj 2"
@@ -57,3 +72,13 @@ fi
   --demo_set test_en --demo_lang en \
   --analysis_sets "$(printf 'test_%s ' ${langs})" \
   "${args[@]}"
+
+# Where the error comes from (encoder CTC alone, LLM on text alone, the systems), first seed.
+if [ "${stop_stage}" -ge 9 ]; then
+  seed=${seeds%% *}
+  python3 -m partlib.bin.error_breakdown --encoder exp/pretrained/encoder --llm exp/pretrained/llm \
+    --data $(printf 'dump/whisper_mel80/test_%s ' ${langs}) \
+    --system "part=exp/part_seed${seed}/stage3_text" --system "frozen_llm=exp/frozen_llm_seed${seed}/frozen_all" \
+    --system "joint_lora=exp/joint_lora_seed${seed}/joint_lora" --out exp/error_breakdown > /dev/null
+  echo "$0: exp/RESULTS.md, exp/error_breakdown.md and exp/curves/curves.md written"
+fi
