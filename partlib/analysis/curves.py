@@ -10,6 +10,7 @@ and a one-stage baseline of the same budget share one axis.
 from __future__ import annotations
 
 import io
+import logging
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -23,6 +24,7 @@ DEV_METRICS = ("wer", "bleu", "accuracy")
 def _scalars(event_dir: Path) -> Dict[str, List[List[float]]]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    logging.getLogger("tensorboard").setLevel(logging.WARNING)  # one INFO line per event file otherwise
     acc = EventAccumulator(str(event_dir), size_guidance={"scalars": 0})
     acc.Reload()
     out: Dict[str, Dict[int, float]] = {}
@@ -66,9 +68,9 @@ def _layers(spec) -> str:
 
 
 def plot_curves(curves: Dict, path: PathLike, title: Optional[str] = None) -> None:
-    """One PNG: train and dev loss against the cumulative step, alignment-stage boundaries (dashed),
-    LoRA activation steps (dotted, with the layers activated) and the dev WER / BLEU / accuracy at
-    each stage's end written at the boundary."""
+    """One PNG: train and dev loss against the cumulative step, alignment-stage ends (dashed), LoRA
+    activation steps (dotted, with the layers activated) and the dev WER / BLEU / accuracy at each
+    stage's end written at the top of the stage."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -85,8 +87,8 @@ def plot_curves(curves: Dict, path: PathLike, title: Optional[str] = None) -> No
     ymax = ax.get_ylim()[1]
     for i, st in enumerate(curves["stages"]):
         ax.axvline(st["end"], color="0.3", ls="--", lw=0.8)
-        ends = ", ".join(f"{m.upper()} {st['end_dev'][m]:.1f}" for m in DEV_METRICS if m in st["end_dev"])
-        ax.text(st["end"], ymax, f"{st['name']}\n{ends}", ha="right", va="top", fontsize=7)
+        ends = "\n".join(f"{m.upper()} {st['end_dev'][m]:.1f}" for m in DEV_METRICS if m in st["end_dev"])
+        ax.text((st["start"] + st["end"]) / 2, ymax, f"{st['name']}\n{ends}", ha="center", va="top", fontsize=7)
         for j, (step, layers) in enumerate(st["activations"]):
             ax.axvline(step, color="tab:green", ls=":", lw=1.2,
                        label="LoRA activation" if not any(s["activations"] for s in curves["stages"][:i]) and j == 0
