@@ -40,7 +40,8 @@ def _decode_score(stage_dir: Path, name: str, key: str, metric: Optional[str]) -
     f = stage_dir / name / "scores.json"
     if not f.is_file():
         return None
-    sec = _read_json(f)["sets"].get(key) or _read_json(f)["sets"]["overall"]
+    sets = _read_json(f)["sets"]
+    sec = sets.get(key) or sets["overall"]
     return sec["scores"][metric or sec["primary"]]["value"]
 
 
