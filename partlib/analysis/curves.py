@@ -9,14 +9,13 @@ and a one-stage baseline of the same budget share one axis.
 """
 from __future__ import annotations
 
-import io
 import logging
 from pathlib import Path
 from typing import Dict, List, Optional
 
 import yaml
 
-from partlib.common import DataError, PathLike, atomic_write
+from partlib.common import DataError, PathLike
 
 DEV_METRICS = ("wer", "bleu", "accuracy")
 
@@ -71,9 +70,8 @@ def plot_curves(curves: Dict, path: PathLike, title: Optional[str] = None) -> No
     """One PNG: train and dev loss against the cumulative step, alignment-stage ends (dashed), LoRA
     activation steps (dotted, with the layers activated) and the dev WER / BLEU / accuracy at each
     stage's end written at the top of the stage."""
-    import matplotlib
+    from partlib.analysis.plots import _save  # first: it selects the Agg backend; the atomic PNG writer
 
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 4.2))
@@ -100,7 +98,4 @@ def plot_curves(curves: Dict, path: PathLike, title: Optional[str] = None) -> No
     ax.set_ylabel("loss (per token)")
     ax.set_title(title or curves["exp"])
     ax.legend(loc="center right", fontsize=8)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
-    plt.close(fig)
-    atomic_write(path, buf.getvalue())
+    _save(fig, path)
