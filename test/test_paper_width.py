@@ -1,6 +1,11 @@
 """The paper preset at its real width, on CPU: every alignment stage of the PART schedule trains for
 real (bf16 LLM, forward, backward, optimizer, export) with 2 encoder and 2 LLM layers; and the
-full-depth model, built on the meta device, has the FSDP units and LoRA targets the schedule needs."""
+full-depth model, built on the meta device, has the FSDP units and LoRA targets the schedule needs.
+
+On a CPU without native bf16 arithmetic (no AVX-512: PyTorch's bf16 matrix product of a backward
+pass, grad @ W, runs there about 25 times slower than in float32, minutes per step at this width)
+the same model trains in float32, and the memory budget grows by the two extra bytes of every LLM
+parameter."""
 import json
 import subprocess
 import sys
@@ -25,6 +30,13 @@ def _arch(name: str, tmp: Path, **overrides) -> str:
     path = tmp / name
     path.write_text(json.dumps(cfg))
     return str(path)
+
+
+def _native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 matrices natively (oneDNN's bf16 kernels need AVX-512)."""
+    import torch
+
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def _paper_model_config(tmp: Path, encoder_layers: int, llm_layers: int) -> dict:
@@ -54,7 +66,7 @@ def _schedule() -> dict:
 
 
 @pytest.mark.slow
-def test_every_stage_trains_at_paper_width_within_6_gib(tmp_path):
+def test_every_stage_trains_at_paper_width_within_the_memory_budget(tmp_path):
     speech_data(tmp_path, n_train=4, n_dev=2, n_mels=128)
     for lang, other in (("en", "de"), ("de", "en")):  # text-only dirs for stage 3's text tasks
         utts = [f"t{lang}-{i}" for i in range(4)]
@@ -62,7 +74,15 @@ def test_every_stage_trains_at_paper_width_within_6_gib(tmp_path):
                 utt2lang={u: lang for u in utts},
                 translations={other: {u: SENTENCES[other][i] for i, u in enumerate(utts)}}).write(
             tmp_path / "data" / f"text_train_{lang}")
-    (tmp_path / "model.yaml").write_text(yaml.safe_dump(_paper_model_config(tmp_path, 2, 2)))
+    model_cfg = _paper_model_config(tmp_path, 2, 2)
+    budget = 6 * GIB
+    if not _native_bf16():
+        from partlib.models.speech_llm import SpeechLLM
+
+        model_cfg["llm"]["dtype"] = "float32"
+        llm = SpeechLLM.from_config(model_cfg, device="meta").llm
+        budget += 2 * sum(p.numel() for p in llm.parameters())
+    (tmp_path / "model.yaml").write_text(yaml.safe_dump(model_cfg))
     (tmp_path / "schedule.yaml").write_text(yaml.safe_dump(_schedule()))
     code = ("import resource, sys\nfrom partlib.bin import train\nrc = train.main(sys.argv[1:])\n"
             "print('MAXRSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\nsys.exit(rc)\n")
@@ -71,7 +91,7 @@ def test_every_stage_trains_at_paper_width_within_6_gib(tmp_path):
                          cwd=tmp_path, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-4000:]
     peak = int(res.stdout.split("MAXRSS_KB")[1].split()[0]) * 1024
-    assert peak < 6 * GIB, f"peak RSS {peak / GIB:.2f} GiB"
+    assert peak < budget, f"peak RSS {peak / GIB:.2f} GiB, budget {budget / GIB:.2f} GiB"
     log = res.stderr
     for stage in ("stage1_within", "stage2_cross", "stage3_text"):
         assert (tmp_path / "exp" / stage / "model" / "done").is_file()
