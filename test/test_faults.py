@@ -97,15 +97,21 @@ def wait_until(ready: Callable[[], bool], proc: subprocess.Popen, timeout: float
     assert proc.poll() is None and ready(), "the run ended before the point of the fault; lengthen it"
 
 
-def kill9_at(args: Sequence[str], ready: Callable[[], bool], seed: int, spread: float) -> None:
+def kill9_at(args: Sequence[str], ready: Callable[[], bool], seed: int, spread: float,
+             last: Optional[Callable[[], bool]] = None) -> None:
     """Start ``python -m args``, wait for ``ready()``, then ``kill -9`` it after a delay drawn from
-    ``[0, spread)`` seconds with ``seed``: a seeded random point of the work."""
+    ``[0, spread)`` seconds with ``seed``: a seeded random point of the work. ``last()``, where
+    given, ends the delay early: on a fast machine the whole rest of the work can take less than
+    the delay, and a kill after the process ended would test nothing."""
     proc = subprocess.Popen([sys.executable, "-m", *args], cwd=REPO, env=ENV, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     wait_until(ready, proc)
-    time.sleep(float(np.random.default_rng(seed).uniform(0, spread)))
+    deadline = time.time() + float(np.random.default_rng(seed).uniform(0, spread))
+    while time.time() < deadline and not (last is not None and last()):
+        time.sleep(0.002)
     proc.kill()
     proc.wait()
+    assert proc.returncode == -signal.SIGKILL, f"the run ended (status {proc.returncode}) before the kill"
 
 
 class Shared:
@@ -113,6 +119,7 @@ class Shared:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.seconds: Dict[str, float] = {}  # wall time of each uninterrupted reference run
 
     @functools.cached_property
     def model_config(self) -> dict:
@@ -133,18 +140,20 @@ class Shared:
     def trained(self) -> Path:
         """``train/``: feature dirs (``data/``), a tone audio dir (``audio/``), ``model.yaml``,
         :data:`SCHEDULE` (``schedule.yaml``) and the references of the recovering cases, each made
-        by an uninterrupted run: the trained experiment (``ref/``), ``audio``'s features
-        (``ref_feats/``) and an ASR decode of ``data/dev_en`` by the trained model (``ref_decode/``)."""
+        by an uninterrupted run, timed in :attr:`seconds`: the trained experiment (``ref/``),
+        ``audio``'s features (``ref_feats/``) and an ASR decode of ``data/dev_en`` by the trained
+        model (``ref_decode/``)."""
         from partlib.models.builders import tiny_model_config
 
         root = self.root / "train"
         speech_data(root, n_train=6, n_dev=3)
-        tone_dir(root / "audio", "en", range(12), "de", np.random.default_rng(0))
+        tone_dir(root / "audio", "en", range(FEATS_UTTS), "de", np.random.default_rng(0))
         (root / "model.yaml").write_text(yaml.safe_dump(tiny_model_config(root / "models", lora=False)))
         (root / "schedule.yaml").write_text(yaml.safe_dump(SCHEDULE))
-        for args in (train_args(root, root / "ref"), feats_args(root, root / "ref_feats"),
-                     decode_args(root, root / "ref_decode")):
-            res = run_cli(args)
+        for name, args_of in (("ref", train_args), ("ref_feats", feats_args), ("ref_decode", decode_args)):
+            start = time.time()
+            res = run_cli(args_of(root, root / name))
+            self.seconds[name] = time.time() - start
             assert res.returncode == 0, res.stderr[-3000:]
         return root
 
@@ -341,6 +350,9 @@ def train_args(root: Path, exp: Path, data: Optional[Path] = None) -> List[str]:
             "--no-tensorboard"]
 
 
+FEATS_UTTS = 2000  # enough audio that a kill can fall at many points of writing its features
+
+
 def feats_args(root: Path, out: Path) -> List[str]:
     return ["partlib.bin.extract_feats", "--num-mel-bins", "80", str(root / "audio"), str(out)]
 
@@ -371,8 +383,9 @@ def train_killed(seed: int) -> Callable[[Path, Shared], Run]:
     """Training killed (-9) at a seeded random point, then run again: it resumes exactly."""
     def build(tmp: Path, shared: Shared) -> Run:
         root, exp = shared.trained, tmp / "exp"
-        step = int(np.random.default_rng(seed).integers(1, SCHEDULE["stages"][0]["max_steps"]))
-        kill9_at(train_args(root, exp), checkpoint_reached(exp, step), seed, 0.3)
+        steps = SCHEDULE["stages"][0]["max_steps"]
+        step = int(np.random.default_rng(seed).integers(1, steps))
+        kill9_at(train_args(root, exp), checkpoint_reached(exp, step), seed, 0.3, last=checkpoint_reached(exp, steps - 1))
         return Run(train_args(root, exp), shared.protected(), after=resumes_exactly(root, exp))
     return build
 
@@ -450,14 +463,32 @@ def same_hyps(ref: Path, got: Path) -> None:
     assert (got / "hyp").read_text() == (ref / "hyp").read_text(), f"{got} differs from {ref}"
 
 
+Progress = Callable[[Shared, Path, float], Callable[[], bool]]
+
+
+def features_written(shared: Shared, out: Path, fraction: float) -> Callable[[], bool]:
+    """Feature dumping into ``out`` has written ``fraction`` of the uninterrupted run's ark bytes."""
+    total = sum(p.stat().st_size for p in (shared.trained / "ref_feats" / "data").glob("*.ark"))
+    return lambda: sum(p.stat().st_size for p in (out / "data").glob("*.ark")) >= fraction * total
+
+
+def time_elapsed(ref: str) -> Progress:
+    """``fraction`` of the wall time of the uninterrupted run ``ref`` has passed (from now)."""
+    def reached(shared: Shared, out: Path, fraction: float) -> Callable[[], bool]:
+        start, limit = time.time(), fraction * shared.seconds[ref]
+        return lambda: time.time() - start > limit
+    return reached
+
+
 def killed_then_rerun(args_of: Callable[[Path, Path], List[str]], ref: str, same: Callable[[Path, Path], None],
-                      seed: int, spread: float) -> Callable[[Path, Shared], Run]:
-    """``args_of(root, out)`` (feature dumping, decoding) killed (-9) at a seeded random point of its
-    first ``1 + spread`` seconds, then run again: ``same(root / ref, out)``, the uninterrupted output."""
+                      progress: Progress, seed: int) -> Callable[[Path, Shared], Run]:
+    """``args_of(root, out)`` (feature dumping, decoding) killed (-9) at a seeded random point, when
+    ``progress`` says it has done 20-80% of the uninterrupted run's work (a fixed delay would fall
+    after the end on a fast machine), then run again: ``same(root / ref, out)``, the uninterrupted output."""
     def build(tmp: Path, shared: Shared) -> Run:
         root, out = shared.trained, tmp / "out"
-        start = time.time()
-        kill9_at(args_of(root, out), lambda: time.time() - start > 1.0, seed, spread)
+        fraction = float(np.random.default_rng(seed).uniform(0.2, 0.8))
+        kill9_at(args_of(root, out), progress(shared, out, fraction), seed, 0.0)
         return Run(args_of(root, out), shared.protected(), after=lambda: same(root / ref, out))
     return build
 
@@ -557,9 +588,9 @@ CASES: List[Case] = [
     Case("train_sigterm", train_sigterm, "stage s1: stopped by SIGTERM after step", status=EXIT_PREEMPTED),
     Case("checkpoint_altered", damaged_checkpoint("altered"), ".pt: corrupt or truncated checkpoint", status=0),
     Case("checkpoint_truncated", damaged_checkpoint("truncated"), ".pt: corrupt or truncated checkpoint", status=0),
-    *(Case(f"feats_kill9_{seed}", killed_then_rerun(feats_args, "ref_feats", same_features, seed, 3.0),
-           "wrote features of 12 utterances", status=0) for seed in (1, 2)),
-    *(Case(f"decode_kill9_{seed}", killed_then_rerun(decode_args, "ref_decode", same_hyps, seed, 4.0),
+    *(Case(f"feats_kill9_{seed}", killed_then_rerun(feats_args, "ref_feats", same_features, features_written, seed),
+           f"wrote features of {FEATS_UTTS} utterances", status=0) for seed in (1, 2)),
+    *(Case(f"decode_kill9_{seed}", killed_then_rerun(decode_args, "ref_decode", same_hyps, time_elapsed("ref_decode"), seed),
            "decoded 3 utterances", status=0) for seed in (1, 2)),
     # --- full disks: the error names the file, the earlier one stays
     Case("full_disk_checkpoint", checkpoint_on_full_disk,
