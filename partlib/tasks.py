@@ -207,7 +207,7 @@ def parse_decode_spec(spec: str) -> Tuple[str, str, Optional[str]]:
 def split_for_lm(text: str, lang: str) -> Tuple[str, str]:
     """Split a sentence into (prefix, continuation) for the ``lm`` task: at the middle word, or the
     middle character for languages written without spaces."""
-    if langs.uses_cer(lang):
+    if langs.no_space(lang):
         units, sep = list(text.replace(" ", "")), ""
     else:
         units, sep = text.split(), " "

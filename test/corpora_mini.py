@@ -58,22 +58,71 @@ def make_cv15(root: Path, tables: Dict[str, Dict[str, List[str]]], audio: bool =
     return root
 
 
+# The miniature Common Voice 15: de (raw quotes, odd spaces, colliding client-id prefixes), zh-CN,
+# and the other eight paper languages with punctuation, brackets, numbers, full-width forms and
+# diacritics.
+CV15_TABLES: Dict[str, Dict[str, List[str]]] = {
+    "de": {
+        "train": [cv_row(SPK_A, "common_voice_de_1.mp3", '"""Good-bye,"" said the boy."', "male"),
+                  cv_row(SPK_A, "common_voice_de_2.mp3", "Hallo\u00a0 Welt!", "male"),
+                  cv_row(SPK_B, "common_voice_de_3.mp3", "Er sagte: \"Nein\".", "")],
+        "dev": [cv_row(SPK_C, "common_voice_de_4.mp3", "Guten Morgen.", "female")],
+        "test": [cv_row(SPK_C, "common_voice_de_5.mp3", "Das ist ein Test.", "female")],
+    },
+    "zh-CN": {
+        "train": [cv_row(SPK_A, "common_voice_zh-CN_10.mp3", "你好世界", "male", "zh-CN")],
+        "dev": [cv_row(SPK_B, "common_voice_zh-CN_11.mp3", "早上好", "", "zh-CN")],
+        "test": [cv_row(SPK_C, "common_voice_zh-CN_12.mp3", "这是一个测试", "female", "zh-CN")],
+    },
+    "yue": {
+        "train": [cv_row(SPK_A, "common_voice_yue_50.mp3", "你食咗飯未呀？（好肚餓）", "male", "yue")],
+        "dev": [cv_row(SPK_B, "common_voice_yue_51.mp3", "佢哋喺3號巴士站等緊。", "", "yue")],
+        "test": [cv_row(SPK_C, "common_voice_yue_52.mp3", "「唔該晒」，聽日見！", "female", "yue")],
+    },
+    "ko": {
+        "train": [cv_row(SPK_A, "common_voice_ko_60.mp3", "안녕하세요, 반갑습니다!", "male", "ko")],
+        "dev": [cv_row(SPK_B, "common_voice_ko_61.mp3", "오늘은 2023년 9월 8일입니다.", "", "ko")],
+        "test": [cv_row(SPK_C, "common_voice_ko_62.mp3", "[웃음] 정말요? (네) 좋아요…", "female", "ko")],
+    },
+    "ru": {
+        "train": [cv_row(SPK_A, "common_voice_ru_70.mp3", "Ёлки-палки, это «тест»!", "male", "ru")],
+        "dev": [cv_row(SPK_B, "common_voice_ru_71.mp3", "В 2023 году было 15 версий.", "", "ru")],
+        "test": [cv_row(SPK_C, "common_voice_ru_72.mp3", "Съешь же ещё этих мягких французских булок (да).",
+                        "female", "ru")],
+    },
+    "en": {
+        "train": [cv_row(SPK_A, "common_voice_en_100.mp3", "I'd like 2 coffees, please — thanks!", "male", "en")],
+        "dev": [cv_row(SPK_B, "common_voice_en_101.mp3", "The café's naïve résumé (draft).", "", "en")],
+        "test": [cv_row(SPK_C, "common_voice_en_102.mp3", "Dr. Jones lives at 221B Baker St. [noise]", "female",
+                        "en")],
+    },
+    "fr": {
+        "train": [cv_row(SPK_A, "common_voice_fr_110.mp3", "Où est l'hôtel ? Ça coûte 20 € !", "male", "fr")],
+        "dev": [cv_row(SPK_B, "common_voice_fr_111.mp3", "L'été dernier, j'ai vu « Les Misérables » (1862).", "",
+                       "fr")],
+        "test": [cv_row(SPK_C, "common_voice_fr_112.mp3", "Noël à Besançon : c'est magnifique…", "female", "fr")],
+    },
+    "es": {
+        "train": [cv_row(SPK_A, "common_voice_es_120.mp3", "¿Dónde está la estación? ¡Aquí!", "male", "es")],
+        "dev": [cv_row(SPK_B, "common_voice_es_121.mp3", "El niño tiene 5 años (más o menos).", "", "es")],
+        "test": [cv_row(SPK_C, "common_voice_es_122.mp3", "Mañana iré a Cádiz – ¡qué ilusión!", "female", "es")],
+    },
+    "it": {
+        "train": [cv_row(SPK_A, "common_voice_it_130.mp3", "Perché è così difficile? Non lo so.", "male", "it")],
+        "dev": [cv_row(SPK_B, "common_voice_it_131.mp3", "Città del Vaticano: 0,44 km² [circa].", "", "it")],
+        "test": [cv_row(SPK_C, "common_voice_it_132.mp3", "L'università è aperta 24 ore su 24.", "female", "it")],
+    },
+    "ja": {
+        "train": [cv_row(SPK_A, "common_voice_ja_80.mp3", "がっこうへ行きます。", "male", "ja")],
+        "dev": [cv_row(SPK_B, "common_voice_ja_81.mp3", "ﾃﾞｰﾀ（半角）のテスト！", "", "ja")],
+        "test": [cv_row(SPK_C, "common_voice_ja_82.mp3", "東京は２０２３年に…【速報】", "female", "ja")],
+    },
+}
+
+
 def default_cv15(root: Path) -> Path:
-    """de (with raw quotes, odd spaces, colliding client-id prefixes) and zh-CN."""
-    return make_cv15(root, {
-        "de": {
-            "train": [cv_row(SPK_A, "common_voice_de_1.mp3", '"""Good-bye,"" said the boy."', "male"),
-                      cv_row(SPK_A, "common_voice_de_2.mp3", "Hallo\u00a0 Welt!", "male"),
-                      cv_row(SPK_B, "common_voice_de_3.mp3", "Er sagte: \"Nein\".", "")],
-            "dev": [cv_row(SPK_C, "common_voice_de_4.mp3", "Guten Morgen.", "female")],
-            "test": [cv_row(SPK_C, "common_voice_de_5.mp3", "Das ist ein Test.", "female")],
-        },
-        "zh-CN": {
-            "train": [cv_row(SPK_A, "common_voice_zh-CN_10.mp3", "你好世界", "male", "zh-CN")],
-            "dev": [cv_row(SPK_B, "common_voice_zh-CN_11.mp3", "早上好", "", "zh-CN")],
-            "test": [cv_row(SPK_C, "common_voice_zh-CN_12.mp3", "这是一个测试", "female", "zh-CN")],
-        },
-    })
+    """The miniature Common Voice 15 release (:data:`CV15_TABLES`)."""
+    return make_cv15(root, CV15_TABLES)
 
 
 def fleurs_row(sid: str, name: str, raw: str, gender: str = "MALE") -> str:
@@ -100,23 +149,37 @@ def make_fleurs(root: Path, tables: Dict[str, Dict[str, List[str]]], archived: S
     return root
 
 
+# The miniature FLEURS: de_de (plain wavs, odd Unicode spaces), en_us and cmn_hans_cn (tar.gz
+# archives), and the other paper languages with punctuation, brackets, numbers and symbols.
+FLEURS_TABLES: Dict[str, Dict[str, List[str]]] = {
+    "de_de": {"train": [fleurs_row("7", "111.wav", "Das\u2009ist\u00a0gut\u200b."),
+                        fleurs_row("8", "112.wav", "Zweiter Satz.", "FEMALE")],
+              "dev": [fleurs_row("20", "113.wav", "Dev Satz.")],
+              "test": [fleurs_row("30", "114.wav", "Test Satz.")]},
+    "en_us": {"train": [fleurs_row("7", "211.wav", "That is good."),
+                        fleurs_row("7", "212.wav", "That is good!", "FEMALE"),
+                        fleurs_row("9", "213.wav", "Unpaired sentence."),
+                        fleurs_row("8", "216.wav", "Second sentence.")],
+              "dev": [fleurs_row("20", "214.wav", "Dev sentence.")],
+              "test": [fleurs_row("30", "215.wav", "Test sentence.")]},
+    "cmn_hans_cn": {"train": [fleurs_row("8", "311.wav", "第二句。")],
+                    "dev": [fleurs_row("20", "312.wav", "开发句。")],
+                    "test": [fleurs_row("30", "313.wav", "测试句。")]},
+    "ko_kr": {"train": [fleurs_row("8", "411.wav", "지금은 오후 3시 30분입니다. (대략)")],
+              "dev": [fleurs_row("20", "412.wav", "“안녕!”이라고 말했다.")],
+              "test": [fleurs_row("30", "413.wav", "서울의 인구는 약 9,700,000명이다.")]},
+    "yue_hant_hk": {"train": [fleurs_row("8", "511.wav", "香港有7百幾萬人。")],
+                    "dev": [fleurs_row("20", "512.wav", "佢話：「好嘢！」")],
+                    "test": [fleurs_row("30", "513.wav", "今日落雨（黃雨）[雜音]")]},
+    "ru_ru": {"train": [fleurs_row("8", "611.wav", "Москва — столица России.")],
+              "dev": [fleurs_row("20", "612.wav", "Температура: −5 °C, ветер 3 м/с.")],
+              "test": [fleurs_row("30", "613.wav", "Он сказал: «Привет!» [шум]")]},
+}
+
+
 def default_fleurs(root: Path) -> Path:
-    """de_de (plain wavs, odd Unicode spaces), en_us and cmn_hans_cn (tar.gz archives)."""
-    return make_fleurs(root, {
-        "de_de": {"train": [fleurs_row("7", "111.wav", "Das\u2009ist\u00a0gut\u200b."),
-                            fleurs_row("8", "112.wav", "Zweiter Satz.", "FEMALE")],
-                  "dev": [fleurs_row("20", "113.wav", "Dev Satz.")],
-                  "test": [fleurs_row("30", "114.wav", "Test Satz.")]},
-        "en_us": {"train": [fleurs_row("7", "211.wav", "That is good."),
-                            fleurs_row("7", "212.wav", "That is good!", "FEMALE"),
-                            fleurs_row("9", "213.wav", "Unpaired sentence."),
-                            fleurs_row("8", "216.wav", "Second sentence.")],
-                  "dev": [fleurs_row("20", "214.wav", "Dev sentence.")],
-                  "test": [fleurs_row("30", "215.wav", "Test sentence.")]},
-        "cmn_hans_cn": {"train": [fleurs_row("8", "311.wav", "第二句。")],
-                        "dev": [fleurs_row("20", "312.wav", "开发句。")],
-                        "test": [fleurs_row("30", "313.wav", "测试句。")]},
-    }, archived=("en_us", "cmn_hans_cn"))
+    """The miniature FLEURS (:data:`FLEURS_TABLES`)."""
+    return make_fleurs(root, FLEURS_TABLES, archived=("en_us", "cmn_hans_cn"))
 
 
 WENET_AUDIOS = [
@@ -170,35 +233,57 @@ def make_covost2(covost: Path, cv4: Path, tables: Dict[str, List[Tuple[str, str,
             write_mp3(cv4 / locale / "clips" / r.split("\t")[1])
 
 
+# The miniature CoVoST 2: de->en, zh-CN->en, ru->en (English with numbers, contractions, brackets)
+# and en->de; common_voice_de_5 (train here) is also a CV15 de test clip, and common_voice_de_1 (a
+# CV15 de train clip) is a CoVoST 2 test clip. Rows: (path, translation, split).
+COVOST2_TABLES: Dict[str, List[Tuple[str, str, str]]] = {
+    "de_en": [("common_voice_de_1.mp3", "\"Good-bye,\" said the boy.", "test"),
+              ("common_voice_de_6.mp3", "Good evening.", "train"),
+              ("common_voice_de_7.mp3", "Good night.", "train_covost"),
+              ("common_voice_de_8.mp3", "It works.", "dev"),
+              ("common_voice_de_5.mp3", "This is a test.", "train"),
+              ("common_voice_de_99.mp3", "Not in validated.", "train")],
+    "zh-CN_en": [("common_voice_zh-CN_20.mp3", "Hello.", "train"),
+                 ("common_voice_zh-CN_21.mp3", "Good morning.", "dev"),
+                 ("common_voice_zh-CN_22.mp3", "This is a test.", "test")],
+    "ru_en": [("common_voice_ru_90.mp3", "It's 3:30 p.m. and the colour costs £20 (approx.).", "train"),
+              ("common_voice_ru_91.mp3", "Mr. Smith won't go [laughs] to the 1960s party.", "dev"),
+              ("common_voice_ru_92.mp3", "Twenty-one percent, that's 21%!", "test")],
+    "en_de": [("common_voice_en_30.mp3", "Guten Abend.", "train"),
+              ("common_voice_en_31.mp3", "Das ist ein Test.", "test"),
+              ("common_voice_en_32.mp3", "Es geht.", "dev")],
+}
+CV4_VALIDATED: Dict[str, List[str]] = {
+    "de": [cv4_row(SPK_A, "common_voice_de_1.mp3", '"""Good-bye,"" said the boy."'),
+           cv4_row(SPK_B, "common_voice_de_6.mp3", "Guten Abend."),
+           cv4_row(SPK_B, "common_voice_de_7.mp3", "Gute Nacht."),
+           cv4_row(SPK_C, "common_voice_de_8.mp3", "Es funktioniert."),
+           cv4_row(SPK_C, "common_voice_de_5.mp3", "Das ist ein Test.")],
+    "zh-CN": [cv4_row(SPK_A, "common_voice_zh-CN_20.mp3", "你好"),
+              cv4_row(SPK_B, "common_voice_zh-CN_21.mp3", "早上好"),
+              cv4_row(SPK_C, "common_voice_zh-CN_22.mp3", "这是一个测试")],
+    "ru": [cv4_row(SPK_A, "common_voice_ru_90.mp3", "Сейчас 15:30, а цвет стоит 20 фунтов (примерно)."),
+           cv4_row(SPK_B, "common_voice_ru_91.mp3", "Г-н Смит не пойдёт на вечеринку [смеётся]."),
+           cv4_row(SPK_C, "common_voice_ru_92.mp3", "Двадцать один процент — это 21 %!")],
+    "en": [cv4_row(SPK_A, "common_voice_en_30.mp3", "Good evening."),
+           cv4_row(SPK_B, "common_voice_en_31.mp3", "This is a test."),
+           cv4_row(SPK_C, "common_voice_en_32.mp3", "It works.")],
+}
+
+
 def default_covost2(covost: Path, cv4: Path) -> None:
-    """de->en, zh-CN->en and en->de; common_voice_de_5 (train here) is also a CV15 de test clip,
-    and common_voice_de_1 (a CV15 de train clip) is a CoVoST 2 test clip."""
-    make_covost2(covost, cv4, {
-        "de_en": [("common_voice_de_1.mp3", "\"Good-bye,\" said the boy.", "test"),
-                  ("common_voice_de_6.mp3", "Good evening.", "train"),
-                  ("common_voice_de_7.mp3", "Good night.", "train_covost"),
-                  ("common_voice_de_8.mp3", "It works.", "dev"),
-                  ("common_voice_de_5.mp3", "This is a test.", "train"),
-                  ("common_voice_de_99.mp3", "Not in validated.", "train")],
-        "zh-CN_en": [("common_voice_zh-CN_20.mp3", "Hello.", "train"),
-                     ("common_voice_zh-CN_21.mp3", "Good morning.", "dev"),
-                     ("common_voice_zh-CN_22.mp3", "This is a test.", "test")],
-        "en_de": [("common_voice_en_30.mp3", "Guten Abend.", "train"),
-                  ("common_voice_en_31.mp3", "Das ist ein Test.", "test"),
-                  ("common_voice_en_32.mp3", "Es geht.", "dev")],
-    }, {
-        "de": [cv4_row(SPK_A, "common_voice_de_1.mp3", '"""Good-bye,"" said the boy."'),
-               cv4_row(SPK_B, "common_voice_de_6.mp3", "Guten Abend."),
-               cv4_row(SPK_B, "common_voice_de_7.mp3", "Gute Nacht."),
-               cv4_row(SPK_C, "common_voice_de_8.mp3", "Es funktioniert."),
-               cv4_row(SPK_C, "common_voice_de_5.mp3", "Das ist ein Test.")],
-        "zh-CN": [cv4_row(SPK_A, "common_voice_zh-CN_20.mp3", "你好"),
-                  cv4_row(SPK_B, "common_voice_zh-CN_21.mp3", "早上好"),
-                  cv4_row(SPK_C, "common_voice_zh-CN_22.mp3", "这是一个测试")],
-        "en": [cv4_row(SPK_A, "common_voice_en_30.mp3", "Good evening."),
-               cv4_row(SPK_B, "common_voice_en_31.mp3", "This is a test."),
-               cv4_row(SPK_C, "common_voice_en_32.mp3", "It works.")],
-    })
+    """The miniature CoVoST 2 and Common Voice 4 (:data:`COVOST2_TABLES`, :data:`CV4_VALIDATED`)."""
+    make_covost2(covost, cv4, COVOST2_TABLES, CV4_VALIDATED)
+
+
+def reference_texts() -> List[Tuple[str, str]]:
+    """(corpus language code, text) of every transcript and translation of the miniature corpora."""
+    out = [(loc, r.split("\t")[2]) for loc, splits in CV15_TABLES.items() for rows in splits.values() for r in rows]
+    out += [(loc, r.split("\t")[2]) for loc, splits in FLEURS_TABLES.items() for rows in splits.values() for r in rows]
+    out += [("zh", seg[3]) for *_, segs in WENET_AUDIOS for seg in segs]
+    out += [(d.split("_")[1], t) for d, rows in COVOST2_TABLES.items() for _, t, _ in rows]
+    out += [(loc, r.split("\t")[2]) for loc, rows in CV4_VALIDATED.items() for r in rows]
+    return out
 
 
 def recipe_copy(tmp: Path) -> Path:
@@ -220,6 +305,12 @@ def run_data_sh(recipe_dir: Path, args: Sequence[str] = (), env: Optional[Dict[s
     full_env.update(env or {})
     return subprocess.run(["bash", "local/data.sh", *args], cwd=recipe_dir, env=full_env,
                           capture_output=True, text=True, timeout=300)
+
+
+def conf_value(conf: Path, name: str) -> str:
+    """The value of a shell variable that a recipe's ``conf/*.conf`` sets (the file sourced by bash)."""
+    return subprocess.run(["bash", "-c", f'. "$0"; printf %s "${name}"', str(conf)], check=True,
+                          capture_output=True, text=True).stdout
 
 
 def read_file(path: Path) -> List[str]:

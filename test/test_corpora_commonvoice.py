@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from corpora_mini import SPK_A, SPK_B, SPK_C, cv_row, default_cv15, make_cv15, read_file, recipe_copy, run_data_sh
+from corpora_mini import (REPO, SPK_A, SPK_B, SPK_C, conf_value, cv_row, default_cv15, make_cv15, read_file,
+                          recipe_copy, run_data_sh)
 from partlib.common import DataError
 from partlib.data.audio import load_audio
 from partlib.data.corpora.base import clean_text, shorten_ids
@@ -109,3 +110,18 @@ def test_tsv_reader_rejects_bad_encoding_and_empty_file(tmp_path):
     f.write_bytes(b"")
     with pytest.raises(DataError, match="empty file"):
         list(read_tsv(f, ("path",)))
+
+
+def test_prepares_the_paper_languages(tmp_path, recipe):
+    """The ten locales of conf/data.conf, Cantonese and Korean among them, with their canonical codes."""
+    locales = conf_value(REPO / "egs" / "commonvoice15" / "part1" / "conf" / "data.conf", "locales").split()
+    assert locales == ["zh-CN", "en", "ja", "ko", "yue", "de", "fr", "ru", "es", "it"]
+    root = default_cv15(tmp_path / "cv")
+    r = run_data_sh(recipe, ["--locales", " ".join(locales)], {"CV15": str(root)})
+    assert r.returncode == 0, r.stderr
+    data = recipe / "data"
+    codes = {l: read_file(data / f"cv15_{l}_test" / "utt2lang")[0].split()[1] for l in locales}
+    assert codes == {"zh-CN": "zh", "en": "en", "ja": "ja", "ko": "ko", "yue": "yue", "de": "de", "fr": "fr",
+                     "ru": "ru", "es": "es", "it": "it"}
+    assert read_file(data / "cv15_yue_train" / "text") == [f"{A}-common_voice_yue_50 你食咗飯未呀？（好肚餓）"]
+    assert read_file(data / "cv15_ko_test" / "text") == [f"{C}-common_voice_ko_62 [웃음] 정말요? (네) 좋아요…"]

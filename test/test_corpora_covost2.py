@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from corpora_mini import SPK_A, SPK_B, SPK_C, default_covost2, read_file, recipe_copy, run_data_sh
+from corpora_mini import REPO, SPK_A, SPK_B, SPK_C, conf_value, default_covost2, read_file, recipe_copy, run_data_sh
 from partlib.common import DataError
 from partlib.data.corpora.covost2 import DIRECTIONS, parse_direction
 from partlib.data.datadir import DataDir
@@ -85,3 +85,15 @@ def test_bad_paths(tmp_path, recipe, corpus):
     r = run_data_sh(recipe, ["--directions", "de_en"], {"COVOST2": corpus["COVOST2"]})
     assert r.returncode != 0 and "COVOST2 and CV4 must be set" in r.stderr
     assert not (recipe / "data").exists() or not any((recipe / "data").iterdir())
+
+
+def test_paper_directions(recipe, corpus):
+    """conf/data.conf: the paper's seven X->en directions (en->X only as a commented option)."""
+    directions = conf_value(REPO / "egs" / "covost2" / "part1" / "conf" / "data.conf", "directions").split()
+    assert [tuple(canonical(c) for c in parse_direction(d)) for d in directions] == [
+        (s, "en") for s in ("zh", "ja", "de", "fr", "es", "it", "ru")]
+    r = run_data_sh(recipe, ["--directions", "ru_en"], corpus)
+    assert r.returncode == 0, r.stderr
+    test = DataDir.load(recipe / "data" / "covost2_ru_en_test")
+    assert test.utt2lang == {f"{C}-common_voice_ru_92": "ru"}
+    assert test.translations == {"en": {f"{C}-common_voice_ru_92": "Twenty-one percent, that's 21%!"}}

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from corpora_mini import default_fleurs, read_file, recipe_copy, run_data_sh
+from corpora_mini import REPO, conf_value, default_fleurs, read_file, recipe_copy, run_data_sh
 from partlib.data.corpora.fleurs import text_pairs
+from partlib.data.langs import canonical
 from partlib.data.datadir import DataDir
 
 
@@ -81,3 +82,19 @@ def test_all_102_locales_map_to_distinct_languages():
     codes = {canonical(l) for l in FLEURS_LOCALES}
     assert len(FLEURS_LOCALES) == 102 and len(codes) == 102
     assert canonical("cmn_hans_cn") == "zh" and canonical("yue_hant_hk") == "yue"
+
+
+def test_prepares_the_paper_languages(tmp_path, recipe):
+    """The ten locales of conf/data.conf, Cantonese and Korean among them, with their canonical codes."""
+    locales = conf_value(REPO / "egs" / "fleurs" / "part1" / "conf" / "data.conf", "locales").split()
+    assert locales == ["cmn_hans_cn", "en_us", "ja_jp", "ko_kr", "yue_hant_hk", "de_de", "fr_fr", "ru_ru",
+                       "es_419", "it_it"]
+    assert [canonical(l) for l in locales] == ["zh", "en", "ja", "ko", "yue", "de", "fr", "ru", "es", "it"]
+    root = default_fleurs(tmp_path / "fleurs")
+    r = run_data_sh(recipe, ["--locales", "ko_kr yue_hant_hk ru_ru"], {"FLEURS": str(root)})
+    assert r.returncode == 0, r.stderr
+    data = recipe / "data"
+    assert read_file(data / "fleurs_ko_kr_test" / "utt2lang") == ["fleurs-ko_kr-413 ko"]
+    assert read_file(data / "fleurs_yue_hant_hk_test" / "text") == ["fleurs-yue_hant_hk-513 今日落雨（黃雨）[雜音]"]
+    assert read_file(data / "fleurs_yue_hant_hk_test" / "utt2lang") == ["fleurs-yue_hant_hk-513 yue"]
+    assert read_file(data / "fleurs_ru_ru_dev" / "utt2lang") == ["fleurs-ru_ru-612 ru"]

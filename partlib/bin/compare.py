@@ -9,8 +9,8 @@ import argparse
 import sys
 from typing import List, Optional
 
-from partlib.bin import cli
-from partlib.common import ConfigError, atomic_write
+from partlib.bin import add_normalizer_option, cli, positive_int
+from partlib.common import atomic_write
 from partlib.scoring import bootstrap
 from partlib.scoring.wer_bleu import dumps_json
 
@@ -20,9 +20,10 @@ def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sys_a", help="decode dir of system A")
     p.add_argument("sys_b", help="decode dir of system B")
-    p.add_argument("--n-bootstrap", type=int, default=1000, help="number of resamples")
+    p.add_argument("--n-bootstrap", type=positive_int, default=1000, help="number of resamples")
     p.add_argument("--seed", type=int, default=0, help="seed of the resampling")
     p.add_argument("--out", help="also write the result as JSON to this file")
+    add_normalizer_option(p, None, "the one A's scores.json records, else part-basic-v1")
     return p
 
 
@@ -30,9 +31,7 @@ def get_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     """Run the comparison and print a markdown table (diff = A - B)."""
     args = get_parser().parse_args(argv)
-    if args.n_bootstrap < 1:
-        raise ConfigError("--n-bootstrap must be positive")
-    result = bootstrap.compare_dirs(args.sys_a, args.sys_b, args.n_bootstrap, args.seed)
+    result = bootstrap.compare_dirs(args.sys_a, args.sys_b, args.n_bootstrap, args.seed, args.normalizer)
     if args.out:
         atomic_write(args.out, dumps_json(result))
     sys.stdout.write(bootstrap.format_markdown(result, args.sys_a, args.sys_b))

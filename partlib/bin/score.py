@@ -8,9 +8,9 @@ import argparse
 import sys
 from typing import List, Optional
 
-from partlib.bin import cli
+from partlib.bin import add_normalizer_option, cli
 from partlib.common import get_logger
-from partlib.scoring import wer_bleu
+from partlib.scoring import normalize, wer_bleu
 
 log = get_logger("partlib.score")
 
@@ -24,9 +24,10 @@ def get_parser() -> argparse.ArgumentParser:
     lang.add_argument("--utt2lang", help="utterance -> (source) language")
     lang.add_argument("--lang", help="one (source) language for all utterances")
     p.add_argument("--metrics", default="auto",
-                   help="auto (ASR: CER for languages without spaces, WER otherwise; translation: "
-                        "BLEU and chrF) or a comma list of wer,cer,bleu,chrf")
+                   help="auto (ASR: CER for zh, ja, ko, yue and other languages without spaces, WER "
+                        "otherwise; translation: BLEU and chrF) or a comma list of wer,cer,bleu,chrf")
     p.add_argument("--tgt-lang", help="target language: the hypotheses are translations")
+    add_normalizer_option(p, normalize.DEFAULT_SCHEME)
     p.add_argument("--allow-missing", action="store_true",
                    help="score a missing hypothesis as empty (and ignore extra ones) instead of failing")
     p.add_argument("out_dir", help="output directory (scores.json, scores.md, *.trn, result.txt)")
@@ -42,7 +43,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if inputs.missing or inputs.extra:
         log.warning("%d missing hypotheses scored as empty, %d extra ignored",
                     len(inputs.missing), len(inputs.extra))
-    result, utts = wer_bleu.score(inputs, metrics=args.metrics, tgt_lang=args.tgt_lang)
+    result, utts = wer_bleu.score(inputs, metrics=args.metrics, tgt_lang=args.tgt_lang, normalizer=args.normalizer)
     wer_bleu.write_outputs(args.out_dir, result, utts)
     sys.stdout.write(wer_bleu.format_markdown(result))
     return 0

@@ -4,12 +4,16 @@ Every corpus spells languages its own way (CommonVoice ``zh-CN``/``sv-SE``, Fleu
 ``de_de``, CoVoST2 ``zh-CN``). :func:`canonical` maps all of them to one code — ISO 639-1 where it
 exists, else ISO 639-3 — used in ``utt2lang``, ``text.<lang>`` file names, prompts, the CER/WER
 choice and result rows.
+
+Scoring unit: CER for the languages of the paper's CER list (zh, ja, ko, yue) and for every other
+language written without spaces between words (th, lo, km, my, nan); WER for the rest.
+:func:`uses_cer` is the one place that decides it.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 from partlib.common import PartError
 
@@ -24,12 +28,16 @@ class Language:
 
     code: str
     name: str
-    no_space: bool = False  # written without spaces between words: score with CER
+    no_space: bool = False  # written without spaces between words
     script: str = "Latn"
+    cer: bool = False       # ASR scored by character error rate (else word error rate)
 
 
-def _L(code: str, name: str, script: str = "Latn", no_space: bool = False) -> Language:
-    return Language(code=code, name=name, no_space=no_space, script=script)
+def _L(code: str, name: str, script: str = "Latn", no_space: bool = False, cer: Optional[bool] = None
+       ) -> Language:
+    """A table row; ``cer`` defaults to ``no_space``."""
+    return Language(code=code, name=name, no_space=no_space, script=script,
+                    cer=no_space if cer is None else cer)
 
 
 # Canonical table: Fleurs' 102 languages, CommonVoice 15 and CoVoST2 languages.
@@ -52,7 +60,7 @@ _TABLE: Tuple[Language, ...] = (
     _L("it", "Italian"), _L("ja", "Japanese", "Jpan", True), _L("jv", "Javanese"),
     _L("ka", "Georgian", "Geor"), _L("kab", "Kabyle"), _L("kam", "Kamba"),
     _L("kea", "Kabuverdianu"), _L("kk", "Kazakh", "Cyrl"), _L("km", "Khmer", "Khmr", True),
-    _L("kmr", "Northern Kurdish"), _L("kn", "Kannada", "Knda"), _L("ko", "Korean", "Kore"),
+    _L("kmr", "Northern Kurdish"), _L("kn", "Kannada", "Knda"), _L("ko", "Korean", "Kore", cer=True),
     _L("ky", "Kyrgyz", "Cyrl"), _L("lb", "Luxembourgish"), _L("lg", "Luganda"),
     _L("ln", "Lingala"), _L("lo", "Lao", "Laoo", True), _L("lt", "Lithuanian"),
     _L("luo", "Luo"), _L("lv", "Latvian"), _L("mdf", "Moksha", "Cyrl"), _L("mhr", "Meadow Mari", "Cyrl"),
@@ -134,7 +142,15 @@ def name(code: str) -> str:
 
 
 def uses_cer(code: str) -> bool:
-    """Whether the language is written without spaces (so ASR is scored by CER, not WER)."""
+    """Whether ASR in the language is scored by CER (else WER): zh, ja, ko, yue as in the paper
+    (Korean, though written with spaces, by characters), and the other languages written without
+    spaces."""
+    return get(code).cer
+
+
+def no_space(code: str) -> bool:
+    """Whether the language is written without spaces between words (texts join and split by
+    characters)."""
     return get(code).no_space
 
 

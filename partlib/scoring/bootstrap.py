@@ -22,8 +22,9 @@ import numpy as np
 from partlib import tasks
 from partlib.common import DataError, PathLike
 from partlib.scoring import bleu as bleu_mod
+from partlib.scoring import normalize as norm
 from partlib.scoring import wer_bleu
-from partlib.scoring.decode_dir import decode_tgt_lang, score_decode_dir
+from partlib.scoring.decode_dir import decode_tgt_lang, recorded_normalizer, score_decode_dir
 from partlib.scoring.wer_bleu import TRANSLATION_METRICS
 
 
@@ -83,13 +84,16 @@ def paired_bootstrap(a: Sequence, b: Sequence, metric: str,
             "seed": seed, "lower_is_better": not tasks.higher_is_better(metric), "num_utts": len(a)}
 
 
-def compare_dirs(dir_a: PathLike, dir_b: PathLike, n_bootstrap: int = 1000, seed: int = 0) -> Dict:
-    """Paired bootstrap of two decode dirs, per set (language / direction) and overall."""
+def compare_dirs(dir_a: PathLike, dir_b: PathLike, n_bootstrap: int = 1000, seed: int = 0,
+                 normalizer: Optional[str] = None) -> Dict:
+    """Paired bootstrap of two decode dirs, per set (language / direction) and overall; both scored
+    with the ``normalizer`` scheme (None: the one A's ``scores.json`` records, else the default)."""
     tgt_a, tgt_b = decode_tgt_lang(dir_a), decode_tgt_lang(dir_b)
     if tgt_a != tgt_b:
         raise DataError(f"different target languages: {tgt_a} vs {tgt_b}", dir_b)
-    res_a, utts_a = score_decode_dir(dir_a, tgt_a)
-    res_b, utts_b = score_decode_dir(dir_b, tgt_a)
+    scheme = normalizer or recorded_normalizer(dir_a) or norm.DEFAULT_SCHEME
+    res_a, utts_a = score_decode_dir(dir_a, tgt_a, scheme)
+    res_b, utts_b = score_decode_dir(dir_b, tgt_a, scheme)
     refs_a = {u.utt: u.ref for u in utts_a}
     refs_b = {u.utt: u.ref for u in utts_b}
     if refs_a != refs_b:

@@ -14,7 +14,8 @@ sclite's ``pra`` and the summary).
       "task": "asr" | "translation",
       "tgt_lang": null | "<code>",
       "metrics": ["wer", ...],            # requested metrics ("auto" resolved)
-      "normalizer": {"asr": {"<name>": "<rules>"}, "bleu": "<how BLEU/chrF text is treated>"},
+      "normalizer": {"scheme": "<--normalizer: part-basic-v1 | whisper>",
+                     "asr": {"<name>": "<rules>"}, "bleu": "<how BLEU/chrF text is treated>"},
       "num_utts": int, "num_missing": int, "num_extra": int,   # missing hyps scored as empty
       "sets": {
         "<lang>" (ASR) | "<src>-<tgt>" (translation) | "overall": {
@@ -31,8 +32,10 @@ sclite's ``pra`` and the summary).
       }
     }
 
-``wer`` counts words, ``cer`` characters; ``mixed`` (overall only, when the set mixes languages
-with and without spaces) counts each utterance in its language's own unit. Error rates are percent.
+``normalizer.scheme`` is absent from files written before it existed: they were scored by
+``part-basic-v1``. ``wer`` counts words, ``cer`` characters; ``mixed`` (overall only, when the set
+mixes languages scored by words and by characters) counts each utterance in its language's own
+unit. Error rates are percent.
 """
 from __future__ import annotations
 
@@ -139,9 +142,10 @@ def resolve_metrics(metrics: str, tgt_lang: Optional[str]) -> List[str]:
     return names
 
 
-def score_utterance(utt: str, ref: str, hyp: str, src_lang: str, text_lang: str) -> UttScore:
-    """Normalise, split and align one utterance in both units."""
-    ref_n, hyp_n = norm.normalize(ref, text_lang), norm.normalize(hyp, text_lang)
+def score_utterance(utt: str, ref: str, hyp: str, src_lang: str, text_lang: str,
+                    normalizer: str = norm.DEFAULT_SCHEME) -> UttScore:
+    """Normalise (by the ``normalizer`` scheme), split and align one utterance in both units."""
+    ref_n, hyp_n = norm.normalize(ref, text_lang, normalizer), norm.normalize(hyp, text_lang, normalizer)
     unit = "char" if langs.uses_cer(text_lang) else "word"
     counts, alis = {}, {}
     for u in ("word", "char"):
@@ -157,7 +161,7 @@ def _error_block(counts: ErrorCounts) -> Dict:
 
 
 def _section(utts: Sequence[UttScore], metrics: Sequence[str], tgt_lang: Optional[str],
-             candidates: Sequence[str], overall: bool) -> Dict:
+             candidates: Sequence[str], overall: bool, normalizer: str) -> Dict:
     """The ``sets`` entry of a non-empty group of utterances."""
     scores: Dict[str, Dict] = {
         "wer": _error_block(ErrorCounts.total(u.counts["word"] for u in utts)),
@@ -184,7 +188,7 @@ def _section(utts: Sequence[UttScore], metrics: Sequence[str], tgt_lang: Optiona
                                       [u.runaway for u in utts], candidates),
     }
     if not overall:
-        section["normalizer"] = norm.normalizer_name(utts[0].text_lang)
+        section["normalizer"] = norm.normalizer_name(utts[0].text_lang, normalizer)
     return section
 
 
@@ -193,15 +197,18 @@ def set_key(u: UttScore, tgt_lang: Optional[str]) -> str:
     return f"{u.src_lang}-{tgt_lang}" if tgt_lang else u.src_lang
 
 
-def score(inputs: Inputs, *, metrics: str = "auto", tgt_lang: Optional[str] = None
-          ) -> Tuple[Dict, List[UttScore]]:
-    """Score paired texts; return the ``scores.json`` dict and the per-utterance results."""
+def score(inputs: Inputs, *, metrics: str = "auto", tgt_lang: Optional[str] = None,
+          normalizer: str = norm.DEFAULT_SCHEME) -> Tuple[Dict, List[UttScore]]:
+    """Score paired texts, WER/CER after the ``normalizer`` scheme's normalisers
+    (:data:`partlib.scoring.normalize.SCHEMES`); return the ``scores.json`` dict and the
+    per-utterance results."""
+    norm.check_scheme(normalizer)
     tgt = langs.canonical(tgt_lang) if tgt_lang else None
     names = resolve_metrics(metrics, tgt)
     if tgt is None and any(m in TRANSLATION_METRICS for m in names) and len(set(inputs.utt2lang.values())) > 1:
         raise ConfigError("BLEU/chrF of a multilingual set needs --tgt-lang (or score one language at a time)")
-    utts = [score_utterance(u, inputs.refs[u], inputs.hyps[u], inputs.utt2lang[u], tgt or inputs.utt2lang[u])
-            for u in inputs.refs]
+    utts = [score_utterance(u, inputs.refs[u], inputs.hyps[u], inputs.utt2lang[u], tgt or inputs.utt2lang[u],
+                            normalizer) for u in inputs.refs]
     if not utts:
         raise DataError("no utterances to score")
     # Source languages are candidates too: a translation left in the source language is wrong.
@@ -211,9 +218,9 @@ def score(inputs: Inputs, *, metrics: str = "auto", tgt_lang: Optional[str] = No
     groups: Dict[str, List[UttScore]] = {}
     for u in utts:
         groups.setdefault(set_key(u, tgt), []).append(u)
-    sets = {k: _section(v, names, tgt, checker.candidates, overall=False) for k, v in groups.items()}
-    sets["overall"] = _section(utts, names, tgt, checker.candidates, overall=True)
-    used_norms = sorted({norm.normalizer_name(u.text_lang) for u in utts})
+    sets = {k: _section(v, names, tgt, checker.candidates, False, normalizer) for k, v in groups.items()}
+    sets["overall"] = _section(utts, names, tgt, checker.candidates, True, normalizer)
+    used_norms = sorted({norm.normalizer_name(u.text_lang, normalizer) for u in utts})
     result = {
         "schema_version": SCHEMA_VERSION,
         "task": "translation" if tgt else "asr",
@@ -221,7 +228,8 @@ def score(inputs: Inputs, *, metrics: str = "auto", tgt_lang: Optional[str] = No
         # "auto" for ASR resolves to the error rates used per language.
         "metrics": names if names != ["auto"] else sorted({s["primary"] for k, s in sets.items()
                                                            if k != "overall"}),
-        "normalizer": {"asr": {n: norm.DESCRIPTIONS[n] for n in used_norms}, "bleu": norm.RAW_NAME},
+        "normalizer": {"scheme": normalizer, "asr": {n: norm.DESCRIPTIONS[n] for n in used_norms},
+                       "bleu": norm.RAW_NAME},
         "num_utts": len(utts),
         "num_missing": len(inputs.missing),
         "num_extra": len(inputs.extra),
@@ -244,6 +252,11 @@ def round_floats(obj, digits: int = FLOAT_DIGITS):
 def dumps_json(obj) -> str:
     """Deterministic JSON text: sorted keys, rounded floats, UTF-8, trailing newline."""
     return json.dumps(round_floats(obj), sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+
+
+def recorded_scheme(result: Mapping) -> str:
+    """The normaliser scheme a ``scores.json`` dict of WER/CER/BLEU was scored with."""
+    return result["normalizer"].get("scheme", norm.DEFAULT_SCHEME)
 
 
 def _fmt(value: Optional[float]) -> str:
@@ -275,7 +288,7 @@ def format_markdown(result: Mapping) -> str:
     lines.append("")
     for name, sig in sorted(signatures.items()):
         lines.append(f"- {name} signature: `{sig}`")
-    lines.append("- WER/CER normalisation: " + "; ".join(
+    lines.append(f"- WER/CER normalisation (scheme {recorded_scheme(result)}): " + "; ".join(
         f"{k}: {v}" for k, v in result["normalizer"]["asr"].items()))
     lines.append(f"- BLEU/chrF text: {result['normalizer']['bleu']}")
     if result["num_missing"] or result["num_extra"]:

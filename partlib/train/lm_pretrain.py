@@ -126,7 +126,7 @@ def check_contamination(train_dirs: Sequence[PathLike], heldout_dirs: Sequence[P
 def _lm_cut(text: str, lang: str, rng: random.Random) -> Optional[Tuple[str, str]]:
     """Split a sentence into a prompt prefix and a continuation (between words, or characters
     for languages written without spaces)."""
-    if langs.uses_cer(lang):
+    if langs.no_space(lang):
         if len(text) < 2:
             return None
         k = rng.randint(1, len(text) - 1)
