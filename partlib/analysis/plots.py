@@ -36,7 +36,8 @@ def language_heatmap(
     row_label: str = "language",
     col_label: str = "language",
 ) -> None:
-    """Heatmap of a language x language matrix (values in [-1, 1] or [0, 1]), values annotated.
+    """Heatmap of a square matrix over languages (or other labels, e.g. (task, language) groups),
+    values in [-1, 1] or [0, 1], annotated up to 12 labels.
 
     NaN cells (e.g. a diagonal that has no meaning) are left blank.
     """
@@ -45,7 +46,8 @@ def language_heatmap(
     fig, ax = plt.subplots(figsize=(max(5.0, 1.8 + 0.6 * n), max(4.0, 1.2 + 0.6 * n)))
     vmin = min(0.0, float(np.nanmin(matrix)))
     im = ax.imshow(np.ma.masked_invalid(matrix), cmap="viridis", vmin=vmin, vmax=1.0)
-    ax.set_xticks(range(n), labels)
+    long_labels = max((len(str(x)) for x in labels), default=0) > 3  # e.g. "s2tt:de->en" groups
+    ax.set_xticks(range(n), labels, rotation=90 if long_labels else 0)
     ax.set_yticks(range(n), labels)
     ax.set_xlabel(col_label)
     ax.set_ylabel(row_label)

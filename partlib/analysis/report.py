@@ -17,7 +17,9 @@ import numpy as np
 from partlib.analysis import metrics as M
 from partlib.analysis import plots
 from partlib.analysis.extract import Extractor, Point, Reps, load_utterances
+from partlib.analysis.gradsim import StageProbe, stage_gradient_similarity
 from partlib.common import ConfigError, DataError, PathLike, atomic_write, get_logger
+from partlib.data.datadir import DataDir
 
 log = get_logger(__name__)
 MEL = Point("mel")
@@ -156,7 +158,7 @@ def draw_plots(
 ) -> Dict[str, List[str]]:
     """Draw every plot into ``plot_dir``; returns ``{section: [file names]}`` for the markdown."""
     plot_dir = Path(plot_dir)
-    files: Dict[str, List[str]] = {"summary": [], "centroids": [], "retrieval": [], "projections": []}
+    files: Dict[str, List[str]] = {"summary": [], "centroids": [], "retrieval": [], "projections": [], "gradsim": []}
     models = metrics["models"]
 
     def bars(field: Tuple[str, ...], fname: str, title: str, ylabel: str, ref: Dict[str, float],
@@ -213,6 +215,14 @@ def draw_plots(
                                     f"{method.upper() if method == 'pca' else 't-SNE'} of utterance vectors: {m}, {p}",
                                     plot_dir / fname, seed=seed)
                 files["projections"].append(fname)
+    for m, gs in metrics.get("gradient_similarity", {}).items():
+        matrix = np.array(gs.get("matrix", []), dtype=float)
+        if np.isfinite(matrix).any():
+            fname = f"gradsim_{_slug(m)}.png"
+            plots.language_heatmap(matrix, gs["groups"], f"Cosine similarity of loss gradients: {m}",
+                                   plot_dir / fname, value_label="cosine similarity of gradients",
+                                   row_label="group (task:language)", col_label="group (task:language)")
+            files["gradsim"].append(fname)
     return files
 
 
@@ -267,6 +277,8 @@ def render_markdown(metrics: Mapping[str, object], files: Mapping[str, List[str]
                   "|---|" + "---|" * len(points)]
         for pair, vals in metrics["cka"].items():
             lines.append(f"| {pair} | " + " | ".join(_fmt(vals.get(p)) for p in points) + " |")
+    if metrics.get("gradient_similarity"):
+        lines += _gradsim_markdown(metrics["gradient_similarity"], files.get("gradsim", []), plot_subdir)
     titles = {"summary": "Summary plots", "centroids": "Language-centroid similarity",
               "retrieval": "Cross-lingual retrieval per language pair",
               "projections": "2-D projections coloured by language"}
@@ -275,6 +287,64 @@ def render_markdown(metrics: Mapping[str, object], files: Mapping[str, List[str]
             lines += ["", f"## {titles[section]}", ""]
             lines += [f"![{Path(f).stem}]({plot_subdir}/{f})" for f in files[section]]
     return "\n".join(lines) + "\n"
+
+
+def _count(n: int) -> str:
+    """``10336`` -> ``10.3k``."""
+    for div, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if n >= div:
+            return f"{n / div:.1f}{unit}"
+    return str(n)
+
+
+def _gradsim_markdown(results: Mapping[str, Mapping], plot_files: Sequence[str], plot_subdir: str) -> List[str]:
+    """The gradient-similarity section: summary tables over the stage models, then per model its
+    heatmap and group-by-group matrix."""
+    done = {m: r for m, r in results.items() if "skipped" not in r}
+    tasks_seen: List[str] = []
+    for r in done.values():
+        tasks_seen += [t for t in r["summary"]["cross_language_by_task"] if t not in tasks_seen]
+    header = (["model", "trained parameters", "groups"] + [f"{t}: across languages" for t in tasks_seen]
+              + ["same language, across tasks", "across languages"])
+
+    def row(m: str, r: Mapping, s: Mapping, n: int) -> str:
+        cells = [m, _count(n), str(len(r["groups"]))]
+        cells += [_fmt(s["cross_language_by_task"].get(t)) for t in tasks_seen]
+        cells += [_fmt(s["same_language_cross_task"]), _fmt(s["cross_language"])]
+        return "| " + " | ".join(cells) + " |"
+
+    lines = ["", "## Gradient similarity between (task, language) groups", "",
+             "Cosine similarity of the mean per-token loss gradients of probe groups (the stage's tasks x the "
+             "languages of the analysis data, a fixed sample per group), over the parameters the model's own stage "
+             "trains (a LoRA stage: the weights its LoRA adapts). Cells: mean cosine over pairs of groups of that "
+             "kind. Definitions and how to read them: `docs/analysis.md`.", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += [row(m, r, r["summary"], r["n_params"]["all"]) for m, r in done.items()]
+    adapter = {m: r for m, r in done.items() if "adapter" in r["summary_by_module"]}
+    if adapter:
+        lines += ["", "Adapter parameters only (trained in every stage: the same parameters in every row):", "",
+                  "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += [row(m, r, r["summary_by_module"]["adapter"], r["n_params"]["adapter"]) for m, r in adapter.items()]
+    for m, r in results.items():
+        lines += ["", f"### {m}", ""]
+        if m not in done:
+            lines.append(f"Not computed: {r['skipped']}.")
+            continue
+        parts = [f"{part} {_count(n)}" for part, n in r["n_params"].items() if part != "all"]
+        if r.get("lora_layers") is not None and "llm" in r["n_params"]:
+            parts[-1] += f" (weights adapted by LoRA in layers {', '.join(map(str, r['lora_layers']))})"
+        lines.append(f"Stage `{r['stage']}`; gradients over: {', '.join(parts)}; at most {r['utts_per_group']} "
+                     f"examples per group. Split-half: cosine between the gradients of the two halves of a "
+                     f"group's examples (how stable a group's own direction is).")
+        fname = f"gradsim_{_slug(m)}.png"
+        if fname in plot_files:
+            lines += ["", f"![{Path(fname).stem}]({plot_subdir}/{fname})"]
+        groups = r["groups"]
+        lines += ["", "| group | " + " | ".join(groups) + " | split-half |", "|---|" + "---|" * (len(groups) + 1)]
+        for g, values in zip(groups, r["matrix"]):
+            lines.append(f"| {g} | " + " | ".join(_fmt(v) for v in values)
+                         + f" | {_fmt(r['group_stats'][g]['split_half'])} |")
+    return lines
 
 
 # ------------------------------------------------------------------------------------------
@@ -293,11 +363,17 @@ def run_analysis(
     device: str = "cpu",
     cache_dir: Optional[PathLike] = None,
     projections: Sequence[str] = ("pca", "tsne"),
+    stages: Optional[Mapping[str, Optional[StageProbe]]] = None,
+    gradsim_utts: int = 0,
 ) -> Dict[str, object]:
     """Extract, measure, plot and write ``metrics.json``, ``analysis.md`` and ``plots/`` in ``out_dir``.
 
     The input log-mel point is always included (the floor). Utterances of all data dirs are
-    pooled (their ids must be unique); ``max_utts`` applies per data dir.
+    pooled (their ids must be unique); ``max_utts`` applies per data dir. With ``gradsim_utts``
+    > 0, every model named in ``stages`` also gets the gradient similarity of its stage
+    (:mod:`partlib.analysis.gradsim`; ``gradsim_utts`` examples per group, from all the data
+    dirs) under ``metrics["gradient_similarity"][name]``; a model whose stage is None is reported
+    as skipped.
     """
     out_dir = Path(out_dir)
     names = [n for n, _ in models]
@@ -313,6 +389,8 @@ def run_analysis(
     parallel = all(s.sentences is not None for s in sets)
     sentences = [x for s in sets for x in s.sentences] if parallel else None
     reps: Dict[str, Dict[str, Reps]] = {}
+    gradsim: Dict[str, Dict[str, object]] = {}
+    probe_dirs = [DataDir.load(d) for d in data_dirs] if gradsim_utts and stages else []
     for name, model_dir in models:
         ex = Extractor(model_dir, Path(cache_dir) if cache_dir else out_dir / "cache" / _slug(name),
                        batch_size=batch_size, device=device)
@@ -323,10 +401,18 @@ def run_analysis(
             reps[name][str(p)] = Reps(
                 np.concatenate([r[p].speech for r in per_set]),
                 np.concatenate(texts) if all(t is not None for t in texts) else None)
+        if probe_dirs and name in stages:  # last: it changes the model (the stage's trainable spec)
+            probe = stages[name]
+            gradsim[name] = (stage_gradient_similarity(ex.model, probe, probe_dirs, gradsim_utts, seed=seed,
+                                                       batch_size=batch_size)
+                             if probe is not None else {"skipped": "the model directory does not say which stage "
+                                                                   "made it (no stage_config in info.json)"})
     log.info("computing metrics for %d models x %d points", len(models), len(points))
     metrics = compute_metrics(reps, utts, langs, speakers, sentences, n_folds=n_folds, seed=seed)
     metrics["data_dirs"] = [str(d) for d in data_dirs]
     metrics["model_dirs"] = {n: str(d) for n, d in models}
+    if gradsim:
+        metrics["gradient_similarity"] = gradsim
     files = draw_plots(metrics, reps, langs, out_dir / "plots", projections=projections, seed=seed)
     atomic_write(out_dir / "metrics.json", metrics_json(metrics))
     atomic_write(out_dir / "analysis.md", render_markdown(_clean(metrics), files))

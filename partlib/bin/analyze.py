@@ -10,17 +10,26 @@ Example (compare PART stages and a baseline on the same utterances):
 
 Writes OUT_DIR/metrics.json, OUT_DIR/analysis.md and OUT_DIR/plots/*.png; extracted vectors are
 cached in OUT_DIR/cache (or --cache-dir) and reused on re-runs. Metrics: docs/analysis.md.
+
+A model directory exported by a training stage (its info.json holds the stage's config) also gets
+the cosine similarity of loss gradients between (task, language) groups, over what that stage
+trains (--gradsim-utts examples per group; 0 turns it off).
 """
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import List, Optional, Tuple
 
+from partlib import config
 from partlib.analysis.extract import parse_points
+from partlib.analysis.gradsim import StageProbe
 from partlib.analysis.report import run_analysis
-from partlib.bin import cli
+from partlib.bin import cli, number, positive_int
 from partlib.common import ConfigError, get_logger
+from partlib.models import card
+from partlib.train.schedule import StageConfig, apply_stage_trainable
 
 
 def _model_arg(text: str) -> Tuple[str, str]:
@@ -28,6 +37,15 @@ def _model_arg(text: str) -> Tuple[str, str]:
     if not sep or not name or not path:
         raise argparse.ArgumentTypeError(f"expected NAME=DIR, got {text!r}")
     return name, path
+
+
+def stage_probe(model_dir: str) -> Optional[StageProbe]:
+    """The stage that exported ``model_dir``, from its info.json (None for a model no stage made)."""
+    info = card.read_info(model_dir)
+    if "stage_config" not in info:
+        return None
+    stage = config.parse(StageConfig, info["stage_config"], str(Path(model_dir) / card.INFO), "stage_config")
+    return StageProbe(stage.name, stage.tasks, lambda model: apply_stage_trainable(model, stage))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,16 +61,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--points", default="mel,encoder,adapter,llm:0,llm:-1",
                    help="representation points: mel, encoder, adapter, llm:K (hidden state K; 0 = "
                         "input embeddings, -1 = last layer); mel is always added (default: %(default)s)")
-    p.add_argument("--max-utts", type=int, default=None,
+    p.add_argument("--max-utts", type=positive_int, default=None,
                    help="at most this many utterances per data dir (whole parallel sentences first)")
-    p.add_argument("--n-folds", type=int, default=3,
+    p.add_argument("--n-folds", type=number(int, 2), default=3,
                    help="speaker folds and sentence folds of the language-ID probe (default: %(default)s)")
     p.add_argument("--projections", default="pca,tsne",
                    help="2-D projections to plot, comma-separated from pca,tsne; empty for none")
-    p.add_argument("--batch-size", type=int, default=8, help="utterances per forward pass")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="utterances per forward pass")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     p.add_argument("--cache-dir", default=None, help="where extracted vectors are cached (default OUT_DIR/cache)")
-    p.add_argument("--seed", type=int, default=0, help="seed of folds, label shuffling and projections")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of folds, label shuffling, projections and the gradient probe sample")
+    p.add_argument("--gradsim-utts", type=number(int, 0), default=8,
+                   help="gradient similarity: examples per (task, language) group of each stage model's "
+                        "tasks, drawn from the data dirs; 0 turns it off (default: %(default)s)")
     p.add_argument("out_dir", metavar="OUT_DIR")
     return p
 
@@ -66,12 +88,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     bad = [m for m in projections if m not in ("pca", "tsne")]
     if bad:
         raise ConfigError(f"unknown projection(s) {bad}: use pca and/or tsne")
-    if args.n_folds < 2:
-        raise ConfigError("--n-folds must be at least 2")
     run_analysis(args.model_dir, args.data_dir, args.out_dir, parse_points(args.points),
                  max_utts=args.max_utts, n_folds=args.n_folds, seed=args.seed,
                  batch_size=args.batch_size, device=args.device, cache_dir=args.cache_dir,
-                 projections=projections)
+                 projections=projections, gradsim_utts=args.gradsim_utts,
+                 stages={name: stage_probe(d) for name, d in args.model_dir} if args.gradsim_utts else None)
     log.info("wrote %s/analysis.md", args.out_dir)
     return 0
 

@@ -58,6 +58,16 @@ def lora_params_by_layer(model: nn.Module) -> Dict[int, List[nn.Parameter]]:
     return out
 
 
+def lora_base_weights(model: nn.Module) -> Dict[int, List[nn.Parameter]]:
+    """The weights LoRA adapts (those of the linear layers it wraps), grouped by transformer layer index."""
+    out: Dict[int, List[nn.Parameter]] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, LoraLinear):
+            m = _LAYER_RE.search(name)
+            out.setdefault(int(m.group(1)), []).append(module.base_layer.weight)
+    return out
+
+
 def merged_state_dict(model: PeftModel) -> Dict[str, torch.Tensor]:
     """State dict of the plain LLM with every LoRA update merged into its base weight (no in-place change)."""
     base = model.get_base_model()
