@@ -13,7 +13,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["partlib", "partlib.*"]),
-    package_data={"partlib": ["models/configs/*.json", "models/configs/*.yaml"]},
+    package_data={"partlib": ["models/configs/*.json", "models/configs/*.yaml", "scoring/published/*.yaml"]},
     install_requires=[
         # Never pin torch with ==: it would replace a user's CUDA build.
         "torch>=2.1",

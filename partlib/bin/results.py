@@ -2,6 +2,7 @@
 
 Example: python -m partlib.bin.results exp/base_seed1 exp/base_seed2 exp/part_seed1 --seeds \\
              --systems base=Baseline,part=PART --compare base/final:part/final --out RESULTS.md
+Against the paper: ... --paper part --ablation part_3stage/s3_joint_lora=ablation_1/s3_joint_lora,ablation_2/s3_joint
 Layout and table conventions: see partlib/scoring/results.py.
 """
 from __future__ import annotations
@@ -11,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from partlib.bin import cli
+from partlib.bin import cli, positive_int
 from partlib.common import ConfigError, atomic_write
 from partlib.scoring import results
 
@@ -45,7 +46,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--systems", help="comma list of system[=label]: selects, orders and labels columns")
     p.add_argument("--compare", action="append", default=[], metavar="A:B",
                    help="add a paired bootstrap comparison of <system>/<stage> pairs (repeatable)")
-    p.add_argument("--n-bootstrap", type=int, default=1000, help="resamples for --compare")
+    p.add_argument("--n-bootstrap", type=positive_int, default=1000, help="resamples for --compare")
     p.add_argument("--link", action="append", default=[], metavar="TITLE=PATH",
                    help="list a report (e.g. an analysis.md) in a final section; PATH as written (relative "
                         "to the output file); repeatable")
@@ -59,6 +60,16 @@ def get_parser() -> argparse.ArgumentParser:
                    help="a goal listed with whether it was reached (<= or >=); SOURCE: system/stage:task[:tgt_lang] "
                         "(mean over seeds of the task's test-set mean) or file.json:key.path (relative to the output "
                         "file's dir); repeatable")
+    p.add_argument("--paper", metavar="NAME|FILE",
+                   help="published numbers shown above ours in an 'Against the paper' section: a shipped reference "
+                        "(part: the PART paper and other systems' reports) or a YAML file of the same grammar "
+                        "(partlib/scoring/published.py)")
+    p.add_argument("--paper-columns", metavar="ID[=TASK:GLOB[:TGT]],...",
+                   help="columns of --paper to show (default: its summary, for part: fleurs,cv15,covost2); "
+                        "=TASK:GLOB[:TGT] replaces a column's decodes (e.g. fleurs=asr:fl_*_test) or defines one of ours")
+    p.add_argument("--ablation", metavar="REF=ABL[,ABL...]",
+                   help="ablation chain: each ABL's change against REF (all <system>/<stage>) on the --paper columns, "
+                        "the k-th ABL beside the paper's k-th published ablation")
     p.add_argument("--out", default="-", help="output file (default: stdout)")
     return p
 
@@ -72,7 +83,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                                  links=[tuple(x.split("=", 1)) for x in args.link if "=" in x],
                                  run_info=[results.parse_time_log(t) for t in args.time_log],
                                  sections=[_section(x) for x in args.section], targets=args.target,
-                                 base_dir=Path(args.out).parent if args.out != "-" else Path.cwd())
+                                 base_dir=Path(args.out).parent if args.out != "-" else Path.cwd(),
+                                 paper=args.paper, paper_columns=[x for x in (args.paper_columns or "").split(",") if x],
+                                 ablation=args.ablation)
     if args.out == "-":
         sys.stdout.write(text)
     else:

@@ -9,8 +9,8 @@ Experiment layout read here (the recipes write it)::
 
 * ``<tag>`` names the system; with ``--seeds``, tags ``<system>_seed<k>`` are runs of one system
   and their numbers are shown as mean ± sample standard deviation over seeds.
-* ``<stage>`` is the alignment stage directory of the checkpoint decoded (e.g. ``stage1_within``,
-  ``stage2_cross``); stages sort by name, ``final`` last.
+* ``<stage>`` is the alignment stage directory of the checkpoint decoded (e.g. ``s1_adapter``,
+  ``s2a_enc_top8``); stages sort by name, ``final`` last.
 * ``<task>`` is the last ``_``-separated part of the decode dir name, a scored task of the
   registry (``asr``, ``s2tt``, ``t2tt``, ``lid``, ...; :func:`partlib.tasks.parse_decode_dir`);
   ``<testset>`` is the rest (it may contain ``_``).
@@ -22,6 +22,11 @@ translation, the wrong-language rate for both, accuracy for label tasks such as 
 registry's order; rows = test set x language (ASR, LID) or direction (translation) plus ``all``,
 columns = system x stage. The best value of each row is bold. The output depends only on the files read (no
 clock, no absolute paths), so regenerating it from the same ``scores.json`` files is byte-identical.
+
+Against a paper (``paper=``, :mod:`partlib.scoring.published`): the paper's summary columns (e.g.
+FLEURS and CV15 average error, CoVoST 2 -> en average BLEU), each computed from the decodes it names,
+with the published rows above ours and a per-language table of each column; and an ablation chain:
+each ablation's change against the full system, beside the paper's published changes.
 """
 from __future__ import annotations
 
@@ -32,13 +37,13 @@ import math
 import platform
 import re
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from partlib import tasks
 from partlib.common import ConfigError, DataError, PathLike, atomic_write
-from partlib.scoring import bootstrap, significance
+from partlib.scoring import bootstrap, published, significance
 
 FINAL_STAGE = "final"
 ENV_FIELDS = (("date", "date"), ("git_commit", "git commit"), ("python", "python"),
@@ -244,10 +249,10 @@ def _env_section(exps: Sequence[Experiment]) -> List[str]:
     return out + [""]
 
 
-def _column_id(spec: str, systems: Mapping[str, str]) -> Tuple[str, str]:
-    """``system/stage`` (system by tag or by its label) -> column key."""
+def _column_id(spec: str, systems: Mapping[str, str], what: str = "--compare side") -> Tuple[str, str]:
+    """``system/stage`` (system by tag or by its label) -> column key; ``what`` names the option."""
     if "/" not in spec:
-        raise ConfigError(f"--compare side {spec!r}: expected <system>/<stage>, e.g. base/stage1_within")
+        raise ConfigError(f"{what} {spec!r}: expected <system>/<stage>, e.g. base/s1_adapter")
     system, stage = spec.rsplit("/", 1)
     by_label = {v: k for k, v in systems.items()}
     return by_label.get(system, system), stage
@@ -500,12 +505,178 @@ def _section(title: str, columns: Sequence[Tuple[str, str]], decodes: Sequence[D
     return lines
 
 
+def _measure(spec: str, column: Tuple[str, str], decodes: Sequence[Decode]) -> Tuple[Dict[str, List[float]], List[float]]:
+    """Our numbers of a paper column (``spec``: its decodes, :func:`published.matches`) for one
+    system/stage: per key (language or direction of the scores) the per-seed values, each the mean
+    over the matched test sets of that key, and the per-seed unweighted means over the keys (a seed
+    that lacks a key of the others is left out of the average)."""
+    seeds: Dict[Optional[int], Dict[str, List[float]]] = {}
+    for d in decodes:
+        if (d.system, d.stage) != column or not published.matches(spec, d.task, d.testset, d.scores.get("tgt_lang")):
+            continue
+        cells = seeds.setdefault(d.seed, {})
+        for key, sec in d.scores["sets"].items():
+            value = sec["scores"].get(sec["primary"], {}).get("value")
+            if key != "overall" and value is not None:
+                cells.setdefault(key, []).append(float(value))
+    keys = sorted({k for cells in seeds.values() for k in cells})
+    order = sorted(seeds, key=lambda s: (s is not None, s or 0))
+    per_key = {k: [mean_std(seeds[s][k])[0] for s in order if k in seeds[s]] for k in keys}
+    avg = [mean_std([mean_std(seeds[s][k])[0] for k in keys])[0] for s in order if set(keys) <= set(seeds[s])]
+    return per_key, avg
+
+
+def _paper_columns(ref: published.Reference, specs: Sequence[str]) -> List[Tuple[str, published.Column]]:
+    """The columns ``ID`` (of the reference file) or ``ID=TASK:GLOB[:TGT]`` (its decodes replaced,
+    or a column of ours titled ID) asked for; none asked: the reference's summary columns."""
+    out = []
+    for spec in specs or ref.summary:
+        cid, sep, decodes = spec.partition("=")
+        if not sep and cid not in ref.columns:
+            raise ConfigError(f"--paper-columns {cid!r}: not a column of the reference (columns: {', '.join(ref.columns)}); "
+                              "ID=TASK:GLOB[:TGT] defines one")
+        col = ref.columns.get(cid) or published.Column(title=cid, decodes=decodes, group=cid)
+        col = replace(col, decodes=decodes) if sep else col
+        tasks.parse_decode_spec(col.decodes)
+        out.append((cid, col))
+    return out
+
+
+def _published_value(value: Optional[float], sign: bool = False) -> str:
+    if value is None:
+        return "—"
+    return ("+" if sign and value > 0 else "") + str(value)
+
+
+def _paper_section(ref: published.Reference, cols: Sequence[Tuple[str, published.Column]],
+                   ours: Sequence[Tuple[str, str]], decodes: Sequence[Decode], labels: Mapping[str, str],
+                   notes: Dict[str, int]) -> List[str]:
+    """The paper's summary table and a per-language table of each column: published rows first."""
+    measured = {(cid, c): _measure(col.decodes, c, decodes) for cid, col in cols for c in ours}
+    union = {cid: sorted({k for c in ours for k in measured[(cid, c)][0]}) for cid, _ in cols}
+
+    def mark(source: str) -> str:
+        return f"published [{notes.setdefault(source, len(notes) + 1)}]"
+
+    def ours_label(c: Tuple[str, str]) -> str:
+        return f"{labels.get(c[0], c[0])} {c[1]}"
+
+    def ours_avg(cid: str, c: Tuple[str, str]) -> str:
+        per_key, avg = measured[(cid, c)]
+        if not avg:
+            return "—"
+        short = f" ({len(per_key)}/{len(union[cid])})" if len(per_key) < len(union[cid]) else ""
+        return _cell(avg, False) + short
+
+    head = ["system", "source"] + [col.title for _, col in cols]
+    out = ["## Against the paper", "",
+           "Published rows first (sources below the tables), then ours. A column of ours is the "
+           "unweighted mean over the languages (directions) of the test sets its decodes name, each "
+           "language the mean over its test sets; cells are the mean over seeds ± sample std; `(k/n)`: "
+           "over k of the n languages any system of ours has. Published averages are over the paper's "
+           "languages (listed in the per-language tables). —: not measured or not published. Error "
+           "rates: lower is better; BLEU: higher is better.", "",
+           "Columns: " + "; ".join(f"{col.title} = `{col.decodes}`" for _, col in cols) + ".", "",
+           "### Summary", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for s in ref.systems:
+        if any(cid in s.avg for cid, _ in cols):
+            out.append("| " + " | ".join([s.label, mark(s.source)] + [_published_value(s.avg.get(cid))
+                                                                      for cid, _ in cols]) + " |")
+    found = [c for c in ours if any(measured[(cid, c)][0] for cid, _ in cols)]
+    for c in found:
+        out.append("| " + " | ".join([ours_label(c), "ours"] + [ours_avg(cid, c) for cid, _ in cols]) + " |")
+    out += [""] + ([] if found else ["No decode of ours matches these columns (the decodes named above).", ""])
+    for cid, col in cols:
+        keys = list(col.keys) + [k for k in union[cid] if k not in col.keys]
+        rows = [[s.label, mark(s.source)] + [_published_value(s.per_key[cid].get(k)) for k in keys]
+                + [_published_value(s.avg.get(cid))] for s in ref.systems if s.per_key.get(cid)]
+        rows += [[ours_label(c), "ours"] + [_cell(measured[(cid, c)][0][k], False) if k in measured[(cid, c)][0]
+                                            else "—" for k in keys] + [ours_avg(cid, c)]
+                 for c in ours if measured[(cid, c)][0]]
+        if rows:  # published rows with averages only are in the summary
+            head = ["system", "source"] + keys + ["avg"]
+            out += [f"### {col.title}: per language", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head),
+                    *("| " + " | ".join(r) + " |" for r in rows), ""]
+    return out
+
+
+def _ablation_section(spec: str, ref: published.Reference, cols: Sequence[Tuple[str, published.Column]],
+                      decodes: Sequence[Decode], labels: Mapping[str, str], notes: Dict[str, int]) -> List[str]:
+    """The ablation chain as changes of the paper columns against the reference system, with the
+    paper's published changes beside (the k-th system given beside the paper's step k; ``-`` in
+    the k-th place: that step was not run)."""
+    ref_spec, sep, abl_specs = spec.partition("=")
+    if not sep or not ref_spec or not abl_specs or set(abl_specs.split(",")) == {"-"}:
+        raise ConfigError(f"--ablation {spec!r}: expected REF=ABL[,ABL...], each <system>/<stage> (or - for a "
+                          "step not run)")
+    given = [(i, x) for i, x in enumerate(abl_specs.split(",")) if x != "-"]
+    specs = [ref_spec] + [x for _, x in given]
+    systems = [_column_id(x, labels, "--ablation system") for x in specs]
+    known = {(d.system, d.stage) for d in decodes}
+    for x, c in zip(specs, systems):
+        if c not in known:
+            raise ConfigError(f"--ablation: no decodes of {x!r}")
+    means = {}
+    for cid, col in cols:
+        for c in systems:
+            avg = _measure(col.decodes, c, decodes)[1]
+            means[(cid, c)] = mean_std(avg)[0] if avg else None
+    steps = ref.ablation.steps if ref.ablation else []
+    groups = list(dict.fromkeys(col.group for _, col in cols))
+    head = [f"ablation (Δ against {labels.get(systems[0][0], systems[0][0])} {systems[0][1]}: + better, - worse)"]
+    head += ["paper's step"] if steps else []
+    places = [i for i, _ in given]  # each system's step of the chain
+    rows = [[f"{labels.get(c[0], c[0])} {c[1]}"] + ([steps[i].name if i < len(steps) else "—"] if steps else [])
+            for i, c in zip(places, systems[1:])]
+    for g in groups:
+        members = [(cid, col) for cid, col in cols if col.group == g]
+        deltas = []
+        for cid, col in members:
+            head.append(f"{col.title} Δ")
+            column = []
+            for row, c in zip(rows, systems[1:]):
+                r, a = means[(cid, systems[0])], means[(cid, c)]
+                d = None if r is None or a is None else (a - r if col.higher_is_better else r - a)
+                column.append(d)
+                row.append("—" if d is None else f"{d:+.2f}")
+            deltas.append(column)
+        if len(members) > 1:
+            head.append(f"{g} Δ (mean of its columns)")
+            for row, ds in zip(rows, zip(*deltas)):
+                known_ds = [d for d in ds if d is not None]
+                row.append(f"{mean_std(known_ds)[0]:+.2f}" if known_ds else "—")
+        if any(g in st.delta for st in steps):
+            head.append(f"{g} Δ published [{notes.setdefault(ref.ablation.source, len(notes) + 1)}]")
+            for i, row in zip(places, rows):
+                row.append(_published_value(steps[i].delta.get(g) if i < len(steps) else None, sign=True))
+    return ["## Ablation chain", "",
+            "Each system's change against the reference on the columns above: Δ > 0 better, Δ < 0 worse "
+            "(error rates: reference - system; BLEU: system - reference), the paper's convention (\"ASR -0.4\"); "
+            "ours from the means over seeds. The paper's ablations are cumulative.", "",
+            "| " + " | ".join(head) + " |", "|" + "---|" * len(head), *("| " + " | ".join(r) + " |" for r in rows), ""]
+
+
+def _against_paper(paper: str, paper_columns: Sequence[str], ablation: Optional[str], ours: Sequence[Tuple[str, str]],
+                   decodes: Sequence[Decode], labels: Mapping[str, str]) -> List[str]:
+    """The sections that read our systems against a reference file (:mod:`partlib.scoring.published`)."""
+    ref = published.load(paper)
+    cols = _paper_columns(ref, paper_columns)
+    notes: Dict[str, int] = {}  # source key -> its footnote number, in order of first use
+    lines = _paper_section(ref, cols, ours, decodes, labels, notes)
+    if ablation:
+        lines += _ablation_section(ablation, ref, cols, decodes, labels, notes)
+    if notes:
+        lines += ["Sources of the published numbers:", ""] + [f"- [{n}] {ref.sources[k]}" for k, n in notes.items()] + [""]
+    return lines
+
+
 def build_results(exp_dirs: Sequence[PathLike], *, seeds: bool = False,
                   systems: Optional[Mapping[str, str]] = None, compare: Sequence[str] = (),
                   n_bootstrap: int = 1000, links: Sequence[Tuple[str, str]] = (),
                   run_info: Sequence[Mapping[str, str]] = (),
                   sections: Sequence[Tuple[str, Sequence[str]]] = (), targets: Sequence[str] = (),
-                  base_dir: Optional[PathLike] = None) -> str:
+                  base_dir: Optional[PathLike] = None, paper: Optional[str] = None,
+                  paper_columns: Sequence[str] = (), ablation: Optional[str] = None) -> str:
     """The text of RESULTS.md for the given experiment dirs.
 
     ``systems`` maps a system name (tag without ``_seed<k>``) to its column label and, if given,
@@ -520,6 +691,12 @@ def build_results(exp_dirs: Sequence[PathLike], *, seeds: bool = False,
     ``LABEL=SOURCE<=GOAL`` (or ``>=``) goals listed with whether they were reached; SOURCE is
     ``system/stage:task[:tgt_lang]`` (mean over seeds of the mean over the task's test sets) or
     ``file.json:key.path`` (a number in a JSON file, relative to ``base_dir``).
+    ``paper`` names a reference file of published numbers (:func:`published.load`: ``part`` or a
+    path): an "Against the paper" section, before the result tables, shows its rows above those of
+    our main-table columns in its ``paper_columns`` (``ID`` or ``ID=TASK:GLOB[:TGT]``; default: its
+    summary columns), each also per language. ``ablation`` (``REF=ABL[,ABL...]`` of
+    ``<system>/<stage>``) adds each ablation's change against REF on those columns, the k-th beside
+    the paper's step k.
     """
     exps = [load_experiment(d, seeds) for d in exp_dirs]
     decodes = [d for e in exps for d in e.decodes]
@@ -540,7 +717,12 @@ def build_results(exp_dirs: Sequence[PathLike], *, seeds: bool = False,
     for d in decodes:
         seed_counts.setdefault((d.system, d.stage, d.testset, d.task), set()).add(d.seed)
     n_seeds = sorted({len(v) for v in seed_counts.values()})
-    lines = ["# RESULTS", "", *(_run_section(run_info) if run_info else []), *_env_section(exps), "## Results", ""]
+    if (paper_columns or ablation) and not paper:
+        raise ConfigError("--paper-columns and --ablation need --paper (the reference file of published numbers)")
+    lines = ["# RESULTS", "", *(_run_section(run_info) if run_info else []), *_env_section(exps)]
+    if paper:
+        lines += _against_paper(paper, paper_columns, ablation, columns, decodes, labels)
+    lines += ["## Results", ""]
     if seeds:
         lines += [f"Seeds per cell: {', '.join(map(str, n_seeds))}; cells are mean ± sample std.", ""]
     lines += ["Best value of each row in bold. Error rates and the wrong-language rate: lower is "
