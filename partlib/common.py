@@ -7,11 +7,12 @@ import errno
 import hashlib
 import logging
 import os
+import secrets
 import shlex
 import shutil
+import stat
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import IO, Callable, Iterator, List, Optional, Sequence, Union
 
@@ -58,11 +59,19 @@ def atomic_open(path: PathLike, mode: str = "w", encoding: Optional[str] = "utf-
     """Open a temp file next to ``path``; on success rename it over ``path``, on error delete it.
 
     Readers never see a partially written file, and a failing writer leaves the old file intact.
+    The file gets the mode a plain ``open`` would give it (umask respected).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    # not mkstemp, whose 0600 would make every output private: the mode is the one a plain open
+    # gives (an existing file's, else 0666 & ~umask)
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            break
+    with contextlib.suppress(FileNotFoundError):
+        os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
     kwargs = {} if "b" in mode else {"encoding": encoding, "newline": "\n"}
     try:
         with named_write_errors(path), open(tmp, mode, **kwargs) as f:
@@ -93,15 +102,39 @@ def named_write_errors(what: PathLike) -> Iterator[None]:
                         "nothing earlier was overwritten: free space and rerun the same command") from None
 
 
+def umask() -> int:
+    """The process's umask (read without changing it where Linux shows it)."""
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def plain_modes(root: PathLike) -> None:
+    """Give ``root`` and everything in it (links aside) the mode ``open`` / ``mkdir`` would give a
+    new file / directory (0666, 0777 for directories and executables, & ~umask): ``mkdtemp`` and
+    libraries that write through ``mkstemp`` (safetensors, for one) leave them private (0700, 0600)."""
+    mask = umask()
+    for p in [Path(root), *Path(root).rglob("*")]:
+        if not p.is_symlink():
+            p.chmod((0o777 if p.is_dir() or p.stat().st_mode & stat.S_IXUSR else 0o666) & ~mask)
+
+
 def replace_dir(tmp: PathLike, out: PathLike) -> None:
     """Put the complete directory ``tmp`` in place of ``out`` (a link to a directory: in place of
-    its target), then remove the old one.
+    its target), then remove the old one. ``tmp`` is an output as any other: its files and
+    directories first get the modes a plain ``open`` / ``mkdir`` would give (:func:`plain_modes`).
 
     Where the file system can (Linux ``renameat2(RENAME_EXCHANGE)``: local file systems) the two are
     swapped in one step, so that at no moment is there no ``out``; elsewhere (NFS, Lustre) ``out`` is
     first renamed to ``.<out>.old.<pid>``: a crash between the two renames leaves the old directory
     there, not lost. The old one's removal is best effort (busy NFS files)."""
     tmp, out = Path(tmp), Path(out)
+    plain_modes(tmp)
     if out.is_symlink():
         out = out.resolve()
     if not out.exists():

@@ -57,6 +57,7 @@ def test_export_is_portable_and_keeps_lora_on_request(tmp_path, monkeypatch):
     frames = sum(40 + 7 * i for i in range(6))  # the fixture's utterance lengths
     assert info["data"]["asr"] == {lang: {"utterances": 6, "hours": round(frames / 360000, 4)} for lang in ("de", "en")}
     assert info["languages"] == ["de", "en"] and info["target_languages"] == ["de", "en"]
+    assert info["directions"] == {"s2tt": {"de": ["en"], "en": ["de"]}}  # what transcribe checks requests against
     assert [t["task"] for t in info["tasks"]] == ["asr", "s2tt"] and info["checkpoints"] == [2]
     # the bounds inference takes from the training data: longest utterance, target tokens/s
     assert info["longest_utterance_s"] == (40 + 7 * 5) / 100

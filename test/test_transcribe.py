@@ -29,7 +29,7 @@ def folder(tmp_path_factory):
     model = SpeechLLM.from_config(tiny_model_config(root / "pretrained", lora=False))
     model.save_pretrained(root / "model", self_contained=True)
     lid = {lang: {"utterances": 1, "hours": 0.1} for lang in ("de", "en")}
-    card.write(root / "model", {"data": {"lid": lid}, "stage": "s", "experiment": "t"}, model.config)
+    card.write(root / "model", {"data": {"asr": lid, "lid": lid}, "stage": "s", "experiment": "t"}, model.config)
     return root / "model"
 
 

@@ -3,18 +3,19 @@
 Exit status of every tool: 0 done; 1 bad input or configuration (a data dir, file, config key or
 utterance in error: one line on stderr that names it, no traceback; also a failed parallel job,
 whose log is named, and a full disk, whose path is named); 2 a command-line usage error
-(argparse's own); 75 (:data:`EXIT_PREEMPTED`, BSD's EX_TEMPFAIL) training stopped on SIGTERM or
-SIGUSR1 after writing a checkpoint: run the same command again (``utils/slurm.pl`` and
-``utils/srun_requeue.sh`` requeue on it).
+(argparse's own, also an option value out of range: :func:`number`); 75 (:data:`EXIT_PREEMPTED`,
+BSD's EX_TEMPFAIL) training stopped on SIGTERM or SIGUSR1 after writing a checkpoint: run the same
+command again (``utils/slurm.pl`` and ``utils/srun_requeue.sh`` requeue on it).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import functools
+import math
 import typing
 from pathlib import Path
-from typing import Callable, List, Optional, Type, TypeVar
+from typing import Any, Callable, List, Optional, Type, TypeVar
 
 import yaml
 
@@ -49,6 +50,16 @@ def cli(main: Callable[[Optional[List[str]]], Optional[int]]) -> Callable[[Optio
     return wrapper
 
 
+def add_normalizer_option(parser: argparse.ArgumentParser, default: Optional[str], unset: str = "") -> None:
+    """``--normalizer``: the text normaliser scheme of WER/CER scoring
+    (``partlib.scoring.normalize``); ``unset`` says what ``default`` None means."""
+    from partlib.scoring import normalize
+
+    parser.add_argument("--normalizer", choices=normalize.SCHEMES, default=default,
+                        help="normalisers before WER/CER: part-basic-v1 (ours) or whisper (Whisper's, as the "
+                             f"PART paper reports; docs/scoring.md); default: {default or unset}")
+
+
 def add_training_options(parser: argparse.ArgumentParser) -> None:
     """The options of ``partlib.bin.train`` that other tools (``partlib.bin.plan``) accept alike:
     ``--set`` / ``--model-set`` overrides and ``--strategy``."""
@@ -61,8 +72,41 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
                              "and optimizer state over ranks (fully_shard per transformer layer); one process: same")
 
 
-def pair(kind: type) -> Callable[[str], tuple]:
-    """An argparse ``type`` for ``A:B`` (two values of ``kind``, e.g. a range of seconds)."""
+def number(kind: type, low: float, *, strict: bool = False, high: Optional[float] = None) -> Callable[[str], Any]:
+    """An argparse ``type``: a finite ``kind`` (int or float) ``>= low`` (``> low`` when ``strict``)
+    and ``<= high`` when given. A value out of range is a usage error naming the option (exit 2),
+    not a traceback or a silently odd run later."""
+    bounds = f"{'>' if strict else '>='} {low:g}" + ("" if high is None else f" and <= {high:g}")
+    what = ("an integer " if kind is int else "a number ") + bounds
+
+    def parse(value: str) -> Any:
+        try:
+            x = kind(value)
+        except ValueError:
+            x = None
+        if x is None or not math.isfinite(x) or x < low or (strict and x == low) or (high is not None and x > high):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {value!r}")
+        return x
+
+    parse.__name__ = what  # argparse names the type by it in some messages
+    return parse
+
+
+positive_int = number(int, 1)
+"""Counts that must be at least one: beams, batch sizes, jobs, threads, resamples."""
+nonnegative_int = number(int, 0)
+"""Counts where 0 means none or a default (worker processes, torch's default threads)."""
+positive_float = number(float, 0, strict=True)
+"""Durations, sizes and factors that must be above zero."""
+nonnegative_float = number(float, 0)
+"""Durations where 0 is allowed (a pause, a minimum)."""
+fraction = number(float, 0, strict=True, high=1)
+"""A share in (0, 1]."""
+
+
+def pair(kind: Callable[[str], Any]) -> Callable[[str], tuple]:
+    """An argparse ``type`` for ``A:B`` (two values of ``kind``, e.g. a range of seconds; ``kind``
+    may be one of the checked types above)."""
     def parse(value: str) -> tuple:
         try:
             a, b = value.split(":")

@@ -21,7 +21,7 @@ import argparse
 import sys
 from typing import Dict, List, Optional, Sequence
 
-from partlib.bin import cli, pair
+from partlib.bin import cli, fraction, nonnegative_float, number, pair, positive_float, positive_int
 from partlib.data import dirtools
 from partlib.data.validate import validate_data_dir
 
@@ -127,10 +127,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         dirtools.combine_data_dirs(a.dest, a.srcs)
     elif cmd == "concat":
         p = _parser("concat", dirtools.concat_data_dir.__doc__)
-        p.add_argument("--sizes", type=pair(int), default=(2, 3), help="MIN:MAX utterances per group")
-        p.add_argument("--pause", type=pair(float), default=(0.1, 0.4), help="LOW:HIGH seconds between them")
-        p.add_argument("--fraction", type=float, default=1.0, help="share of the utterances used")
-        p.add_argument("--max-dur", type=float, default=None, help="seconds")
+        p.add_argument("--sizes", type=pair(number(int, 2)), default=(2, 3), help="MIN:MAX utterances per group")
+        p.add_argument("--pause", type=pair(nonnegative_float), default=(0.1, 0.4),
+                       help="LOW:HIGH seconds between them")
+        p.add_argument("--fraction", type=fraction, default=1.0, help="share of the utterances used")
+        p.add_argument("--max-dur", type=positive_float, default=None, help="seconds")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("src")
         p.add_argument("audio_dir")
@@ -151,7 +152,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         p.add_argument("--per-utt", "--per_utt", action="store_true",
                        help="split by utterance (DIR/splitNutt) instead of by speaker")
         p.add_argument("dir")
-        p.add_argument("n", type=int)
+        p.add_argument("n", type=positive_int)
         a = p.parse_args(args)
         dirtools.split_data_dir(a.dir, a.n, by_speaker=not a.per_utt)
     return 0

@@ -1,6 +1,6 @@
 """Decode a data dir with an exported SpeechLLM model directory.
 
-    python -m partlib.bin.decode --model-dir exp/part/stage3_text/model --data-dir data/test_de \\
+    python -m partlib.bin.decode --model-dir exp/part_seed1/s4_text/model --data-dir data/test_de \\
         --task s2tt --tgt-lang en [--beam 4] [--batch-frames 60000] [--nj 4] OUT_DIR
 
 Writes OUT_DIR/{hyp,ref,utt2lang[,tgt_lang],decode.json} (and ``troubles`` with --redecode). With --nj N the data dir is split and
@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from partlib import tasks
-from partlib.bin import cli
+from partlib.bin import cli, nonnegative_int, positive_float, positive_int
 from partlib.common import atomic_write, get_logger, run_jobs
 from partlib.features.source import FEATURE_MODES
 from partlib.infer import control
@@ -26,14 +26,14 @@ logger = get_logger("partlib.bin.decode")
 
 def add_decoding_options(p: argparse.ArgumentParser) -> None:
     """The options of decoding itself (this tool's and ``partlib.bin.decode_sets``')."""
-    p.add_argument("--beam", type=int, default=1, help="beam size (1: greedy)")
+    p.add_argument("--beam", type=positive_int, default=1, help="beam size (1: greedy)")
     p.add_argument("--length-penalty", type=float, default=1.0)
-    p.add_argument("--repetition-penalty", type=float, default=1.0)
-    p.add_argument("--no-repeat-ngram-size", type=int, default=0)
-    p.add_argument("--max-new-tokens", type=int, default=None,
+    p.add_argument("--repetition-penalty", type=positive_float, default=1.0)
+    p.add_argument("--no-repeat-ngram-size", type=nonnegative_int, default=0)
+    p.add_argument("--max-new-tokens", type=positive_int, default=None,
                    help="default: bounded by each input's length")
-    p.add_argument("--batch-frames", type=int, default=60000, help="max padded encoder frames per batch")
-    p.add_argument("--batch-size", type=int, default=16, help="max utterances per batch")
+    p.add_argument("--batch-frames", type=positive_int, default=60000, help="max padded encoder frames per batch")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="max utterances per batch")
     p.add_argument("--audio", choices=["real", "shuffled", "none"], default="real",
                    help="controls: shuffled = another utterance's audio (with --nj: from the same job's "
                         "part); none = no speech embeddings")
@@ -45,13 +45,13 @@ def add_decoding_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--redecode", action="store_true",
                    help="decode again with beam search the greedy outputs that show trouble: they reach the "
                         "token budget, exceed the training data's tokens/s, or repeat an n-gram 3 times")
-    p.add_argument("--redecode-beams", type=int, default=4, help="beam size of the re-decode")
-    p.add_argument("--rate-factor", type=float, default=1.5,
+    p.add_argument("--redecode-beams", type=positive_int, default=4, help="beam size of the re-decode")
+    p.add_argument("--rate-factor", type=positive_float, default=1.5,
                    help="trouble above this times the 99th percentile of the training targets' tokens/s")
-    p.add_argument("--nj", type=int, default=1, help="N > 1: split each data dir into N jobs of --cmd")
+    p.add_argument("--nj", type=positive_int, default=1, help="N > 1: split each data dir into N jobs of --cmd")
     p.add_argument("--cmd", default="utils/run.pl", help="job runner (run.pl / slurm.pl interface)")
     p.add_argument("--device", default=None)
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=positive_int, default=None)
 
 
 def decoding_kwargs(args: argparse.Namespace) -> dict:

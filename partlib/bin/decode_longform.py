@@ -1,8 +1,8 @@
 """Long-form decoding of a data dir: its utterances joined into long recordings, segmented by voice
 activity, decoded and stitched, next to the same utterances decoded one by one.
 
-    python -m partlib.bin.decode_longform --model-dir exp/part_seed1/stage3_text/model \\
-        --data-dir dump/raw/test_en --one-by-one exp/part_seed1/stage3_text/decode_test_en_asr \\
+    python -m partlib.bin.decode_longform --model-dir exp/part_seed1/s4_text/model \\
+        --data-dir dump/raw/test_en --one-by-one exp/part_seed1/s4_text/decode_test_en_asr \\
         [--utts-per-recording 10] [--pause 0.1:0.4] [--max-segment S] [--seed 1] OUT_DIR ONE_BY_ONE_DIR
 
 Groups of ``--utts-per-recording`` consecutive utterances (one language each) are joined with
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-from partlib.bin import cli, pair
+from partlib.bin import cli, nonnegative_float, pair, positive_float, positive_int
 from partlib.common import ConfigError, DataError, atomic_write, get_logger
 
 logger = get_logger("partlib.bin.decode_longform")
@@ -34,12 +34,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--model-dir", required=True)
     p.add_argument("--data-dir", required=True)
     p.add_argument("--one-by-one", required=True, help="a decode dir of the same data dir (task asr)")
-    p.add_argument("--utts-per-recording", type=int, default=10)
-    p.add_argument("--pause", type=pair(float), default=(0.1, 0.4), help="LOW:HIGH seconds between utterances")
-    p.add_argument("--max-segment", type=float, default=None, help="default: the model's longest training utterance")
+    p.add_argument("--utts-per-recording", type=positive_int, default=10)
+    p.add_argument("--pause", type=pair(nonnegative_float), default=(0.1, 0.4),
+                   help="LOW:HIGH seconds between utterances")
+    p.add_argument("--max-segment", type=positive_float, default=None,
+                   help="default: the model's longest training utterance")
     p.add_argument("--seed", type=int, default=0, help="seed of the pauses")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--batch-size", type=positive_int, default=8)
+    p.add_argument("--threads", type=positive_int, default=None)
     p.add_argument("out_dir")
     p.add_argument("one_by_one_dir")
     args = p.parse_args(argv)

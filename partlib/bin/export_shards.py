@@ -16,7 +16,7 @@ import argparse
 import sys
 from typing import List, Optional
 
-from partlib.bin import cli
+from partlib.bin import cli, positive_float, positive_int
 from partlib.data.shards import ExportOptions, export, export_job
 
 
@@ -26,13 +26,15 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Export a data dir to Lhotse Shar shards.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     d = ExportOptions()
-    p.add_argument("--shard-utts", type=int, default=d.shard_utts, help="utterances per shard (at most, "
+    p.add_argument("--shard-utts", type=positive_int, default=d.shard_utts, help="utterances per shard (at most, "
                    "but a recording is never split)")
-    p.add_argument("--shard-mb", type=float, default=d.shard_mb, help="estimated megabytes per shard (at most)")
-    p.add_argument("--nj", type=int, default=1, help="parallel jobs (shard i is written by job i %% nj + 1)")
+    p.add_argument("--shard-mb", type=positive_float, default=d.shard_mb,
+                   help="estimated megabytes per shard (at most)")
+    p.add_argument("--nj", type=positive_int, default=1, help="parallel jobs (shard i is written by job i %% nj + 1)")
     p.add_argument("--cmd", default="", help="job runner called as 'CMD JOB=1:N LOG CMD...' (e.g. "
                    "utils/run.pl, utils/slurm.pl); empty: write every shard in this process")
-    p.add_argument("--job", type=int, default=None, help="internal: write only this job's shards (no manifest)")
+    p.add_argument("--job", type=positive_int, default=None,
+                   help="internal: write only this job's shards (no manifest)")
     p.add_argument("--out-dir", default=None, help="where the export goes (default: DATA_DIR/shar)")
     p.add_argument("data_dir", help="a Kaldi data dir (with utt2dur or utt2num_frames when it has audio)")
     return p

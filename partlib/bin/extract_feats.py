@@ -14,7 +14,7 @@ import argparse
 import sys
 from typing import List, Optional
 
-from partlib.bin import cli
+from partlib.bin import cli, nonnegative_int, positive_int
 from partlib.common import get_logger
 from partlib.features.compute import FEATURE_TYPES, MEL_BINS, check_feature_config
 from partlib.features.dump import DumpOptions, extract_feats, run_job, set_threads
@@ -32,21 +32,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--feature", default="whisper_mel", choices=FEATURE_TYPES, help="feature type")
     p.add_argument("--num-mel-bins", type=int, default=80, choices=MEL_BINS,
                    help="mel bins: 80 for Whisper <= v2, 128 for Whisper large-v3")
-    p.add_argument("--nj", type=int, default=1, help="number of jobs (splits of the data dir)")
+    p.add_argument("--nj", type=positive_int, default=1, help="number of jobs (splits of the data dir)")
     p.add_argument("--cmd", default="",
                    help="job runner called as 'CMD JOB=1:N LOG CMD...' (e.g. utils/run.pl); "
                         "empty: run the jobs one after another in this process")
-    p.add_argument("--batch-size", type=int, default=16, help="utterances per feature batch")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="utterances per feature batch")
     p.add_argument("--skip-bad", action="store_true",
                    help="skip (and count) utterances with empty, too short or non-finite audio "
                         "instead of stopping with an error")
     p.add_argument("--no-resample", dest="resample", action="store_false",
                    help="reject audio whose sample rate is not 16 kHz instead of resampling it")
     p.add_argument("--device", default="cpu", help="torch device for the computation")
-    p.add_argument("--num-threads", type=int, default=0,
+    p.add_argument("--num-threads", type=nonnegative_int, default=0,
                    help="torch threads per job (0: torch's default when jobs run in this process, "
                         "1 per job under --cmd)")
-    p.add_argument("--job", type=int, default=None,
+    p.add_argument("--job", type=positive_int, default=None,
                    help="internal (one job of the job runner): DATA_DIR is this job's split of "
                         "OUT_DIR; write only its arks")
     p.add_argument("data_dir", help="input data dir (with wav.scp)")

@@ -19,7 +19,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from partlib.bin import cli
+from partlib.bin import cli, nonnegative_float, positive_float, positive_int
 from partlib.common import PartError, get_logger, replace_dir
 from partlib.data.audio import compute_reco2dur, compute_utt2dur
 from partlib.data.datadir import DataDir
@@ -65,9 +65,9 @@ def filter_data_dir(src: str, dst: str, min_dur: float, max_dur: float, max_text
 @cli
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--min-dur", type=float, default=0.1)
-    p.add_argument("--max-dur", type=float, default=30.0)
-    p.add_argument("--max-text-chars", type=int, default=400)
+    p.add_argument("--min-dur", type=nonnegative_float, default=0.1)
+    p.add_argument("--max-dur", type=positive_float, default=30.0)
+    p.add_argument("--max-text-chars", type=positive_int, default=400)
     p.add_argument("src")
     p.add_argument("dst")
     args = p.parse_args(argv)

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from partlib.bin import cli, pair
+from partlib.bin import cli, nonnegative_float, pair, positive_int
 from partlib.common import DataError, atomic_open, atomic_write, get_logger
 
 logger = get_logger("partlib.bin.join_audio")
@@ -25,10 +25,11 @@ logger = get_logger("partlib.bin.join_audio")
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", required=True)
-    p.add_argument("--utts-per-recording", type=int, default=10)
-    p.add_argument("--pause", type=pair(float), default=(0.1, 0.4), help="LOW:HIGH seconds between utterances")
+    p.add_argument("--utts-per-recording", type=positive_int, default=10)
+    p.add_argument("--pause", type=pair(nonnegative_float), default=(0.1, 0.4),
+                   help="LOW:HIGH seconds between utterances")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--limit", type=int, default=None, help="at most this many recordings")
+    p.add_argument("--limit", type=positive_int, default=None, help="at most this many recordings")
     p.add_argument("out_dir")
     args = p.parse_args(argv)
     import soundfile as sf

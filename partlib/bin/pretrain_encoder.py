@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from partlib.bin import add_config_options, cli, config_from_args
+from partlib.bin import add_config_options, cli, config_from_args, positive_int
 from partlib.common import get_logger
 from partlib.train.encoder_pretrain import EncoderPretrainConfig, pretrain_encoder
 
@@ -26,7 +26,7 @@ def main(argv=None) -> int:
     p.add_argument("--arch", required=True, help="WhisperConfig JSON (encoder fields are used)")
     p.add_argument("--train", nargs="+", required=True, help="training data dirs")
     p.add_argument("--dev", nargs="*", default=[], help="dev data dirs (CER reported)")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=positive_int, default=None)
     p.add_argument("out_dir")
     add_config_options(p, EncoderPretrainConfig)
     args = p.parse_args(argv)

@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from partlib.bin import add_config_options, cli, config_from_args
+from partlib.bin import add_config_options, cli, config_from_args, nonnegative_int
 from partlib.common import get_logger
 from partlib.train.lm_pretrain import LMPretrainConfig, pretrain
 
@@ -32,7 +32,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--dev", type=Path, nargs="*", default=[], help="dev text data dirs (metrics in the log)")
     p.add_argument("--check-heldout", type=Path, nargs="*", default=[],
                    help="dev/test data dirs whose sentences must not occur in the training text")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--threads", type=nonnegative_int, default=0, help="torch CPU threads (0: torch's default)")
     add_config_options(p, LMPretrainConfig)
     args = p.parse_args(argv)
     cfg = config_from_args(LMPretrainConfig, args)

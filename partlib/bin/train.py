@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from partlib.bin import add_training_options, cli
+from partlib.bin import add_training_options, cli, nonnegative_int, positive_int
 from partlib.common import atomic_write, get_logger
 from partlib.features.source import FEATURE_MODES
 from partlib.models.schema import load_model_config
@@ -39,11 +39,11 @@ def get_parser() -> argparse.ArgumentParser:
     add_training_options(p)
     p.add_argument("--features", choices=FEATURE_MODES, default="auto",
                    help="dumped: require feats.scp; on_the_fly: compute log-mel from audio; auto: feats.scp if present")
-    p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
+    p.add_argument("--num-workers", type=nonnegative_int, default=0, help="DataLoader worker processes")
     p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda if available)")
     p.add_argument("--no-amp", action="store_true", help="disable bf16 autocast on GPU")
     p.add_argument("--no-tensorboard", action="store_true")
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads on CPU")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch intra-op threads on CPU")
     return p
 
 

@@ -12,10 +12,8 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-import yaml
-
-from partlib import tasks
-from partlib.bin import cli
+from partlib import config, tasks
+from partlib.bin import cli, nonnegative_int, positive_int
 from partlib.common import DataError, get_logger
 from partlib.data.kv import iter_lines, read_kv
 from partlib.text.overlap import data_dir_texts
@@ -41,14 +39,14 @@ def read_texts(paths: Sequence[Path], plain: bool = False) -> List[str]:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", type=Path, help="training data dirs or text files, then OUT_DIR")
-    p.add_argument("--vocab-size", type=int, default=1000)
-    p.add_argument("--min-frequency", type=int, default=2, help="least count of a pair to be merged")
+    p.add_argument("--vocab-size", type=positive_int, default=1000)
+    p.add_argument("--min-frequency", type=positive_int, default=2, help="least count of a pair to be merged")
     p.add_argument("--langs", default="en de fr es zh",
                    help="languages whose task instructions are added to the training text")
     p.add_argument("--plain", action="store_true", help="text files hold one sentence a line (no utt id)")
     p.add_argument("--model-config", type=Path,
                    help="SpeechLLM config whose prompt.templates are added to the instructions")
-    p.add_argument("--prompt-weight", type=int, default=1,
+    p.add_argument("--prompt-weight", type=nonnegative_int, default=1,
                    help="times the instructions are added (more: shorter prompts in tokens)")
     p.add_argument("--tasks", default=None,
                    help="comma-separated tasks whose instructions are added (default: every registered task)")
@@ -66,8 +64,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.model_config:
         if not args.model_config.is_file():
             raise DataError("model config not found", args.model_config)
-        templates = (yaml.safe_load(args.model_config.read_text(encoding="utf-8")).get("prompt") or {}).get(
-            "templates")
+        templates = (config.load_file(args.model_config).get("prompt") or {}).get("templates")  # base: resolved
     tok = train_tokenizer(texts + prompt_texts(args.langs.split(), templates, args.prompt_weight, task_names),
                           args.vocab_size, out_dir, args.min_frequency)
     n_tokens = sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts)

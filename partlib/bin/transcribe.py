@@ -12,6 +12,9 @@ longer than ``--max-segment`` (default: the model's longest training utterance) 
 (voice activity) and decoded in segments, each with its start and end. ``--script-mask`` and
 ``--redecode`` are the output controls of ``partlib.infer.control``. An unreadable file stops the
 run naming it; ``--skip-bad`` goes on, lists the skipped files and fails only if every file failed.
+A task, source language or direction the model was not trained on (by its ``info.json``) is
+refused before any audio is read, naming what it was trained on; ``--allow-untrained`` decodes it
+anyway, with a warning.
 """
 from __future__ import annotations
 
@@ -22,10 +25,11 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from partlib.bin import cli
+from partlib.bin import cli, positive_float, positive_int
 from partlib.common import ConfigError, DataError, atomic_write, get_logger
 from partlib.data import audio
-from partlib.infer.transcribe import Transcriber, text_tasks
+from partlib.infer.transcribe import Transcriber, check_request, text_tasks
+from partlib.models import card
 
 logger = get_logger("partlib.bin.transcribe")
 FORMATS = ("text", "jsonl", "srt", "vtt")
@@ -73,17 +77,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--tgt-lang", default=None, help="target language of s2tt")
     p.add_argument("--output-format", choices=FORMATS, default="text")
     p.add_argument("--output", default=None, help="write here (atomically) instead of stdout")
-    p.add_argument("--beam", type=int, default=1)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--max-new-tokens", type=int, default=None)
-    p.add_argument("--max-segment", type=float, default=None,
+    p.add_argument("--beam", type=positive_int, default=1)
+    p.add_argument("--batch-size", type=positive_int, default=8)
+    p.add_argument("--max-new-tokens", type=positive_int, default=None)
+    p.add_argument("--max-segment", type=positive_float, default=None,
                    help="seconds: longer recordings are cut at pauses (default: the longest training utterance)")
     p.add_argument("--script-mask", action="store_true", help="only tokens of the target language's script")
     p.add_argument("--redecode", action="store_true",
                    help="decode again with beam search when the output shows trouble (budget, rate, repetition)")
     p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cpu)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable files (listed on stderr)")
+    p.add_argument("--allow-untrained", action="store_true",
+                   help="decode a task, source language or direction the model was not trained on (with a warning)")
     p.add_argument("--wav-scp", default=None, help="a Kaldi wav.scp of inputs (instead of FILES)")
     p.add_argument("files", nargs="*")
     args = p.parse_args(argv)
@@ -92,6 +98,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     inputs = _inputs(args)
     if args.output_format in ("srt", "vtt") and len(inputs) != 1:
         p.error(f"--output-format {args.output_format} writes the subtitles of one input, got {len(inputs)}")
+    if not args.allow_untrained:  # refuse early, before audio and weights load (else the Transcriber warns)
+        check_request(args.model, card.read_info(args.model), args.task, args.src_lang, args.tgt_lang)
     loaded: List[Tuple[str, np.ndarray]] = []
     skipped = []
     for name, value in inputs:
@@ -107,7 +115,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not loaded:
         raise DataError("no input could be read", args.wav_scp or args.files[0])
     model = Transcriber(args.model, device=args.device, threads=args.threads, progress=True,
-                        max_segment_s=args.max_segment)
+                        max_segment_s=args.max_segment, allow_untrained=args.allow_untrained)
     results = model.transcribe_loaded(loaded, task=args.task, src_lang=args.src_lang, tgt_lang=args.tgt_lang,
                                       num_beams=args.beam, batch_size=args.batch_size,
                                       max_new_tokens=args.max_new_tokens, script_mask=args.script_mask,

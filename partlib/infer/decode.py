@@ -96,6 +96,9 @@ def generate_hyps(model, examples: Sequence[Example], source: FeatureSource, bat
     """
     if audio not in AUDIO_MODES:
         raise ConfigError(f"audio must be one of {AUDIO_MODES}")
+    if batch_size < 1 or batch_frames < 1 or generate_opts.get("num_beams", 1) < 1:
+        raise ConfigError(f"batch_size, batch_frames and num_beams must be >= 1, got {batch_size}, {batch_frames}, "
+                          f"{generate_opts.get('num_beams', 1)}")
     if not examples:
         return Decoded({})
     kinds = {tasks.get(e.task).speech for e in examples}

@@ -15,7 +15,9 @@ never more than the encoder window) is cut at pauses found by a voice-activity d
 in pieces (:mod:`partlib.infer.longform`); each result lists its segments with start and end
 seconds. Segments are decoded in batches sorted by duration, and every result equals the one of
 the input decoded alone. ``script_mask`` and ``redecode`` are the output controls of
-:mod:`partlib.infer.control`.
+:mod:`partlib.infer.control`. A request for a task, source language or direction the model was not
+trained on (by its ``info.json``) is refused before anything is decoded, naming what it was trained
+on (:func:`check_request`; ``allow_untrained`` decodes anyway, with a warning).
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ import numpy as np
 import torch
 
 from partlib import tasks
-from partlib.common import ConfigError, PathLike
+from partlib.common import ConfigError, PathLike, get_logger
 from partlib.data import audio, langs
 from partlib.data.audio import TARGET_SR
 from partlib.data.batching import collate
@@ -39,6 +41,9 @@ from partlib.infer.decode import generate_hyps
 from partlib.models import card
 
 Audio = Union[PathLike, Tuple[np.ndarray, int]]
+logger = get_logger("partlib.infer.transcribe")
+NO_LID = ("this model was not trained on the lid task (its info.json names no lid data), so it cannot name "
+          "the spoken language: give the source language")
 
 
 def text_tasks() -> List[str]:
@@ -71,6 +76,33 @@ class Result:
         return {"file": self.source, **{k: v for k, v in asdict(self).items() if k != "source"}}
 
 
+def check_request(model_dir: PathLike, info: Dict, task: str, src_lang: Optional[str], tgt_lang: Optional[str],
+                  allow_untrained: bool = False, heard: str = "") -> Tuple[Optional[str], Optional[str]]:
+    """The canonical codes of ``src_lang`` (None: to be identified by the lid task) and ``tgt_lang``
+    (None for a within-language task) of a request for the model of ``model_dir`` (provenance
+    ``info``); a :class:`ConfigError` when the request is malformed, or when the model was not trained
+    on the task, source language or direction (``allow_untrained``: a warning instead). ``heard``
+    says where an identified ``src_lang`` comes from. A model that cannot name the spoken language
+    (no lid data) is refused without ``src_lang`` in any case: its closed-set choice has no candidates."""
+    if task not in text_tasks():
+        raise ConfigError(f"task must be one of {', '.join(text_tasks())} (speech -> text), got {task!r}")
+    t = tasks.get(task)
+    if t.cross_lingual and not tgt_lang:
+        raise ConfigError(f"task {task} needs a target language (--tgt-lang)")
+    if not t.cross_lingual and tgt_lang:
+        raise ConfigError(f"task {task} is within-language: a target language (--tgt-lang) does not apply")
+    src = langs.canonical(src_lang) if src_lang is not None else None
+    tgt = langs.canonical(tgt_lang) if tgt_lang else None
+    if src is None and not info.get("data", {}).get("lid"):
+        raise ConfigError(f"{model_dir}: {NO_LID}")
+    problem = card.untrained(info, task, src, tgt)
+    if problem is not None:
+        if not allow_untrained:
+            raise ConfigError(f"{model_dir}: {heard}{problem}; allow_untrained (--allow-untrained) decodes anyway")
+        logger.warning("%s: %s%s; decoding anyway (allow_untrained)", model_dir, heard, problem)
+    return src, tgt
+
+
 def load_input(item: Audio, index: int) -> Tuple[str, np.ndarray]:
     """``(name, 16 kHz mono float32 samples)`` of one input; errors name the file."""
     if isinstance(item, tuple):
@@ -100,18 +132,23 @@ class Transcriber:
 
     def __init__(self, model_dir: PathLike, device: Optional[str] = None, threads: Optional[int] = None,
                  progress: bool = False, max_segment_s: Optional[float] = None,
-                 vad: Optional[longform.VoiceActivity] = None) -> None:
+                 vad: Optional[longform.VoiceActivity] = None, allow_untrained: bool = False) -> None:
         """Load ``model_dir`` (on ``device``); ``progress`` shows a progress bar on stderr;
-        ``max_segment_s`` and ``vad`` set how long recordings are cut (module docstring)."""
+        ``max_segment_s`` and ``vad`` set how long recordings are cut (module docstring);
+        ``allow_untrained`` decodes requests the model was not trained on (:func:`check_request`)."""
         from partlib.models.speech_llm import SpeechLLM
 
+        self.model_dir = model_dir
         self.progress = progress
+        self.allow_untrained = allow_untrained
         if threads:
             torch.set_num_threads(threads)
         self.model = SpeechLLM.from_pretrained(model_dir).eval()
         if device:
             self.model.to(device)
-        info = card.read_info(model_dir)
+        self.info = info = card.read_info(model_dir)
+        if card.trained_on(info) is None:
+            logger.warning("%s: its info.json names no training data: tasks and languages are not checked", model_dir)
         # the languages the model learned to name: those of its lid training data
         self.languages: List[str] = sorted(info.get("data", {}).get("lid", {}))
         self.target_rates: Dict[str, Dict[str, float]] = info.get("target_rates", {})
@@ -127,8 +164,7 @@ class Transcriber:
         ``lid`` answer for each input."""
         cands = self.languages
         if not cands:
-            raise ConfigError("this model was not trained on the lid task (its info.json names no lid data): "
-                              "give the source language")
+            raise ConfigError(f"{self.model_dir}: {NO_LID}")
         exs = [_example(i, f, "lid", code, code, target=langs.name(code)) for i, f in enumerate(feats) for code in cands]
         scores = torch.empty(len(exs))
         step = max(1, batch_size) * len(cands)
@@ -169,13 +205,7 @@ class Transcriber:
                           batch_size: int = 8, max_new_tokens: Optional[int] = None, script_mask: bool = False,
                           redecode: bool = False) -> List[Result]:
         """:meth:`__call__` on inputs already loaded by :func:`load_input`: ``(name, samples)``."""
-        if task not in text_tasks():
-            raise ConfigError(f"task must be one of {', '.join(text_tasks())} (speech -> text), got {task!r}")
-        t = tasks.get(task)
-        if t.cross_lingual and not tgt_lang:
-            raise ConfigError(f"task {task} needs tgt_lang")
-        if not t.cross_lingual and tgt_lang:
-            raise ConfigError(f"task {task} is within-language: tgt_lang does not apply")
+        src, target = check_request(self.model_dir, self.info, task, src_lang, tgt_lang, self.allow_untrained)
         if not loaded:
             return []
         # every input as segments [(input, start, end)], decoded together
@@ -183,13 +213,19 @@ class Transcriber:
                  for s, e in longform.plan_segments(samples, self.max_segment_s, self.vad)]
         feats = compute_features([loaded[i][1][s:e] for i, s, e in spans], self.model.n_mels,
                                  utts=[f"{loaded[i][0]}@{s / TARGET_SR:.2f}" for i, s, _ in spans])
-        if src_lang is not None:
-            input_langs = [langs.canonical(src_lang)] * len(loaded)
+        if src is not None:
+            input_langs = [src] * len(loaded)
         else:
             found = self.identify(feats, batch_size, groups=[i for i, _, _ in spans]) if spans else []
             heard = {i for i, _, _ in spans}
             input_langs = [found[i] if i in heard else "" for i in range(len(loaded))]  # "": no speech found
-        target = langs.canonical(tgt_lang) if tgt_lang else None
+            first: Dict[str, int] = {}  # the first input of each identified language
+            for i, lang in enumerate(input_langs):
+                if lang:
+                    first.setdefault(lang, i)
+            for lang, i in first.items():
+                check_request(self.model_dir, self.info, task, lang, target, self.allow_untrained,
+                              heard=f"{loaded[i][0]} was identified as {lang}: ")
         opts = {"num_beams": num_beams, "max_new_tokens": max_new_tokens, "script_mask": script_mask,
                 "trouble": control.Trouble(self.target_rates) if redecode else None}
         texts = self._generate(task, target, feats, [input_langs[i] for i, _, _ in spans], batch_size, opts)

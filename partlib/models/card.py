@@ -6,6 +6,7 @@ with the dev/test scores of the model's decodes::
     {"stage": ..., "experiment": ..., "description": ..., "git_commit": ..., "created": ...,
      "tasks": [{"task": "asr", "weight": 1.0}, ...], "languages": [...], "target_languages": [...],
      "data": {"<task>": {"<lang>": {"utterances": N, "hours": H}}},
+     "directions": {"<cross-lingual task>": {"<source lang>": ["<target lang>", ...]}},
      "checkpoints": [...], "averaged": false, "stage_config": {...},
      "scores": {"<decode dir>": {"metric": "wer", "value": 12.3, "utterances": N}}}
 """
@@ -13,8 +14,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
+from partlib import tasks
 from partlib.common import DataError, PathLike, atomic_write
 
 INFO = "info.json"
@@ -30,6 +32,48 @@ def read_info(folder: PathLike) -> Dict[str, Any]:
         return json.loads(path.read_text(encoding="utf-8"))
     except ValueError as e:
         raise DataError(f"not valid JSON ({e})", path) from None
+
+
+def trained_on(info: Dict[str, Any]) -> Optional[Dict[str, Dict[str, List[str]]]]:
+    """``{task: {source language: [target languages]}}`` the model was trained on (a within-language
+    task's target is its source), from its provenance; None when that names no training data (folders
+    exported before it was recorded). Folders from before ``directions`` was recorded: every
+    translation target of the model counts for every source of a cross-lingual task."""
+    data = info.get("data")
+    if not data:
+        return None
+    cross = set(tasks.names(cross_lingual=True))
+    out: Dict[str, Dict[str, List[str]]] = {}
+    for task, by_lang in data.items():
+        if task not in cross:
+            out[task] = {src: [src] for src in by_lang}
+        elif "directions" in info:
+            out[task] = {src: list(info["directions"].get(task, {}).get(src, [])) for src in by_lang}
+        else:
+            out[task] = {src: [t for t in info.get("target_languages", []) if t != src] for src in by_lang}
+    return out
+
+
+def untrained(info: Dict[str, Any], task: str, src_lang: Optional[str], tgt_lang: Optional[str]) -> Optional[str]:
+    """What of a request (``task`` from ``src_lang`` into ``tgt_lang``; ``src_lang`` None: to be
+    identified, ``tgt_lang`` None: within-language) the model was not trained on, in words that list
+    what it was trained on; None when it was trained on all of it or its provenance names no data
+    (canonical language codes)."""
+    known = trained_on(info)
+    if known is None:
+        return None
+    if task not in known:
+        return f"the model was not trained on task {task} (its tasks: {', '.join(sorted(known))})"
+    if src_lang is None:
+        return None
+    if src_lang not in known[task]:
+        return (f"the model was not trained on {task} from language {src_lang} "
+                f"(its {task} source languages: {', '.join(sorted(known[task]))})")
+    target = tgt_lang or src_lang
+    if target not in known[task][src_lang]:
+        pairs = ", ".join(f"{s}->{t}" for s, ts in sorted(known[task].items()) for t in sorted(ts))
+        return f"the model was not trained on {task} {src_lang}->{target} (its {task} directions: {pairs or 'none'})"
+    return None
 
 
 def write(folder: PathLike, info: Dict[str, Any], model_config: Dict[str, Any]) -> None:
@@ -62,7 +106,11 @@ def render(info: Dict[str, Any], model_config: Dict[str, Any]) -> str:
         lines += ["- tasks (mixture weights): " + ", ".join(f"{t['task']} ({t['weight']:g})" for t in info["tasks"])]
     if info.get("languages"):
         lines += ["- source languages: " + ", ".join(info["languages"])]
-    if info.get("target_languages"):
+    if info.get("directions"):
+        lines += ["- translation directions: " + "; ".join(
+            f"{task} " + ", ".join(f"{src}->{t}" for src, ts in sorted(by_src.items()) for t in ts)
+            for task, by_src in sorted(info["directions"].items()))]
+    elif info.get("target_languages"):
         lines += ["- translation targets: " + ", ".join(info["target_languages"])]
     rows = [[task, lang, d["utterances"], f"{d['hours']:.2f}" if d.get("hours") is not None else "text"]
             for task, by_lang in sorted(info.get("data", {}).items()) for lang, d in sorted(by_lang.items())]

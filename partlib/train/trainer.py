@@ -189,13 +189,18 @@ class StageData:
         exs = [e for e in (self.plan.first_windows() if self.plan is not None else self.examples) if e.num_frames]
         return exs[::max(1, math.ceil(len(exs) / n))]
 
-    def target_languages(self) -> List[str]:
-        """Target languages of the cross-lingual tasks."""
+    def directions(self) -> Dict[str, Dict[str, List[str]]]:
+        """``{task: {source language: [target languages]}}`` of the cross-lingual tasks."""
         if self.plan is not None:
-            return sorted({t for s in self.plan.sources for spec in [self.plan.specs[s.spec_index]]
-                           if tasks.get(spec.task).cross_lingual for lang in s.manifest["languages"]
-                           if serves(spec, lang) for t in directions(spec, lang, s.manifest["translations"])})
-        return sorted({e.tgt_lang for e in self.examples if tasks.get(e.task).cross_lingual})
+            found = {(spec.task, lang, t) for s in self.plan.sources for spec in [self.plan.specs[s.spec_index]]
+                     if tasks.get(spec.task).cross_lingual for lang in s.manifest["languages"]
+                     if serves(spec, lang) for t in directions(spec, lang, s.manifest["translations"])}
+        else:
+            found = {(e.task, e.src_lang, e.tgt_lang) for e in self.examples if tasks.get(e.task).cross_lingual}
+        out: Dict[str, Dict[str, List[str]]] = {}
+        for task, src, tgt in sorted(found):
+            out.setdefault(task, {}).setdefault(src, []).append(tgt)
+        return out
 
     def _load_dirs(self, patterns: Sequence[str], data_root: Optional[str]) -> List[DataDir]:
         out = []
@@ -706,6 +711,7 @@ class Trainer:
         from partlib.scoring.results import git_commit
 
         summary = data.summary() if data is not None else {}
+        pairs = data.directions() if data is not None else {}
         speech = data.speech_sample(_RATE_SAMPLE) if data is not None else []
         n_target = [len(ids) for ids in tokenizer([e.target for e in speech], add_special_tokens=False)["input_ids"]]
         rates = control.target_rates([(e.task, e.tgt_lang, n, e.num_frames / FRAMES_PER_SECOND)
@@ -716,7 +722,8 @@ class Trainer:
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "tasks": [{"task": t.task, "weight": t.weight} for t in stage.tasks],
             "languages": sorted({lang for by_lang in summary.values() for lang in by_lang}),
-            "target_languages": data.target_languages() if data is not None else [], "data": summary,
+            "target_languages": sorted({t for by_src in pairs.values() for ts in by_src.values() for t in ts}),
+            "data": summary, "directions": pairs,
             "longest_utterance_s": data.longest_s() if data is not None else 0.0,
             "target_rates": rates,
             "checkpoints": checkpoints, "averaged": len(checkpoints) > 1,

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple
 
-from partlib.common import DataError, PathLike
+from partlib.common import DataError, PathLike, plain_modes
 from partlib.data import langs
 from partlib.data.corpora.base import (
     Counts, DataDirBuilder, LayoutError, check_audio, clean_text, gender_code, log, require, write_all)
@@ -53,6 +53,7 @@ def audio_dir(base: Path, locale: str, split: str, dump_dir: Optional[Path]) -> 
             tar.extractall(tmp, filter="data")
         # The archive holds <split>/<file>.wav; accept a flat archive too.
         inner = tmp / split if (tmp / split).is_dir() else tmp
+        plain_modes(inner)  # mkdtemp's 0700 (a flat archive) or the archive's own modes
         inner.rename(target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
