@@ -113,8 +113,9 @@ def test_overrides_are_checked_like_the_file():
 
 # ------------------------------------------------------------------ typos in every kind of config
 def schedule_file(tmp_path, edit) -> Path:
-    """The template's schedule_part.yaml changed by ``edit(cfg)``, written to ``tmp_path/conf``."""
-    cfg = yaml.safe_load((TEMPLATE / "schedule_part.yaml").read_text())
+    """The template's schedule_part_3stage.yaml (every stage written out) changed by ``edit(cfg)``,
+    written to ``tmp_path/conf``."""
+    cfg = yaml.safe_load((TEMPLATE / "schedule_part_3stage.yaml").read_text())
     cfg["base"] = str(TEMPLATE / "stage_defaults.yaml")
     edit(cfg)
     path = tmp_path / "conf" / "schedule_part.yaml"
@@ -138,10 +139,10 @@ SCHEDULE_TYPOS = [  # (edit, the one-line message after "<file>: ")
     (_set(["stages", 0, "max_steps"], "ten"), "stages[0].max_steps: expected an integer, got 'ten'"),
     (_set(["sede"], 1), "sede: unknown key (known: stages, seed, description, defaults)"),
     (_set(["defaults", "batch"], {"max_frame": 100}), "defaults.batch.max_frame: unknown key"),
-    (_set(["stages", 2, "tasks", 1, "weigth"], 0.5), "stages[2].tasks[1].weigth: unknown key"),
+    (_set(["stages", 3, "tasks", 1, "weigth"], 0.5), "stages[3].tasks[1].weigth: unknown key"),
     (_set(["stages", 1, "trainable"], {"llm": {"lora": {"target_module": ["q_proj"]}}}),
      "stages[1].trainable.llm.lora.target_module: unknown key (known: r, alpha, dropout, target_modules, layers)"),
-    (_set(["stages", 1, "activation", 1, "layers"], {"top": "two"}), "stages[1].activation[1].layers: expected all"),
+    (_set(["stages", 3, "activation", 1, "layers"], {"top": "two"}), "stages[3].activation[1].layers: expected all"),
     (_set(["stages", 0, "specaug"], {"freq_mask": 2}), "stages[0].specaug.freq_mask: unknown key"),
     (_set(["stages", 2, "dev"], {"interval": -1}), "stages[2].dev.interval: must be >= 0, got -1"),
     (_set(["stages", 0, "clip_grad"], [1.0]), "stages[0].clip_grad: expected a number, got [1.0]"),
@@ -232,17 +233,17 @@ def test_clis_fail_in_one_line_before_any_work(tmp_path):
 
 # ------------------------------------------------------------------------ the recipes' configs
 def test_recipes_share_one_paper_model_config():
-    shared = TEMPLATE / "model.yaml"
+    part8b = TEMPLATE / "model_part8b.yaml"
     for recipe in ("commonvoice15", "covost2", "fleurs", "multilingual", "wenetspeech"):
-        link = REPO / "egs" / recipe / "part1" / "conf" / "model.yaml"
-        assert link.is_symlink() and link.resolve() == shared.resolve(), recipe
-    recipe = model_config(yaml.safe_load(shared.read_text()))
+        conf = REPO / "egs" / recipe / "part1" / "conf" / "model.yaml"
+        assert (conf.parent / config.read_yaml(conf)["base"]).resolve() == part8b.resolve(), recipe
+    recipe = model_config(config.load_file(part8b))
     # the offline preset (random weights from bundled config.json) is the same model
     paper = model_config(yaml.safe_load((REPO / "partlib" / "models" / "configs" / "paper.yaml").read_text()))
     assert recipe.adapter == paper.adapter and recipe.prompt == paper.prompt and recipe.lora is paper.lora is None
     assert recipe.llm.dtype == paper.llm.dtype and recipe.encoder.pad_to_30s == paper.encoder.pad_to_30s
     assert recipe.encoder.path == "openai/whisper-large-v3" and paper.encoder.arch == "whisper-large-v3.json"
-    assert recipe.llm.path == "Qwen/Qwen2.5-7B-Instruct" and paper.llm.arch == "qwen2.5-7b-instruct.json"
+    assert recipe.llm.path == "Qwen/Qwen2.5-7B" and paper.llm.arch == "qwen2.5-7b.json"
 
 
 def test_every_recipe_config_parses_and_the_lora_shape_lives_in_schedules():
@@ -260,7 +261,37 @@ def test_every_recipe_config_parses_and_the_lora_shape_lives_in_schedules():
     for sub in ("", "fast/", "full/"):
         config.load(LMPretrainConfig, mini / f"{sub}lm_pretrain.yaml")
         config.load(EncoderPretrainConfig, mini / f"{sub}encoder_pretrain.yaml")
-        # every preset gives the three schedules one step budget and one dev interval
-        schedules = [load_schedule(mini / f"{sub}schedule_{n}.yaml") for n in ("part", "frozen_llm", "joint_lora")]
-        assert len({sum(st.max_steps for st in s.stages) for s in schedules}) == 1, sub
-        assert len({st.dev.interval for s in schedules for st in s.stages}) == 1, sub
+        # every preset gives all its schedules one step budget and one dev interval
+        schedules = {p.stem[len("schedule_"):]: load_schedule(p) for p in sorted((mini / sub).glob("schedule_*.yaml"))}
+        assert set(schedules) == {"part", "part_3stage", "baseline_2stage", "joint_lora", "ablation_1", "ablation_2",
+                                  "ablation_3"}, sub
+        assert len({sum(st.max_steps for st in s.stages) for s in schedules.values()}) == 1, sub
+        assert len({st.dev.interval for s in schedules.values() for st in s.stages}) == 1, sub
+        _check_mini_synth_paper_structure(schedules)
+
+
+def _check_mini_synth_paper_structure(s) -> None:
+    """mini_synth's systems take the paper's stage structure (its 3-layer encoder: top 1 for top 8)."""
+    def what(stage):
+        enc = stage.trainable.encoder
+        return (enc if isinstance(enc, str) else f"top{enc.top_k}", stage.trainable.adapter,
+                "lora" if stage.uses_lora else stage.trainable.llm, sorted({t.task for t in stage.tasks}))
+
+    part = [(st.name, *what(st)) for st in s["part"].stages]
+    assert part == [("s1_adapter", "frozen", "full", "frozen", ["asr", "lid"]),
+                    ("s2a_enc_top1", "top1", "full", "frozen", ["asr", "lid"]),
+                    ("s2b_enc_all", "full", "full", "frozen", ["asr", "lid"]),
+                    ("s3_joint_lora", "full", "full", "lora", ["asr", "lid", "s2tt"]),
+                    ("s4_text", "full", "full", "lora", ["asr", "lid", "lm", "s2tt", "t2tt"])]
+    assert [st.activation[0].layers for st in s["part"].stages if st.activation] == [{"top_frac": 0.5}]
+    # the Interspeech recipe: PART without the text stage
+    assert [(st.name, *what(st)) for st in s["part_3stage"].stages] == part[:4]
+    # the cumulative ablations, each one removal more
+    mixed = ["asr", "lid", "s2tt"]
+    a1 = [(st.name, *what(st)) for st in s["ablation_1"].stages]
+    assert a1 == [(n, e, a, llm, mixed) for n, e, a, llm, _ in part[:4]]
+    a2 = [(st.name, *what(st)) for st in s["ablation_2"].stages]
+    assert a2 == a1[:3] + [("s3_joint", "full", "full", "frozen", mixed)]
+    assert config.to_dict(s["ablation_3"].stages) == config.to_dict(s["baseline_2stage"].stages)
+    assert [(st.name, *what(st)) for st in s["baseline_2stage"].stages] == [
+        ("s1_adapter", "frozen", "full", "frozen", mixed), ("s2_enc_all", "full", "full", "frozen", mixed)]

@@ -5,37 +5,58 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import kaldiio
 import pytest
 import torch
 import yaml
 
-from corpora_mini import RECIPES, default_covost2
+from corpora_mini import RECIPES, conf_value, default_covost2
 from partlib import config
 from partlib.data.kv import read_kv
 from partlib.models.builders import CONFIG_DIR, build_tiny_encoder, build_tiny_llm
+from partlib.models.schema import EncoderTopK
 from partlib.models.speech_llm import SpeechLLM
-from partlib.train.schedule import active_layers_at, load_schedule
+from partlib.train.schedule import Schedule, StageConfig, active_layers_at, load_schedule
 from test_job_tools import FAKE_SBATCH
 
 REPO = Path(__file__).resolve().parents[1]
 EGS = REPO / "egs"
-SCHEDULES = ("part", "frozen_llm", "joint_lora")
+TEMPLATE_CONF = EGS / "TEMPLATE" / "part1" / "conf"
+SCHEDULES = ("part", "baseline_2stage", "joint_lora")  # what run.sh trains
+# The paper's ablation chain, in the recipes with translations (ablation 3 is Baseline-2stage).
+ABLATIONS = ("part_3stage", "ablation_1", "ablation_2", "ablation_3")
+TRANSLATION_RECIPES = ("covost2", "multilingual")
 LINKS = {"utils": "../../../utils", "part.sh": "../../TEMPLATE/part1/part.sh",
          "path.sh": "../../TEMPLATE/part1/path.sh", "cmd.sh": "../../TEMPLATE/part1/cmd.sh"}
 # The bundled config.json files that stand in for the pretrained checkpoints (no download).
-ARCHS = {"openai/whisper-large-v3": "whisper-large-v3.json", "Qwen/Qwen2.5-7B-Instruct": "qwen2.5-7b-instruct.json"}
+ARCHS = {"openai/whisper-large-v3": "whisper-large-v3.json", "Qwen/Qwen2.5-7B": "qwen2.5-7b.json"}
 
 
 def recipe(name: str) -> Path:
     """The directory of a recipe in the repository."""
     return EGS / name / "part1"
+
+
+def schedules_of(name: str) -> Tuple[str, ...]:
+    """The schedules a recipe's conf/ holds."""
+    return SCHEDULES + (ABLATIONS if name in TRANSLATION_RECIPES else ())
+
+
+def schedule(conf: Path, name: str) -> Schedule:
+    """``conf/schedule_<name>.yaml``, resolved."""
+    return load_schedule(conf / f"schedule_{name}.yaml")
+
+
+def budget(sched: Schedule) -> int:
+    """A schedule's total step budget."""
+    return sum(st.max_steps for st in sched.stages)
 
 
 def env_with_venv(**extra: str) -> Dict[str, str]:
@@ -98,8 +119,11 @@ def test_recipe_files_and_relative_links(name: str) -> None:
     for link, target in LINKS.items():
         assert (d / link).is_symlink() and os.readlink(d / link) == target
         assert (d / link).exists(), f"{d / link} does not resolve"
-    for conf in ["model.yaml", "data.conf", "slurm.conf"] + [f"schedule_{s}.yaml" for s in SCHEDULES]:
+    for conf in ["model.yaml", "data.conf", "slurm.conf", "stage_defaults.yaml"] + [
+            f"schedule_{s}.yaml" for s in schedules_of(name)]:
         assert (d / "conf" / conf).is_file(), conf
+    assert sorted(p.name for p in (d / "conf").glob("schedule_*.yaml")) == sorted(
+        f"schedule_{s}.yaml" for s in schedules_of(name))
 
 
 @pytest.mark.parametrize("name", RECIPES)
@@ -124,7 +148,7 @@ def test_help_prints_part_sh_usage(name: str) -> None:
 # ----------------------------------------------------------------------------- what run.sh passes on
 def test_commonvoice15_sets(tmp_path: Path) -> None:
     (opts,) = run_sh_calls(tmp_path, "commonvoice15")
-    locales = "en de fr es it ja zh-CN".split()
+    locales = "zh-CN en ja ko yue de fr ru es it".split()  # the paper's ten languages
     assert opts["train_sets"].split() == [f"cv15_{l}_train" for l in locales]
     assert opts["dev_sets"].split() == [f"cv15_{l}_dev" for l in locales]
     assert opts["test_sets"].split() == [f"cv15_{l}_test" for l in locales]
@@ -133,7 +157,7 @@ def test_commonvoice15_sets(tmp_path: Path) -> None:
 
 def test_fleurs_sets(tmp_path: Path) -> None:
     (opts,) = run_sh_calls(tmp_path, "fleurs")
-    locales = "en_us de_de fr_fr es_419 it_it ja_jp cmn_hans_cn".split()
+    locales = "cmn_hans_cn en_us ja_jp ko_kr yue_hant_hk de_de fr_fr ru_ru es_419 it_it".split()  # the paper's ten
     assert opts["train_sets"].split() == [f"fleurs_{l}_train" for l in locales]
     assert opts["test_sets"].split() == opts["analysis_sets"].split() == [f"fleurs_{l}_test" for l in locales]
 
@@ -146,16 +170,36 @@ def test_wenetspeech_sets(tmp_path: Path) -> None:
 
 def test_covost2_sets_and_decoding_directions(tmp_path: Path) -> None:
     (opts,) = run_sh_calls(tmp_path, "covost2")
-    dirs = "de_en fr_en es_en it_en ja_en zh-CN_en en_de en_ja en_zh-CN".split()
+    dirs = "zh-CN_en ja_en de_en fr_en es_en it_en ru_en".split()  # the paper's seven directions
     assert opts["train_sets"].split() == [f"covost2_{d}_train" for d in dirs] + [f"covost2_{d}_train_text" for d in dirs]
     assert opts["test_sets"].split() == [f"covost2_{d}_test" for d in dirs]
-    # English audio is shared by the en->X directions: ASR decodes it once.
     assert opts["test_tasks"] == ""
+    assert opts["test_decodes"].split() == [f"asr:covost2_{d}_test" for d in dirs] + [
+        f"s2tt:covost2_{d}_test:en" for d in dirs]
+
+
+def test_covost2_with_the_en_x_option(tmp_path: Path) -> None:
+    """conf/data.conf's commented en->X line: English audio, shared by those directions, is
+    decoded by ASR once."""
+    def enable_en_x(d: Path) -> None:
+        conf = d / "conf" / "data.conf"
+        conf.write_text(re.sub(r"(?m)^# directions=", "directions=", conf.read_text()))
+
+    (opts,) = run_sh_calls(tmp_path, "covost2", enable_en_x)
+    dirs = "zh-CN_en ja_en de_en fr_en es_en it_en ru_en en_zh-CN en_ja en_de".split()
+    assert opts["test_sets"].split() == [f"covost2_{d}_test" for d in dirs]
     decodes = opts["test_decodes"].split()
-    assert decodes[:7] == [f"asr:covost2_{d}_test" for d in dirs[:7]]
-    pairs = decodes[7:]
-    assert pairs[:6] == [f"s2tt:covost2_{d}_test:en" for d in dirs[:6]]
-    assert pairs[6:] == ["s2tt:covost2_en_de_test:de", "s2tt:covost2_en_ja_test:ja", "s2tt:covost2_en_zh-CN_test:zh"]
+    assert decodes[:8] == [f"asr:covost2_{d}_test" for d in dirs[:8]]
+    assert decodes[8:] == [f"s2tt:covost2_{d}_test:en" for d in dirs[:7]] + [
+        "s2tt:covost2_en_zh-CN_test:zh", "s2tt:covost2_en_ja_test:ja", "s2tt:covost2_en_de_test:de"]
+
+
+def test_multilingual_languages_are_the_corpus_recipes_defaults() -> None:
+    conf = recipe("multilingual") / "conf" / "data.conf"
+    for key, corpus, corpus_key in (("cv15_locales", "commonvoice15", "locales"),
+                                    ("fleurs_locales", "fleurs", "locales"),
+                                    ("covost2_directions", "covost2", "directions")):
+        assert conf_value(conf, key) == conf_value(recipe(corpus) / "conf" / "data.conf", corpus_key), key
 
 
 MULTI_LISTS = {
@@ -200,18 +244,19 @@ def test_multilingual_runs_stage1_then_reads_the_set_lists(tmp_path: Path) -> No
 def test_common_options_and_schedule_data_match_the_sets(tmp_path: Path, name: str) -> None:
     opts = run_sh_calls(tmp_path, name, _write_multilingual_stage1 if name == "multilingual" else None)[-1]
     assert opts["features"] == "dumped" and opts["n_mels"] == "128"
+    assert opts["normalizer"] == "whisper"  # the paper's scoring (docs/scoring.md)
     assert opts["local_data_opts"] == "--config conf/data.conf"
     assert opts["schedules"].split() == list(SCHEDULES) and opts["seeds"] == "1 2"
-    # every bootstrap comparison names <system>/<stage> pairs that the schedules produce
+    # every bootstrap comparison sets PART's last stage against a baseline's last stage
     pairs = [pair.split(":") for pair in opts["results_compare"].split()]
-    assert {b.split("/")[0] for _, b in pairs} == {"frozen_llm", "joint_lora"}
+    assert [(a, b) for a, b in pairs] == [("part/s4_text", "baseline_2stage/s2_enc_all"),
+                                          ("part/s4_text", "joint_lora/joint_lora")]
     for side in (x for pair in pairs for x in pair):
         system, stage = side.split("/")
-        names = [st.name for st in load_schedule(recipe(name) / "conf" / f"schedule_{system}.yaml").stages]
-        assert stage == names[-1], (side, names)
+        assert stage == schedule(recipe(name) / "conf", system).stage_names()[-1], side
     train, dev = opts["train_sets"].split(), opts["dev_sets"].split()
-    for sched in SCHEDULES:
-        for stage in load_schedule(recipe(name) / "conf" / f"schedule_{sched}.yaml").stages:
+    for sched in schedules_of(name):
+        for stage in schedule(recipe(name) / "conf", sched).stages:
             for pat in stage.dev.data:
                 assert fnmatch.filter(dev, pat), f"{sched}/{stage.name}: dev pattern {pat!r} matches no dev set"
             for task in stage.tasks:
@@ -224,19 +269,137 @@ def test_common_options_and_schedule_data_match_the_sets(tmp_path: Path, name: s
 
 
 # ----------------------------------------------------------------------------- schedules and model
+def what_trains(stage: StageConfig) -> Tuple[str, str, str]:
+    """(encoder, adapter, LLM) of a stage: frozen, full, ``top N`` (encoder layers) or lora (LLM)."""
+    t = stage.trainable
+    encoder = f"top {t.encoder.top_k}" if isinstance(t.encoder, EncoderTopK) else t.encoder
+    return encoder, t.adapter, "lora" if t.lora is not None else t.llm
+
+
+def stage_dict(stage: StageConfig, *drop: str) -> dict:
+    """A stage's resolved settings without the (dotted) keys ``drop``."""
+    d = config.to_dict(stage)
+    for key in drop:
+        *parents, last = key.split(".")
+        node = d
+        for k in parents:
+            node = node[k]
+        del node[last]
+    return d
+
+
+def template_preset(name: str, sched: str) -> str:
+    """The TEMPLATE preset a recipe's schedule builds on (PART on ASR alone without translations)."""
+    return "part_asr" if sched == "part" and name not in TRANSLATION_RECIPES else sched
+
+
 @pytest.mark.parametrize("name", RECIPES)
-def test_schedules_share_one_step_budget_and_batches(name: str) -> None:
-    scheds = {s: load_schedule(recipe(name) / "conf" / f"schedule_{s}.yaml") for s in SCHEDULES}
-    budgets = {s: sum(st.max_steps for st in sc.stages) for s, sc in scheds.items()}
+def test_schedules_scale_the_template_presets(name: str) -> None:
+    conf = recipe(name) / "conf"
+    scheds = {s: schedule(conf, s) for s in schedules_of(name)}
+    budgets = {s: budget(sc) for s, sc in scheds.items()}
     assert len(set(budgets.values())) == 1, budgets
+    total = budgets["part"]
     batches = {(s, st.name): (st.batch.max_frames, st.batch.max_tokens, st.accum_grad)
                for s, sc in scheds.items() for st in sc.stages}
     assert len(set(batches.values())) == 1, batches
     frames = next(iter(batches.values()))[0]
     assert frames >= 8 * 3000  # a global micro-batch holds at least one 30 s utterance per GPU of a node
-    part = scheds["part"].stages
-    assert [s.name for s in part][0] == "stage1_within" and part[0].trainable.llm == "frozen"
-    assert not part[0].uses_lora and all(s.uses_lora for s in part[1:])
+    # Each schedule is its TEMPLATE preset: the same stages, what trains in them, the step split (LoRA
+    # activation steps scaled alike) and the task mixture; without translations ASR (+ lm) alone.
+    for s, sc in scheds.items():
+        tpl = schedule(TEMPLATE_CONF, template_preset(name, s))
+        assert sc.stage_names() == tpl.stage_names(), s
+        for st, ts in zip(sc.stages, tpl.stages):
+            where = (s, st.name)
+            assert (what_trains(st), st.init_from) == (what_trains(ts), ts.init_from), where
+            assert st.max_steps * budget(tpl) == ts.max_steps * total, where
+            assert [a.layers for a in st.activation] == [a.layers for a in ts.activation], where
+            assert ([round(a.step / st.max_steps, 3) for a in st.activation]
+                    == [round(a.step / ts.max_steps, 3) for a in ts.activation]), where
+            mixture = [(t.task, t.weight) for t in st.tasks]
+            if name in TRANSLATION_RECIPES or s == "part":
+                assert mixture == [(t.task, t.weight) for t in ts.tasks], where
+            elif s == "baseline_2stage":
+                assert mixture == [("asr", 1.0)], where
+            else:
+                assert {t.task for t in st.tasks} == {"asr", "lm"}, where
+
+
+# The paper's recipe (PAPER.md, Method), stage by stage: what trains (encoder, adapter, LLM) and the
+# tasks; the text stage is arXiv v1's. The ASR-only variant keeps the stages on ASR (+ lm at the end).
+PART_STAGES = [
+    ("s1_adapter", ("frozen", "full", "frozen"), {"asr"}),
+    ("s2a_enc_top8", ("top 8", "full", "frozen"), {"asr"}),
+    ("s2b_enc_all", ("full", "full", "frozen"), {"asr"}),
+    ("s3_joint_lora", ("full", "full", "lora"), {"asr", "s2tt"}),
+    ("s4_text", ("full", "full", "lora"), {"asr", "s2tt", "t2tt", "lm"}),
+]
+PART_ASR_STAGES = [*PART_STAGES[:3], ("s3_lora", ("full", "full", "lora"), {"asr"}),
+                   ("s4_text", ("full", "full", "lora"), {"asr", "lm"})]
+PAPER_CONFS = [TEMPLATE_CONF] + [recipe(r) / "conf" for r in TRANSLATION_RECIPES]
+
+
+@pytest.mark.parametrize("conf,sched,expected", [(c, "part", PART_STAGES) for c in PAPER_CONFS]
+                         + [(TEMPLATE_CONF, "part_asr", PART_ASR_STAGES)],
+                         ids=[f"{c.parent.parent.name}" for c in PAPER_CONFS] + ["TEMPLATE-asr"])
+def test_part_is_the_papers_recipe(conf: Path, sched: str, expected: list) -> None:
+    part = schedule(conf, sched).stages
+    assert [(st.name, what_trains(st), {t.task for t in st.tasks}) for st in part] == expected
+    assert [st.init_from for st in part] == [None] + ["previous"] * 4  # each stage goes on from the last
+    # dynamic activation in the first LoRA stage: LoRA switches on from the top layers down, the
+    # active set only grows, all 28 layers by its end; the text stage trains all of them
+    lora_stage, text_stage = part[3], part[4]
+    steps = [a.step for a in lora_stage.activation]
+    active = [active_layers_at(lora_stage, step, 28) for step in steps]
+    assert steps[0] == 0 and active[0] == list(range(21, 28)) and active[-1] == list(range(28))
+    assert all(set(a) < set(b) and max(a) == 27 for a, b in zip(active, active[1:]))
+    assert not text_stage.activation and active_layers_at(text_stage, 0, 28) == list(range(28))
+
+
+@pytest.mark.parametrize("conf", PAPER_CONFS, ids=lambda c: c.parent.parent.name)
+def test_part_3stage_is_part_without_the_text_stage(conf: Path) -> None:
+    part, three = schedule(conf, "part"), schedule(conf, "part_3stage")
+    assert three.stage_names() == part.stage_names()[:4] and budget(three) == budget(part)
+    assert three.stages[:3] == part.stages[:3]
+    # s3 takes the text stage's steps, its LoRA activation steps scaled with it
+    s3, part_s3 = three.stages[3], part.stages[3]
+    assert s3.max_steps == part_s3.max_steps + part.stages[4].max_steps
+    assert stage_dict(s3, "max_steps", "activation") == stage_dict(part_s3, "max_steps", "activation")
+    assert ([(round(a.step / s3.max_steps, 3), a.layers) for a in s3.activation]
+            == [(round(a.step / part_s3.max_steps, 3), a.layers) for a in part_s3.activation])
+
+
+@pytest.mark.parametrize("conf", PAPER_CONFS, ids=lambda c: c.parent.parent.name)
+def test_ablations_remove_the_papers_components_one_by_one(conf: Path) -> None:
+    """Each ablation differs from the one before exactly in the component the paper removes."""
+    p3, a1, a2, a3, base = (schedule(conf, s) for s in ("part_3stage", *ABLATIONS[1:], "baseline_2stage"))
+    assert len({budget(s) for s in (p3, a1, a2, a3, base)}) == 1
+    # (1) ASR and S2TT mixed in every stage: every stage takes the mixture of PART's s3
+    mixture = p3.stages[3].tasks
+    assert {t.task for t in mixture} == {"asr", "s2tt"}
+    assert a1.stage_names() == p3.stage_names()
+    for st, ref in zip(a1.stages, p3.stages):
+        assert st.tasks == mixture and stage_dict(st, "tasks") == stage_dict(ref, "tasks"), st.name
+    # (2) and no LoRA: the LLM frozen throughout (the last stage renamed for it)
+    assert a2.stage_names() == [*a1.stage_names()[:3], "s3_joint"]
+    for st, ref in zip(a2.stages, a1.stages):
+        assert what_trains(st)[2] == "frozen" and not st.activation, st.name
+        drop = ("name", "trainable.llm", "activation")
+        assert stage_dict(st, *drop) == stage_dict(ref, *drop), st.name
+    assert what_trains(a1.stages[3])[2] == "lora"
+    # (3) and no progressive unfreezing: the whole encoder right after the adapter-only stage, for
+    # the steps of ablation 2's s2a (top 8 layers), s2b and s3 (whole encoder) together
+    assert a3.stage_names() == ["s1_adapter", "s2_enc_all"]
+    assert a3.stages[0] == a2.stages[0]
+    assert a3.stages[1].max_steps == sum(st.max_steps for st in a2.stages[1:])
+    for ref in a2.stages[2:]:
+        assert stage_dict(a3.stages[1], "name", "max_steps") == stage_dict(ref, "name", "max_steps")
+    assert stage_dict(a2.stages[1], "name", "max_steps", "trainable.encoder") == stage_dict(
+        a2.stages[2], "name", "max_steps", "trainable.encoder")
+    assert what_trains(a2.stages[1])[0] == "top 8"
+    # ... which is Baseline-2stage
+    assert a3.stages == base.stages and a3.seed == base.seed
 
 
 def paper_config_offline(path: Path) -> dict:
@@ -252,16 +415,28 @@ def paper_config_offline(path: Path) -> dict:
 def test_paper_model_builds_offline_and_takes_the_schedules(name: str) -> None:
     raw = config.load_file(recipe(name) / "conf" / "model.yaml")
     assert raw["encoder"]["path"] == "openai/whisper-large-v3"
-    assert raw["llm"]["path"] == "Qwen/Qwen2.5-7B-Instruct" and raw["llm"]["dtype"] == "bfloat16"
+    assert raw["llm"]["path"] == "Qwen/Qwen2.5-7B" and raw["llm"]["dtype"] == "bfloat16"  # PART-8B
     model = SpeechLLM.from_config(paper_config_offline(recipe(name) / "conf" / "model.yaml"),
                                   base_dir=CONFIG_DIR, device="meta")
     assert model.n_mels == 128 and model.num_llm_layers() == 28
     assert model.llm.config.hidden_size == 3584 and next(model.llm.parameters()).dtype == torch.bfloat16
     assert all(p.is_meta for p in model.parameters())
-    # Every stage's trainable spec and LoRA activation applies to the 28-layer LLM.
-    for sched in SCHEDULES:
-        for stage in load_schedule(recipe(name) / "conf" / f"schedule_{sched}.yaml").stages:
+    enc_layers = model.encoder.whisper.layers
+    assert len(enc_layers) == 32
+    # Every stage's trainable spec applies to the 32-layer encoder and the 28-layer LLM, and its LoRA
+    # activation to the LLM's layers.
+    for sched in schedules_of(name):
+        for stage in schedule(recipe(name) / "conf", sched).stages:
             model.apply_trainable(stage.trainable)
+            encoder, adapter, llm = what_trains(stage)
+            n_top = {"frozen": 0, "full": 32, "top 8": 8}[encoder]
+            assert [any(p.requires_grad for p in layer.parameters()) for layer in enc_layers] == \
+                [False] * (32 - n_top) + [True] * n_top, (sched, stage.name)
+            assert all(p.requires_grad for p in model.adapter.parameters()) == (adapter == "full")
+            llm_trains = {n for n, p in model.llm.named_parameters() if p.requires_grad}
+            assert all("lora_" in n for n in llm_trains)
+            lora_layers = {int(m.group(1)) for m in map(re.compile(r"layers\.(\d+)\.").search, llm_trains)}
+            assert lora_layers == (set(range(28)) if llm == "lora" else set()), (sched, stage.name)
             if stage.activation:
                 first = active_layers_at(stage, 0, model.num_llm_layers())
                 last = active_layers_at(stage, stage.max_steps - 1, model.num_llm_layers())
@@ -290,8 +465,9 @@ def test_slurm_conf_maps_gpu_jobs(tmp_path: Path, name: str) -> None:
 
 # ----------------------------------------------------------------------------- stages 1-5 for real
 def _tiny_model_config(tmp: Path) -> Path:
-    """A tiny Whisper (128 mel bins, like large-v3) + tiny Qwen2 model config."""
-    enc = build_tiny_encoder(tmp / "tiny_whisper", num_mel_bins=128)
+    """A tiny Whisper (128 mel bins, like large-v3; 9 layers, so that the schedules' top 8 are some of
+    them) + tiny Qwen2 model config."""
+    enc = build_tiny_encoder(tmp / "tiny_whisper", num_mel_bins=128, encoder_layers=9)
     llm = build_tiny_llm(tmp / "tiny_llm")
     cfg = {"encoder": {"path": str(enc)}, "adapter": {"type": "stack", "stack": 4, "hidden": 64},
            "llm": {"path": str(llm), "dtype": "float32"}}
@@ -333,20 +509,25 @@ def test_covost2_stages_1_to_5_on_a_miniature_corpus(tmp_path: Path) -> None:
     assert "skipping data preparation" in proc.stderr
     assert (dump / "covost2_de_en_train" / "feats.scp").stat().st_mtime_ns == stamp
 
-    # Every schedule trains (one step a stage) on these sets: its data patterns find the speech,
-    # translation and text sets they need.
+    # run.sh's schedules train (one step a stage) on these sets: their data patterns find the speech,
+    # translation and text sets they need. In the copy, each schedule file becomes its original
+    # (renamed) with every stage cut to one step.
     model = _tiny_model_config(tmp_path)
     common = ["--stage", "5", "--stop_stage", "5", "--model_config", str(model)]
-    one_step = "--threads 1 --no-tensorboard --set stages.0.max_steps=1"
-    run(*common, "--schedules", "part", "--train_args",
-        f"{one_step} --set stages.1.max_steps=1 --set stages.2.max_steps=1")
-    run(*common, "--schedules", "frozen_llm joint_lora", "--train_nj", "2", "--train_args", one_step)
+    quiet = "--threads 1 --no-tensorboard"
     for sched in SCHEDULES:
-        for stage in load_schedule(d / "conf" / f"schedule_{sched}.yaml").stages:
+        path = d / "conf" / f"schedule_{sched}.yaml"
+        names = schedule(d / "conf", sched).stage_names()
+        path.rename(d / "conf" / f"full_{sched}.yaml")
+        path.write_text(yaml.safe_dump({"base": f"full_{sched}.yaml",
+                                        "stages": [{"name": n, "max_steps": 1} for n in names]}))
+    run(*common, "--train_nj", "2", "--train_args", quiet)  # run.sh's --schedules, two at once
+    for sched in SCHEDULES:
+        for stage in schedule(d / "conf", sched).stages:
             assert (d / "exp" / f"{sched}_seed1" / stage.name / "model" / "done").is_file(), (sched, stage.name)
     # trainings run at once (--train_nj) that fail make the stage fail, naming their logs
-    bad = subprocess.run(["./run.sh", "--nj", "1", "--test_sets", "", *common, "--schedules", "frozen_llm joint_lora",
-                          "--seeds", "7", "--train_nj", "2", "--train_args", f"{one_step} --set stages.0.no_such_option=1"],
+    bad = subprocess.run(["./run.sh", "--nj", "1", "--test_sets", "", *common, "--schedules", "baseline_2stage joint_lora",
+                          "--seeds", "7", "--train_nj", "2", "--train_args", f"{quiet} --set stages.0.no_such_option=1"],
                          cwd=d, env=env, capture_output=True, text=True, timeout=600)
     assert bad.returncode != 0
-    assert "exp/frozen_llm_seed7/train.log" in bad.stderr and "exp/joint_lora_seed7/train.log" in bad.stderr
+    assert "exp/baseline_2stage_seed7/train.log" in bad.stderr and "exp/joint_lora_seed7/train.log" in bad.stderr

@@ -100,11 +100,9 @@ def test_presets_parse():
     from partlib.train.schedule import load_schedule
 
     conf = Path(__file__).resolve().parents[1] / "egs" / "TEMPLATE" / "part1" / "conf"
-    budgets = {}
-    for name in ("part", "frozen_llm", "joint_lora"):
-        s = load_schedule(conf / f"schedule_{name}.yaml")
-        budgets[name] = sum(st.max_steps for st in s.stages)
-    assert len(set(budgets.values())) == 1, budgets  # equal step budgets
-    part = load_schedule(conf / "schedule_part.yaml")
-    assert [st.trainable.llm == "frozen" for st in part.stages] == [True, False, False]
-    assert {t.task for t in part.stages[2].tasks} == {"asr", "s2tt", "t2tt", "lm"}
+    presets = sorted(conf.glob("schedule_*.yaml"))
+    assert [p.stem[len("schedule_"):] for p in presets] == [
+        "ablation_1", "ablation_2", "ablation_3", "baseline_2stage", "joint_lora", "part", "part_3stage", "part_asr"]
+    budgets = {p.name: sum(st.max_steps for st in load_schedule(p).stages) for p in presets}
+    assert set(budgets.values()) == {10000}, budgets  # one step budget: the presets compare at equal cost
+    # (what each preset trains, stage by stage: test_recipes.py)

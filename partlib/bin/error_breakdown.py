@@ -5,12 +5,12 @@ Example (egs/mini_synth/part1, after ./run.sh):
 
     python -m partlib.bin.error_breakdown --encoder exp/pretrained/encoder --llm exp/pretrained/llm \\
         --data dump/whisper_mel80/test_{en,de,fr,es,zh} \\
-        --system part=exp/part_seed1/stage3_text --system frozen_llm=exp/frozen_llm_seed1/frozen_all \\
+        --system part=exp/part_seed1/s4_text --system baseline_2stage=exp/baseline_2stage_seed1/s2_enc_all \\
         --out exp/error_breakdown
 
 * encoder: greedy CTC of the encoder with the CTC head it was pretrained with
   (``partlib.bin.pretrain_encoder`` saves both) on every ``--data`` set, scored like the systems
-  (the language's normaliser; WER, and CER for languages written without spaces);
+  (the language's normaliser; WER, and CER where partlib.data.langs.uses_cer says so);
 * LLM: the text-only dev figures that LM pretraining logged (``pretrain_metrics.json``:
   next-token accuracy of the copy and translation prompts, greedy X->en text BLEU);
 * systems: the scored decodes ``<dir>/decode_<set>_asr`` and ``<dir>/decode_<set>_to_en_s2tt``.

@@ -2,6 +2,7 @@
 
     python -m partlib.bin.exp env EXP_DIR      # write EXP_DIR/env.json once (date, commit, versions)
     python -m partlib.bin.exp models EXP_DIR   # "<stage> <model dir>" of every exported stage
+    python -m partlib.bin.exp stages SCHEDULE  # the stage names of a schedule file, in order
 
 ``models`` lists the stages whose exported model is complete, in schedule order.
 """
@@ -24,12 +25,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     env.add_argument("exp_dir", type=Path)
     models = sub.add_parser("models", help="the exported stage models, in schedule order")
     models.add_argument("exp_dir", type=Path)
+    stages = sub.add_parser("stages", help="the stage names of a schedule file, one a line, in order")
+    stages.add_argument("schedule", type=Path)
     args = p.parse_args(argv)
     if args.command == "env":
         from partlib.scoring.results import write_env_json
 
         args.exp_dir.mkdir(parents=True, exist_ok=True)
         write_env_json(args.exp_dir, overwrite=False)
+    elif args.command == "stages":
+        from partlib.train.schedule import load_schedule
+
+        print("\n".join(load_schedule(args.schedule).stage_names()))
     else:
         for name, model in layout.exported_models(args.exp_dir):
             print(name, model)

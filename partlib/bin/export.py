@@ -1,6 +1,6 @@
 """Export a trained stage as a self-contained model folder, with its dev/test scores in the card.
 
-    python -m partlib.bin.export exp/part_seed1/stage3_text OUT_DIR [--keep-lora]
+    python -m partlib.bin.export exp/part_seed1/s4_text OUT_DIR [--keep-lora]
 
 SRC is a stage directory (``exp/<tag>/<stage>``) or its ``model/``. OUT_DIR holds every weight the
 model needs (encoder, adapter, LLM, tokenizer with its chat template; safetensors only), its

@@ -1,6 +1,6 @@
 """Training curves of experiments: one PNG and JSON per experiment and an index page.
 
-Example: python -m partlib.bin.plot_curves exp/part_seed1 exp/frozen_llm_seed1 --out-dir exp/curves
+Example: python -m partlib.bin.plot_curves exp/part_seed1 exp/baseline_2stage_seed1 --out-dir exp/curves
 
 Writes OUT_DIR/<tag>.png (train and dev loss against the cumulative step, alignment-stage
 boundaries, LoRA activation steps, dev WER/BLEU/accuracy at each stage's end), OUT_DIR/<tag>.json

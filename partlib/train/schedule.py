@@ -8,12 +8,12 @@ A schedule file looks like::
       scheduler: {type: cosine, warmup_steps: 50}
       batch: {max_frames: 20000, max_tokens: 6000}
     stages:
-      - name: stage1_within
+      - name: s1_enc_all
         max_steps: 400
         tasks:
           - {task: asr, weight: 1.0, data: ["train_*"]}
         trainable: {encoder: full, adapter: full, llm: frozen}
-      - name: stage2_cross
+      - name: s2_joint_lora
         init_from: previous
         tasks:
           - {task: asr, weight: 1.0, data: ["train_*"]}
@@ -199,9 +199,13 @@ def _check_init_from(stage: StageConfig, earlier: List[StageConfig], where: str,
                           f"nor a model directory")
 
 
-def load_schedule(path: PathLike, overrides: Sequence[str] = ()) -> Schedule:
-    """Load a schedule YAML file (``base:`` resolved), apply ``key.path=value`` overrides, check it."""
-    return parse_schedule(config.apply_overrides(config.load_file(path), overrides), where=str(path))
+def load_schedule(path: PathLike, overrides: Sequence[str] = (), merges: Sequence[PathLike] = ()) -> Schedule:
+    """Load a schedule YAML file (``base:`` resolved), merge the ``merges`` files onto it in order
+    (as ``base: [<path>, <merges>...]`` would), apply ``key.path=value`` overrides, check it."""
+    cfg = config.load_file(path)
+    for other in merges:
+        cfg = config.merge(cfg, config.load_file(other))
+    return parse_schedule(config.apply_overrides(cfg, overrides), where=str(path))
 
 
 def active_layers_at(stage: StageConfig, step: int, num_layers: int) -> Optional[List[int]]:

@@ -85,6 +85,11 @@ longform_sets=""       # test sets whose utterances, joined into long recordings
                        # (exp/longform_one_by_one_seed<k>): python -m partlib.bin.decode_longform
 longform_args=""       # extra options of partlib.bin.decode_longform
 
+# Stage 7
+normalizer=part-basic-v1  # text normalisers before WER/CER: part-basic-v1 (ours: keeps bracketed text) or
+                          # whisper (Whisper's English and basic normalisers, as the PART paper scores);
+                          # docs/scoring.md
+
 # Stage 8
 analysis_sets=""       # data dirs with utt2sent (parallel utterances) for representation analysis
 analysis_args=""
@@ -92,6 +97,8 @@ analysis_args=""
 # Stage 9
 results_compare=""     # "systemA/stage:systemB/stage" pairs compared with significance in RESULTS.md
 results_targets=""     # goals listed in RESULTS.md with whether they were reached (partlib.bin.results --target)
+results_args=""        # extra options of partlib.bin.results, e.g. the paper's tables with its published rows:
+                       # "--paper part --ablation part_3stage/s3_joint_lora=ablation_1/s3_joint_lora,..."
 
 # Stage 11
 demo_set=""            # a test set: its first utterances joined into one long recording (exp/demo/*.wav)
@@ -104,7 +111,7 @@ Usage: $0 --train_sets "<sets>" --dev_sets "<sets>" --test_sets "<sets>" [option
 Options (defaults in the script):
   --stage N --stop_stage M   stages to run (1 data, 2 filter, 3 features, 4 models, 5 train,
                              6 decode, 7 score, 8 analysis, 9 RESULTS.md, 10 export, 11 demo)
-  --schedules "part frozen_llm joint_lora"   --seeds "1 2 3"
+  --schedules "part baseline_2stage joint_lora"   --seeds "1 2 3"
   --features dumped|on_the_fly|auto|shards   --n_mels 80|128   --nj N   --decode_nj N
   --shard_utts N --shard_mb MB   shard bounds of --features shards
   --model_config FILE   --train_args "..."   --train_nj N (trainings at once)
@@ -112,6 +119,7 @@ Options (defaults in the script):
   --test_tasks "asr lid"   --test_decodes "s2tt:test_de:en ..."   (what stage 6 decodes)
   --decode_args "..."   --controls true|false   --output_controls true|false
   --longform_sets "<sets>"   --demo_set <set>
+  --normalizer part-basic-v1|whisper   text normalisers of WER/CER scoring (stage 7)
 EOF
 )
 
@@ -129,6 +137,7 @@ for t in ${test_tasks}; do for dset in ${test_sets}; do decodes+=" ${t}:${dset}"
 decodes="${decodes# } ${test_decodes}"
 # shellcheck disable=SC2086
 [ -z "${decodes// /}" ] || ${python} -m partlib.bin.tasks decodes ${decodes} > /dev/null
+${python} -m partlib.bin.score_decode_dirs --normalizer "${normalizer}"  # stage 7's option, checked now
 # the decodes of free-text tasks (not lid's closed label set): those the output controls apply to
 free_tasks=" $(${python} -m partlib.bin.tasks list --scored --free-text | tr '\n' ' ') "
 text_decodes=""
@@ -314,7 +323,7 @@ if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
   log "Stage 7: scoring"
   dirs=()
   for d in "${expdir}"/*/*/decode_*; do [ -f "${d}/hyp" ] && dirs+=("${d}"); done
-  [ ${#dirs[@]} -gt 0 ] && ${python} -m partlib.bin.score_decode_dirs "${dirs[@]}"
+  [ ${#dirs[@]} -gt 0 ] && ${python} -m partlib.bin.score_decode_dirs --normalizer "${normalizer}" "${dirs[@]}"
 fi
 
 if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ] && [ -n "${analysis_sets}" ]; then
@@ -358,7 +367,8 @@ if [ ${stage} -le 9 ] && [ ${stop_stage} -ge 9 ]; then
   ${python} -m partlib.bin.plot_curves --out-dir "${expdir}/curves" "${curve_exps[@]}"
   links+=(--link "Training curves of every schedule (seed ${seeds%% *})=curves/curves.md")
   for t in ${results_targets}; do copts+=(--target "${t}"); done
-  ${python} -m partlib.bin.results --seeds "${copts[@]}" "${links[@]}" --out "${expdir}/RESULTS.md" "${exps[@]}"
+  # shellcheck disable=SC2086
+  ${python} -m partlib.bin.results --seeds "${copts[@]}" "${links[@]}" ${results_args} --out "${expdir}/RESULTS.md" "${exps[@]}"
 fi
 
 # The model users take away: one self-contained folder per seed of the first schedule.

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# CoVoST 2: speech translation X->en and en->X (BLEU per direction) and source-language ASR, with
+# CoVoST 2: speech translation X->en (en->X optional; BLEU per direction) and source-language ASR, with
 # PART and its two baselines at paper scale (conf/model.yaml: Whisper-large-v3 encoder +
-# Qwen2.5-7B-Instruct). Text tasks train on the transcript/translation pairs (<set>_text dirs).
+# Qwen2.5-7B, PART-8B). Text tasks train on the transcript/translation pairs (<set>_text dirs).
 #   corpus paths: db.sh (COVOST2, CV4)    directions: conf/data.conf    jobs: cmd.sh (+ conf/slurm.conf)
 #   ./run.sh                              every stage, the three schedules, seed 1
 #   ./run.sh --stage 5 --seeds "1 2 3"    training onwards with three seeds
+#   ./run.sh --stage 5 --schedules "part baseline_2stage joint_lora part_3stage ablation_1 ablation_2"
+#                                         + the paper's ablations (ablation 3 = baseline_2stage)
 # Options of egs/TEMPLATE/part1/part.sh can be added and override the settings below (--help).
 set -euo pipefail
 
@@ -34,6 +36,7 @@ PYEOF
   --test_sets "$(printf 'covost2_%s_test ' ${directions})" \
   --test_tasks "" --test_decodes "${decodes}" \
   --features dumped --n_mels 128 \
-  --schedules "part frozen_llm joint_lora" \
-  --results_compare "part/stage3_text:frozen_llm/frozen_all part/stage3_text:joint_lora/joint_lora" \
+  --normalizer whisper \
+  --schedules "part baseline_2stage joint_lora" \
+  --results_compare "part/s4_text:baseline_2stage/s2_enc_all part/s4_text:joint_lora/joint_lora" \
   "$@"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# FLEURS: multilingual ASR (WER; CER for Chinese and Japanese) with PART and its two baselines at
-# paper scale (conf/model.yaml: Whisper-large-v3 encoder + Qwen2.5-7B-Instruct). FLEURS sentences
+# FLEURS: multilingual ASR (WER; CER for zh ja ko yue) with PART and its two baselines at
+# paper scale (conf/model.yaml: PART-8B: Whisper-large-v3 encoder + Qwen2.5-7B). FLEURS sentences
 # are parallel across languages (utt2sent), so the test sets also feed the representation analysis.
 #   corpus path: db.sh (FLEURS)    locales: conf/data.conf    jobs: cmd.sh (+ conf/slurm.conf)
 #   ./run.sh                              every stage, the three schedules, seed 1
@@ -17,7 +17,8 @@ set -euo pipefail
   --dev_sets "$(printf 'fleurs_%s_dev ' ${locales})" \
   --test_sets "$(printf 'fleurs_%s_test ' ${locales})" \
   --features dumped --n_mels 128 \
-  --schedules "part frozen_llm joint_lora" \
-  --results_compare "part/stage3_text:frozen_llm/frozen_all part/stage3_text:joint_lora/joint_lora" \
+  --normalizer whisper \
+  --schedules "part baseline_2stage joint_lora" \
+  --results_compare "part/s4_text:baseline_2stage/s2_enc_all part/s4_text:joint_lora/joint_lora" \
   --analysis_sets "$(printf 'fleurs_%s_test ' ${locales})" \
   "$@"

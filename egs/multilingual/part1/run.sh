@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The paper's combined setup (README.md): ASR on Common Voice 15 + FLEURS + WenetSpeech, speech
 # translation on CoVoST 2, text tasks on CoVoST 2 / FLEURS text pairs, with contamination removed;
-# PART and its two baselines at paper scale (conf/model.yaml: Whisper-large-v3 + Qwen2.5-7B-Instruct).
+# PART and its two baselines at paper scale (conf/model.yaml: PART-8B: Whisper-large-v3 + Qwen2.5-7B).
 #   corpus paths: db.sh    languages and directions: conf/data.conf    jobs: cmd.sh (+ conf/slurm.conf)
 #   ./run.sh                              every stage, the three schedules, seed 1
 #   ./run.sh --stage 5 --seeds "1 2 3"    training onwards with three seeds
+#   ./run.sh --stage 5 --schedules "part baseline_2stage joint_lora part_3stage ablation_1 ablation_2"
+#                                         + the paper's ablations (ablation 3 = baseline_2stage)
 # Options of egs/TEMPLATE/part1/part.sh can be added and override the settings below (--help).
 set -euo pipefail
 
@@ -38,7 +40,8 @@ done
   --test_sets "$(sets test_asr test_s2tt)" \
   --test_tasks "" --test_decodes "${decodes}" \
   --features dumped --n_mels 128 \
-  --schedules "part frozen_llm joint_lora" \
-  --results_compare "part/stage3_text:frozen_llm/frozen_all part/stage3_text:joint_lora/joint_lora" \
+  --normalizer whisper \
+  --schedules "part baseline_2stage joint_lora" \
+  --results_compare "part/s4_text:baseline_2stage/s2_enc_all part/s4_text:joint_lora/joint_lora" \
   --analysis_sets "${fleurs_tests}" \
   "$@"

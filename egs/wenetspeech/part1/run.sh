@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # WenetSpeech: Mandarin ASR (CER) on TEST_NET and TEST_MEETING with PART and its two baselines at
-# paper scale (conf/model.yaml: Whisper-large-v3 encoder + Qwen2.5-7B-Instruct). Stage 1 also
+# paper scale (conf/model.yaml: PART-8B: Whisper-large-v3 encoder + Qwen2.5-7B). Stage 1 also
 # writes every segment's audio once into arks under dump/audio (local/data.sh).
 #   corpus path: db.sh (WENETSPEECH)    training subset: conf/data.conf    jobs: cmd.sh (+ conf/slurm.conf)
 #   ./run.sh                              every stage, the three schedules, seed 1
@@ -16,6 +16,7 @@ set -euo pipefail
   --dev_sets wenetspeech_dev \
   --test_sets "wenetspeech_test_net wenetspeech_test_meeting" \
   --features dumped --n_mels 128 \
-  --schedules "part frozen_llm joint_lora" \
-  --results_compare "part/stage3_text:frozen_llm/frozen_all part/stage3_text:joint_lora/joint_lora" \
+  --normalizer whisper \
+  --schedules "part baseline_2stage joint_lora" \
+  --results_compare "part/s4_text:baseline_2stage/s2_enc_all part/s4_text:joint_lora/joint_lora" \
   "$@"
