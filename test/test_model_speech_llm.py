@@ -216,7 +216,7 @@ def test_paper_preset_builds_on_meta():
     assert 630e6 < enc < 640e6, enc
     assert 7.6e9 < llm < 7.65e9, llm
     assert m.n_mels == 128 and m.num_llm_layers() == 28
-    assert m.adapter.proj2.out_features == 3584
+    assert m.adapter.out.out_features == 3584
     assert next(m.llm.parameters()).device.type == "meta"
 
 

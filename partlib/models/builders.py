@@ -1,6 +1,6 @@
 """Model presets: ``tiny`` (real Whisper/Qwen2 architectures at toy sizes, saved with
-``save_pretrained``) and ``paper`` (Whisper-large-v3 + Qwen2.5-7B-Instruct, built offline from
-bundled config.json files)."""
+``save_pretrained``) and ``paper`` (PART-8B: Whisper-large-v3 + Transformer adapter + Qwen2.5-7B,
+built offline from bundled config.json files)."""
 from __future__ import annotations
 
 import copy

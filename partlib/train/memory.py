@@ -161,7 +161,12 @@ class _FusedAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor]) -> Tensor:  # type: ignore[override]
-        out = q.new_empty(*q.shape[:-1], v.shape[-1])
+        # the flash kernels (CPU, CUDA) give the output q's layout: for a q [B, heads, N, d] that views
+        # a [B, N, ...] projection, [B, N, heads, d] in memory, so that the transpose back is no copy
+        if q.dim() == 4 and q.stride(1) < q.stride(2):
+            out = q.new_empty(q.shape[0], q.shape[2], q.shape[1], v.shape[-1]).transpose(1, 2)
+        else:
+            out = q.new_empty(*q.shape[:-1], v.shape[-1])
         lse = q.new_empty(q.shape[:-1], dtype=torch.float32)
         saved = [q, k, v, out, lse]
         if mask is not None:
@@ -468,17 +473,27 @@ class StagePlan:
     max_frames: Dict[str, int]
 
 
-def plan_stage(model, stage: StageConfig, setup: Setup, gpu_bytes: float, utt_seconds: float = 10.0) -> StagePlan:
+def plan_stage(model, stage: StageConfig, setup: Setup, gpu_bytes: float, utt_seconds: float = 10.0,
+               probes: Optional[Dict] = None) -> StagePlan:
     """Plan ``stage`` at its batch budget. Activations are probed once per task for one sequence and
     scaled (they grow linearly with the sequences of a batch; weights, gradients and optimizer state
-    do not), which also gives the largest batch that fits."""
+    do not), which also gives the largest batch that fits. ``probes``: a dict kept by the caller
+    across the stages it plans on this ``model`` (several schedules, several GPU counts), so that a
+    sequence's activations are probed once per trainable state and shape."""
     apply_stage_trainable(model, stage)
     setup = replace(setup, accum_grad=stage.accum_grad, optimizer=stage.optim.type, momentum=stage.optim.momentum)
     plans: Dict[str, Plan] = {}
     fit: Dict[str, int] = {}
     counts = param_counts(model)
+    probes = {} if probes is None else probes
+    # what decides the activations besides the shape: which parameters exist (LoRA wrapped or not) and train
+    state = tuple((name, tuple(p.shape), p.requires_grad) for name, p in model.named_parameters())
+    amp = setup.device == "cuda"
     for shape in budget_shapes(stage, model, setup.gpus, utt_seconds):
-        one = probe_activations(model, shape.scaled(1), amp=setup.device == "cuda")
+        key = (state, shape.scaled(1), amp)
+        if key not in probes:
+            probes[key] = probe_activations(model, shape.scaled(1), amp=amp)
+        one = probes[key]
         for name, parts in CHECKPOINTING.items():
             plan = predict(model, shape, setup, parts, one.times(shape.rows), stage.name, counts)
             if name not in plans or plan.peak > plans[name].peak:
