@@ -16,11 +16,11 @@ seeds="1 2 3"
 analysis_seed=1      # the seed whose analysis report (with its plots) is committed and linked
 exp=exp
 out=results
-schedules="part frozen_llm joint_lora"
+schedules="part baseline_2stage joint_lora"
 controls="control_shuffled_audio control_none_audio"
 output_controls="redecode script_mask"
 longform="longform_one_by_one longform"
-compare="part/stage3_text:frozen_llm/frozen_all part/stage3_text:joint_lora/joint_lora"
+compare="part/s4_text:baseline_2stage/s2_enc_all part/s4_text:joint_lora/joint_lora"
 time_log=""          # outputs of /usr/bin/time -v for the run (may be mixed with the run's own output)
 conf=conf            # the preset's config dir: its targets file is listed in RESULTS.md
 regenerate=false     # true: copy nothing, rewrite --results_md from results/
@@ -88,7 +88,7 @@ fi
 for pair in ${compare}; do copts+=(--compare "${pair}"); done
 demo=$(cd "${out}/demo" && ls ./*.srt)
 ${python} -m partlib.bin.results --seeds "${copts[@]}" \
-  --section "Output control: greedy, re-decoded with beams on trouble, script mask=part/stage3_text ${output_controls}" \
+  --section "Output control: greedy, re-decoded with beams on trouble, script mask=part/s4_text ${output_controls}" \
   --section "Long-form decoding: test utterances joined into recordings, decoded one by one vs long-form=${longform}" \
   --link "Seed ${analysis_seed}: language-specific vs shared representations=${out}/analysis_seed${analysis_seed}/analysis.md" \
   --link "Stage 11 demo: subtitles of a long recording (test_en, seed 1)=${out}/demo/${demo#./}" \
