@@ -150,7 +150,8 @@ def make_fleurs(root: Path, tables: Dict[str, Dict[str, List[str]]], archived: S
 
 
 # The miniature FLEURS: de_de (plain wavs, odd Unicode spaces), en_us and cmn_hans_cn (tar.gz
-# archives), and the other paper languages with punctuation, brackets, numbers and symbols.
+# archives), and the other seven of the paper's ten languages with punctuation, brackets, numbers
+# and symbols.
 FLEURS_TABLES: Dict[str, Dict[str, List[str]]] = {
     "de_de": {"train": [fleurs_row("7", "111.wav", "Das\u2009ist\u00a0gut\u200b."),
                         fleurs_row("8", "112.wav", "Zweiter Satz.", "FEMALE")],
@@ -174,6 +175,18 @@ FLEURS_TABLES: Dict[str, Dict[str, List[str]]] = {
     "ru_ru": {"train": [fleurs_row("8", "611.wav", "Москва — столица России.")],
               "dev": [fleurs_row("20", "612.wav", "Температура: −5 °C, ветер 3 м/с.")],
               "test": [fleurs_row("30", "613.wav", "Он сказал: «Привет!» [шум]")]},
+    "ja_jp": {"train": [fleurs_row("8", "711.wav", "東京の人口は約1,400万人です。")],
+              "dev": [fleurs_row("20", "712.wav", "「こんにちは！」と言った。")],
+              "test": [fleurs_row("30", "713.wav", "今日は雨（小雨）です。")]},
+    "fr_fr": {"train": [fleurs_row("8", "811.wav", "C'est l'été à Paris, n'est-ce pas ?")],
+              "dev": [fleurs_row("20", "812.wav", "Il a dit : « Bonjour ! »")],
+              "test": [fleurs_row("30", "813.wav", "La tour mesure 330 m (environ).")]},
+    "es_419": {"train": [fleurs_row("8", "911.wav", "¿Dónde está la estación?")],
+               "dev": [fleurs_row("20", "912.wav", "Son las 3:30, señor.")],
+               "test": [fleurs_row("30", "913.wav", "¡Qué día tan bonito! [ruido]")]},
+    "it_it": {"train": [fleurs_row("8", "1011.wav", "Perché è così difficile?")],
+              "dev": [fleurs_row("20", "1012.wav", "L'università ha 5.000 studenti.")],
+              "test": [fleurs_row("30", "1013.wav", "Città (vecchia) e nuova.")]},
 }
 
 
@@ -233,8 +246,8 @@ def make_covost2(covost: Path, cv4: Path, tables: Dict[str, List[Tuple[str, str,
             write_mp3(cv4 / locale / "clips" / r.split("\t")[1])
 
 
-# The miniature CoVoST 2: de->en, zh-CN->en, ru->en (English with numbers, contractions, brackets)
-# and en->de; common_voice_de_5 (train here) is also a CV15 de test clip, and common_voice_de_1 (a
+# The miniature CoVoST 2: the paper's seven directions into English (zh-CN ja de fr es it ru -> en;
+# English with numbers, contractions, brackets) and en->de; common_voice_de_5 (train here) is also a CV15 de test clip, and common_voice_de_1 (a
 # CV15 de train clip) is a CoVoST 2 test clip. Rows: (path, translation, split).
 COVOST2_TABLES: Dict[str, List[Tuple[str, str, str]]] = {
     "de_en": [("common_voice_de_1.mp3", "\"Good-bye,\" said the boy.", "test"),
@@ -249,6 +262,18 @@ COVOST2_TABLES: Dict[str, List[Tuple[str, str, str]]] = {
     "ru_en": [("common_voice_ru_90.mp3", "It's 3:30 p.m. and the colour costs £20 (approx.).", "train"),
               ("common_voice_ru_91.mp3", "Mr. Smith won't go [laughs] to the 1960s party.", "dev"),
               ("common_voice_ru_92.mp3", "Twenty-one percent, that's 21%!", "test")],
+    "ja_en": [("common_voice_ja_40.mp3", "The population of Tokyo is about 14 million.", "train"),
+              ("common_voice_ja_41.mp3", "\"Hello!\" he said.", "dev"),
+              ("common_voice_ja_42.mp3", "It's raining today (lightly).", "test")],
+    "fr_en": [("common_voice_fr_50.mp3", "It's summer in Paris, isn't it?", "train"),
+              ("common_voice_fr_51.mp3", "He said: \"Good morning!\"", "dev"),
+              ("common_voice_fr_52.mp3", "The tower is 330 m tall (about).", "test")],
+    "es_en": [("common_voice_es_60.mp3", "Where is the station?", "train"),
+              ("common_voice_es_61.mp3", "It's 3:30, sir.", "dev"),
+              ("common_voice_es_62.mp3", "What a beautiful day! [noise]", "test")],
+    "it_en": [("common_voice_it_70.mp3", "Why is it so hard?", "train"),
+              ("common_voice_it_71.mp3", "The university has 5,000 students.", "dev"),
+              ("common_voice_it_72.mp3", "Old (town) and new.", "test")],
     "en_de": [("common_voice_en_30.mp3", "Guten Abend.", "train"),
               ("common_voice_en_31.mp3", "Das ist ein Test.", "test"),
               ("common_voice_en_32.mp3", "Es geht.", "dev")],
@@ -265,6 +290,18 @@ CV4_VALIDATED: Dict[str, List[str]] = {
     "ru": [cv4_row(SPK_A, "common_voice_ru_90.mp3", "Сейчас 15:30, а цвет стоит 20 фунтов (примерно)."),
            cv4_row(SPK_B, "common_voice_ru_91.mp3", "Г-н Смит не пойдёт на вечеринку [смеётся]."),
            cv4_row(SPK_C, "common_voice_ru_92.mp3", "Двадцать один процент — это 21 %!")],
+    "ja": [cv4_row(SPK_A, "common_voice_ja_40.mp3", "東京の人口は約1,400万人です。"),
+           cv4_row(SPK_B, "common_voice_ja_41.mp3", "「こんにちは！」と言った。"),
+           cv4_row(SPK_C, "common_voice_ja_42.mp3", "今日は雨（小雨）です。")],
+    "fr": [cv4_row(SPK_A, "common_voice_fr_50.mp3", "C'est l'été à Paris, n'est-ce pas ?"),
+           cv4_row(SPK_B, "common_voice_fr_51.mp3", "Il a dit : « Bonjour ! »"),
+           cv4_row(SPK_C, "common_voice_fr_52.mp3", "La tour mesure 330 m (environ).")],
+    "es": [cv4_row(SPK_A, "common_voice_es_60.mp3", "¿Dónde está la estación?"),
+           cv4_row(SPK_B, "common_voice_es_61.mp3", "Son las 3:30, señor."),
+           cv4_row(SPK_C, "common_voice_es_62.mp3", "¡Qué día tan bonito! [ruido]")],
+    "it": [cv4_row(SPK_A, "common_voice_it_70.mp3", "Perché è così difficile?"),
+           cv4_row(SPK_B, "common_voice_it_71.mp3", "L'università ha 5.000 studenti."),
+           cv4_row(SPK_C, "common_voice_it_72.mp3", "Città (vecchia) e nuova.")],
     "en": [cv4_row(SPK_A, "common_voice_en_30.mp3", "Good evening."),
            cv4_row(SPK_B, "common_voice_en_31.mp3", "This is a test."),
            cv4_row(SPK_C, "common_voice_en_32.mp3", "It works.")],

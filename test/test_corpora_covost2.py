@@ -78,8 +78,8 @@ def test_missing_clip_and_text_dir_keeps_its_pair(tmp_path, recipe, corpus):
 
 
 def test_bad_paths(tmp_path, recipe, corpus):
-    r = run_data_sh(recipe, ["--directions", "fr_en"], corpus)
-    assert r.returncode != 0 and "covost_v2.fr_en.tsv: missing file" in r.stderr
+    r = run_data_sh(recipe, ["--directions", "pt_en"], corpus)  # not in the miniature
+    assert r.returncode != 0 and "covost_v2.pt_en.tsv: missing file" in r.stderr
     r = run_data_sh(recipe, ["--directions", "de_en"], {**corpus, "CV4": str(tmp_path / "covost2")})
     assert r.returncode != 0 and "covost2/de: missing folder" in r.stderr and "validated.tsv" in r.stderr
     r = run_data_sh(recipe, ["--directions", "de_en"], {"COVOST2": corpus["COVOST2"]})

@@ -4,6 +4,7 @@ of part.sh on a miniature CoVoST 2 (data, filtering, features, every schedule wi
 from __future__ import annotations
 
 import fnmatch
+import json
 import os
 import re
 import shutil
@@ -17,7 +18,7 @@ import pytest
 import torch
 import yaml
 
-from corpora_mini import RECIPES, conf_value, default_covost2
+from corpora_mini import RECIPES, conf_value, default_covost2, default_cv15, default_fleurs
 from partlib import config
 from partlib.data.kv import read_kv
 from partlib.models.builders import CONFIG_DIR, build_tiny_encoder, build_tiny_llm
@@ -515,12 +516,7 @@ def test_covost2_stages_1_to_5_on_a_miniature_corpus(tmp_path: Path) -> None:
     model = _tiny_model_config(tmp_path)
     common = ["--stage", "5", "--stop_stage", "5", "--model_config", str(model)]
     quiet = "--threads 1 --no-tensorboard"
-    for sched in SCHEDULES:
-        path = d / "conf" / f"schedule_{sched}.yaml"
-        names = schedule(d / "conf", sched).stage_names()
-        path.rename(d / "conf" / f"full_{sched}.yaml")
-        path.write_text(yaml.safe_dump({"base": f"full_{sched}.yaml",
-                                        "stages": [{"name": n, "max_steps": 1} for n in names]}))
+    _one_step_schedules(d / "conf", SCHEDULES)
     run(*common, "--train_nj", "2", "--train_args", quiet)  # run.sh's --schedules, two at once
     for sched in SCHEDULES:
         for stage in schedule(d / "conf", sched).stages:
@@ -531,3 +527,63 @@ def test_covost2_stages_1_to_5_on_a_miniature_corpus(tmp_path: Path) -> None:
                          cwd=d, env=env, capture_output=True, text=True, timeout=600)
     assert bad.returncode != 0
     assert "exp/baseline_2stage_seed7/train.log" in bad.stderr and "exp/joint_lora_seed7/train.log" in bad.stderr
+
+
+def _one_step_schedules(conf: Path, names: Tuple[str, ...]) -> None:
+    """Each schedule file of ``names`` in the recipe copy ``conf`` becomes its original (renamed) with
+    every stage cut to one step."""
+    for sched in names:
+        path = conf / f"schedule_{sched}.yaml"
+        stages = schedule(conf, sched).stage_names()
+        path.rename(conf / f"full_{sched}.yaml")
+        path.write_text(yaml.safe_dump({"base": f"full_{sched}.yaml", "stages": [{"name": n, "max_steps": 1}
+                                                                                   for n in stages]}))
+
+
+PAPER_ASR = {"zh", "en", "ja", "ko", "yue", "de", "fr", "ru", "es", "it"}
+PAPER_X_EN = {"zh", "ja", "de", "fr", "es", "it", "ru"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["commonvoice15", "fleurs", "covost2"])
+def test_paper_corpora_stages_1_to_9_on_the_miniature_corpora(tmp_path: Path, name: str) -> None:
+    """The paper's languages (ten for ASR, seven directions into English) through every stage up to
+    RESULTS.md, PART trained one step a stage with a tiny model: ASR scored by CER for zh ja ko yue
+    and WER otherwise, after Whisper's normalisers; X->en by BLEU; the paper's table in RESULTS.md."""
+    if name == "commonvoice15":
+        env = env_with_venv(CV15=str(default_cv15(tmp_path / "cv15")))
+    elif name == "fleurs":
+        env = env_with_venv(FLEURS=str(default_fleurs(tmp_path / "fleurs")))
+    else:
+        default_covost2(tmp_path / "covost2", tmp_path / "cv4")
+        env = env_with_venv(COVOST2=str(tmp_path / "covost2"), CV4=str(tmp_path / "cv4"))
+    d = mirror_recipe(tmp_path, name)
+    _one_step_schedules(d / "conf", ("part",))
+    proc = subprocess.run(["./run.sh", "--nj", "2", "--stop_stage", "9", "--features", "on_the_fly",
+                           "--schedules", "part", "--results_compare", "", "--controls", "false",
+                           "--analysis_sets", "", "--model_config", str(_tiny_model_config(tmp_path)),
+                           "--train_args", "--threads 1 --no-tensorboard", "--decode_args", "--max-new-tokens 8"],
+                          cwd=d, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    last = d / "exp" / "part_seed1" / "s4_text"
+    asr, x_en = {}, {}
+    for scores_json in last.glob("decode_*/scores.json"):
+        scores = json.loads(scores_json.read_text())
+        assert scores["normalizer"]["scheme"] == "whisper", scores_json
+        for lang, section in scores["sets"].items():
+            if lang == "overall":
+                continue
+            if scores["task"] == "asr":
+                asr[lang] = section["primary"]
+            elif scores["tgt_lang"] == "en":
+                x_en[lang] = section["primary"]
+    if name == "covost2":
+        assert x_en == {lang: "bleu" for lang in PAPER_X_EN}
+        assert set(asr) == PAPER_X_EN
+    else:
+        assert set(asr) == PAPER_ASR
+    assert asr == {lang: "cer" if lang in ("zh", "ja", "ko", "yue") else "wer" for lang in asr}
+    results = (d / "exp" / "RESULTS.md").read_text()
+    assert "## Against the paper" in results and "| PART-8B (8 B) | published [1] |" in results
+    assert "| part s4_text | ours |" in results
+

@@ -17,7 +17,7 @@ set -euo pipefail
   --dev_sets "$(printf 'fleurs_%s_dev ' ${locales})" \
   --test_sets "$(printf 'fleurs_%s_test ' ${locales})" \
   --features dumped --n_mels 128 \
-  --normalizer whisper \
+  --normalizer whisper --results_args "--paper part" \
   --schedules "part baseline_2stage joint_lora" \
   --results_compare "part/s4_text:baseline_2stage/s2_enc_all part/s4_text:joint_lora/joint_lora" \
   --analysis_sets "$(printf 'fleurs_%s_test ' ${locales})" \

@@ -40,7 +40,7 @@ done
   --test_sets "$(sets test_asr test_s2tt)" \
   --test_tasks "" --test_decodes "${decodes}" \
   --features dumped --n_mels 128 \
-  --normalizer whisper \
+  --normalizer whisper --results_args "--paper part" \
   --schedules "part baseline_2stage joint_lora" \
   --results_compare "part/s4_text:baseline_2stage/s2_enc_all part/s4_text:joint_lora/joint_lora" \
   --analysis_sets "${fleurs_tests}" \
