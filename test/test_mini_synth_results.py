@@ -21,7 +21,7 @@ def test_committed_results_regenerate():
     for linked in ("results/analysis_seed1/analysis.md", "results/curves/curves.md", "results/error_breakdown.md"):
         assert f"]({linked})" in text and (RECIPE / linked).is_file(), linked
     curves = (RECIPE / "results" / "curves" / "curves.md").read_text(encoding="utf-8")
-    for system in ("part", "frozen_llm", "joint_lora"):
+    for system in ("part", "baseline_2stage", "joint_lora"):
         assert (RECIPE / "results" / "curves" / f"{system}_seed1.png").stat().st_size > 1000
         assert f"]({system}_seed1.png)" in curves
 
@@ -30,6 +30,6 @@ def test_committed_long_form_segments_hold_several_utterances():
     """The long-form comparison is about segments of several utterances, not one each."""
     for lang in ("en", "de", "fr", "es", "zh"):
         for seed in SEEDS:
-            opts = json.loads((RECIPE / "results" / f"longform_seed{seed}" / "stage3_text" / f"decode_test_{lang}_asr"
+            opts = json.loads((RECIPE / "results" / f"longform_seed{seed}" / "s4_text" / f"decode_test_{lang}_asr"
                                / "decode.json").read_text())
             assert opts["longform"]["utterances_per_segment"] >= 2.0, (lang, seed)
