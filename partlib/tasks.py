@@ -234,6 +234,12 @@ register(Task("t2tt", speech=False, cross_lingual=True,
               fields=("src_lang", "tgt_lang", "text")))
 register(Task("lm", speech=False, cross_lingual=False, template="Continue this {src_lang} text.\n{text}",
               target=_lm_target, title="Text continuation (lm)", fields=("src_lang", "tgt_lang", "text")))
+# Text language identification: what a pretrained LLM knows of language names, taught to the
+# recipes' own tiny LLMs (partlib.train.lm_pretrain) so that speech LID has an answer to align to.
+register(Task("tlid", speech=False, cross_lingual=False,
+              template="Which language is the following text written in?\n{text}",
+              target=lambda u: (u.text, langs.name(u.lang)), title="Text language identification (tlid)",
+              fields=("text",)))
 # The instruction must not name the language it asks for: only {speech} is allowed.
 register(Task("lid", speech=True, cross_lingual=False, template="Which language is spoken?",
               target=lambda u: (None, langs.name(u.lang)), title="Language identification (lid)",

@@ -22,7 +22,7 @@ from train_fixtures import SENTENCES, speech_data
 
 
 def test_builtin_tasks_and_lookups():
-    assert tasks.names() == ["asr", "s2tt", "t2tt", "lm", "lid"]
+    assert tasks.names() == ["asr", "s2tt", "t2tt", "lm", "tlid", "lid"]
     assert tasks.names(speech=True) == ["asr", "s2tt", "lid"]
     assert tasks.names(cross_lingual=True) == ["s2tt", "t2tt"]
     assert tasks.names(scored=True) == ["asr", "s2tt", "t2tt", "lid"]

@@ -8,6 +8,9 @@ message, task instruction, target + ``<|im_end|>``; loss on the target only):
 - ``t2tt``: "Translate the following German text into English.\\n<src>" -> translation, for
   every ``text.<lang>`` translation file of the data dirs (X->en and en->X in the recipes);
 - ``plain``: the bare sentence after ``<|endoftext|>`` (loss on every token), plain LM;
+- ``tlid``: "Which language is the following text written in?\\n<sentence>" -> the language's
+  name (``lid_per_sentence``): the answers of speech language identification, which an LLM
+  pretrained on the web knows and a tiny one trained on transcripts alone never has to produce;
 - ``copy``: the t2tt prompt with the source language as target ("Translate the following German
   text into German.") -> the same sentence: the repeat-what-you-read ability that instruction-tuned
   LLMs have and that a frozen LLM needs to turn aligned speech embeddings into a transcript.
@@ -68,6 +71,7 @@ class LMPretrainConfig:
     plain_per_sentence: int = field(default=1, metadata={"min": 0})  # plain-LM examples per sentence
     lm_per_sentence: int = field(default=1, metadata={"min": 0})  # "Continue this text" examples (random cuts)
     copy_per_sentence: int = field(default=1, metadata={"min": 0})  # "Translate ... into the same language"
+    lid_per_sentence: int = field(default=0, metadata={"min": 0})  # "Which language is ..." -> its name (tlid)
     eval_batch: int = field(default=64, metadata={"min": 1})
     num_translate_examples: int = field(default=5, metadata={"min": 0})  # dev sentences translated in the log
     max_eval_sentences: int = field(default=200, metadata={"min": 1})  # dev examples for loss/accuracy/BLEU
@@ -140,7 +144,7 @@ def _lm_cut(text: str, lang: str, rng: random.Random) -> Optional[Tuple[str, str
 
 def build_examples(sentences: Sequence[TextSentence], prompt: PromptBuilder, cfg: LMPretrainConfig,
                    rng: random.Random) -> List[Tuple[str, PromptExample]]:
-    """(kind, example) pairs: plain, lm, copy and one t2tt per translation of every sentence."""
+    """(kind, example) pairs: plain, lm, copy, tlid and one t2tt per translation of every sentence."""
     tok = prompt.tokenizer
     bos = tok.convert_tokens_to_ids("<|endoftext|>")
     out: List[Tuple[str, PromptExample]] = []
@@ -154,6 +158,9 @@ def build_examples(sentences: Sequence[TextSentence], prompt: PromptBuilder, cfg
                 out.append(("lm", prompt.build("lm", s.lang, s.lang, src_text=cut[0], target=cut[1], utt=s.utt)))
         for _ in range(cfg.copy_per_sentence):
             out.append(("copy", prompt.build("t2tt", s.lang, s.lang, src_text=s.text, target=s.text, utt=s.utt)))
+        for _ in range(cfg.lid_per_sentence):
+            out.append(("tlid", prompt.build("tlid", s.lang, s.lang, src_text=s.text, target=langs.name(s.lang),
+                                             utt=s.utt)))
         for tgt, t in s.translations.items():
             out.append((f"t2tt_{s.lang}-{tgt}", prompt.build("t2tt", s.lang, tgt, src_text=s.text, target=t, utt=s.utt)))
     return out
