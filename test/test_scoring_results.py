@@ -105,6 +105,11 @@ def test_targets_from_decodes_and_json(exp_tree, tmp_path):
     assert "| encoder | `info.json:dev.cer` | <= 8 | 7.50 | yes |" in text
     assert f"| asr | `part/final:asr` | <= 0.5 | {sum(asr_part) / 2:.2f} | yes |" in text
     assert f"| bleu | `base/final:s2tt:en` | >= 100 | {sum(bleu_base) / 2:.2f} | no |" in text
+    # a list of target languages: the mean over the test sets translated into any of them
+    text = results.build_results(exp_tree, seeds=True, targets=["bleu=base/final:s2tt:de,en,fr>=1"])
+    assert f"| bleu | `base/final:s2tt:de,en,fr` | >= 1 | {sum(bleu_base) / 2:.2f} | yes |" in text
+    with pytest.raises(ConfigError, match="no scored s2tt decode"):
+        results.build_results(exp_tree, seeds=True, targets=["x=base/final:s2tt:de,fr>=1"])
     with pytest.raises(ConfigError, match="expected LABEL=SOURCE"):
         results.build_results(exp_tree, seeds=True, targets=["x=part/final:asr<8"])
     with pytest.raises(ConfigError, match="no scored lid decode"):

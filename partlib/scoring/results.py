@@ -379,10 +379,11 @@ def _target_value(source: str, decodes: Sequence[Decode], systems: Mapping[str, 
         return float(value)
     col_spec, _, sel = source.partition(":")
     task, _, tgt = sel.partition(":")
+    tgts = set(tgt.split(",")) if tgt else None  # e.g. de,fr,es,zh: the en->X mean
     col = _column_id(col_spec, systems)
     per_seed: Dict[Optional[int], List[float]] = {}
     for d in decodes:
-        if (d.system, d.stage) == col and d.task == task and (not tgt or d.scores.get("tgt_lang") == tgt):
+        if (d.system, d.stage) == col and d.task == task and (tgts is None or d.scores.get("tgt_lang") in tgts):
             value = _primary(d)[1]
             if value is not None:
                 per_seed.setdefault(d.seed, []).append(value)
@@ -404,7 +405,7 @@ def _targets_section(targets: Sequence[str], decodes: Sequence[Decode], systems:
         out.append(f"| {m['label']} | `{m['source']}` | {m['op']} {m['goal']} | {value:.2f} | "
                    f"{'yes' if reached else 'no'} |")
     return out + ["", "Targets on decodes: mean over seeds of the mean over the task's test sets "
-                  "(translation: of the target language named).", ""]
+                  "(translation: of the target languages named).", ""]
 
 
 _TIME_FIELDS = {  # GNU time -v line prefix -> key
@@ -689,7 +690,8 @@ def build_results(exp_dirs: Sequence[PathLike], *, seeds: bool = False,
     of their own (a whole system there leaves the main tables), with the re-decode triggers and
     long-form segmentation statistics of their ``decode.json``. ``targets`` holds
     ``LABEL=SOURCE<=GOAL`` (or ``>=``) goals listed with whether they were reached; SOURCE is
-    ``system/stage:task[:tgt_lang]`` (mean over seeds of the mean over the task's test sets) or
+    ``system/stage:task[:tgt_lang[,tgt_lang...]]`` (mean over seeds of the mean over the task's test
+    sets, of those target languages) or
     ``file.json:key.path`` (a number in a JSON file, relative to ``base_dir``).
     ``paper`` names a reference file of published numbers (:func:`published.load`: ``part`` or a
     path): an "Against the paper" section, before the result tables, shows its rows above those of
