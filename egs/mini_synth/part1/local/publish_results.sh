@@ -12,15 +12,15 @@
 #   local/publish_results.sh --seeds "1 2 3" --time_log exp/time.log
 set -euo pipefail
 
-seeds="1"           # the seeds of the committed RESULTS.md (three: --seeds "1 2 3")
+seeds="1 2 3"       # the seeds of the committed RESULTS.md
 analysis_seed=1      # the seed whose analysis report (with its plots) is committed and linked
 exp=exp
 out=results
-schedules="part baseline_2stage joint_lora"
+schedules="part baseline_2stage"   # run.sh's default systems
 controls="control_shuffled_audio control_none_audio"
 output_controls="redecode script_mask"
 longform="longform_one_by_one longform"
-compare="part/s4_text:baseline_2stage/s2_enc_all part/s4_text:joint_lora/joint_lora"
+compare="part/s4_text:baseline_2stage/s2_enc_all"
 time_log=""          # outputs of /usr/bin/time -v for the run (may be mixed with the run's own output)
 conf=conf            # the preset's config dir: its targets file is listed in RESULTS.md
 regenerate=false     # true: copy nothing, rewrite --results_md from results/
