@@ -268,7 +268,8 @@ def test_every_recipe_config_parses_and_the_lora_shape_lives_in_schedules():
         assert len({sum(st.max_steps for st in s.stages) for s in schedules.values()}) == 1, sub
         assert len({st.dev.interval for s in schedules.values() for st in s.stages}) == 1, sub
         # ... and one optimiser (conf/stage_defaults.yaml): systems differ in structure only
-        assert {str(st.optim) for s in schedules.values() for st in s.stages} == {str(schedules["part"].stages[0].optim)}, sub
+        optims = {str(st.optim) for s in schedules.values() for st in s.stages}
+        assert optims == {str(schedules["part"].stages[0].optim)}, sub
         _check_mini_synth_paper_structure(schedules)
 
 
