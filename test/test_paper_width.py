@@ -5,8 +5,13 @@ full-depth model, built on the meta device, has the FSDP units and LoRA targets 
 On a CPU without native bf16 arithmetic (no AVX-512: PyTorch's bf16 matrix product of a backward
 pass, grad @ W, runs there about 25 times slower than in float32, minutes per step at this width)
 the same model trains in float32, and the memory budget grows by the two extra bytes of every LLM
-parameter."""
+parameter.
+
+Every export holds the whole LLM (5.8 GB in float32 at this width), so the stages run one process
+each, each from the previous one's export, and an export is deleted once the next stage has
+exported: the test never holds more than two (it held five, 34 GB, when one process trained them all)."""
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -88,26 +93,41 @@ def test_every_stage_trains_at_paper_width_within_the_memory_budget(tmp_path):
         llm = SpeechLLM.from_config(model_cfg, device="meta").llm
         budget += 2 * sum(p.numel() for p in llm.parameters())
     (tmp_path / "model.yaml").write_text(yaml.safe_dump(model_cfg))
-    (tmp_path / "schedule.yaml").write_text(yaml.safe_dump(_schedule()))
+    sched = _schedule()
     code = ("import resource, sys\nfrom partlib.bin import train\nrc = train.main(sys.argv[1:])\n"
             "print('MAXRSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\nsys.exit(rc)\n")
-    res = subprocess.run([sys.executable, "-c", code, "--schedule", "schedule.yaml", "--model-config", "model.yaml",
-                          "--data-root", "data", "--exp-dir", "exp", "--threads", "2", "--no-tensorboard"],
-                         cwd=tmp_path, capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr[-4000:]
-    peak = int(res.stdout.split("MAXRSS_KB")[1].split()[0]) * 1024
-    assert peak < budget, f"peak RSS {peak / GIB:.2f} GiB, budget {budget / GIB:.2f} GiB"
-    log = res.stderr
-    for stage in ("s1_adapter", "s2a_enc_top8", "s2b_enc_all", "s3_joint_lora", "s4_text"):
-        assert (tmp_path / "exp" / stage / "model" / "done").is_file()
-        losses = [float(line.split("loss ")[1].split(",")[0]) for line in log.splitlines()
-                  if f"stage {stage} step " in line and "loss " in line and "dev" not in line]
-        assert len(losses) == (2 if stage == "s3_joint_lora" else 1) and all(0 < v < 100 for v in losses), (stage, losses)
-    assert "stage s3_joint_lora step 0: LoRA active on LLM layers [1]" in log
-    assert "stage s3_joint_lora step 1: LoRA active on LLM layers [0, 1]" in log
-    # the real widths were trained: 128 mel bins, 1280-wide encoder, 3584-wide LLM with 4 KV heads
-    saved = json.loads((tmp_path / "exp" / "s4_text" / "model" / "llm" / "config.json").read_text())
-    assert (saved["hidden_size"], saved["num_key_value_heads"], saved["vocab_size"]) == (3584, 4, 152064)
+    previous = None  # the previous stage's experiment folder
+    try:
+        for stage in sched["stages"]:
+            name = stage["name"]
+            if previous is not None:
+                stage["init_from"] = str(previous / previous.name[len("exp_"):] / "model")
+            (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump({**sched, "stages": [stage]}))
+            res = subprocess.run([sys.executable, "-c", code, "--schedule", f"{name}.yaml", "--model-config",
+                                  "model.yaml", "--data-root", "data", "--exp-dir", f"exp_{name}", "--threads", "2",
+                                  "--no-tensorboard"], cwd=tmp_path, capture_output=True, text=True)
+            assert res.returncode == 0, (name, res.stderr[-4000:])
+            peak = int(res.stdout.split("MAXRSS_KB")[1].split()[0]) * 1024
+            assert peak < budget, f"{name}: peak RSS {peak / GIB:.2f} GiB, budget {budget / GIB:.2f} GiB"
+            assert (tmp_path / f"exp_{name}" / name / "model" / "done").is_file()
+            losses = [float(line.split("loss ")[1].split(",")[0]) for line in res.stderr.splitlines()
+                      if f"stage {name} step " in line and "loss " in line and "dev" not in line]
+            assert len(losses) == (2 if name == "s3_joint_lora" else 1) and all(0 < v < 100 for v in losses), \
+                (name, losses)
+            if name == "s3_joint_lora":
+                assert "stage s3_joint_lora step 0: LoRA active on LLM layers [1]" in res.stderr
+                assert "stage s3_joint_lora step 1: LoRA active on LLM layers [0, 1]" in res.stderr
+            if previous is not None:
+                shutil.rmtree(previous)
+            previous = tmp_path / f"exp_{name}"
+        assert [s["name"] for s in sched["stages"]] == ["s1_adapter", "s2a_enc_top8", "s2b_enc_all",
+                                                        "s3_joint_lora", "s4_text"]
+        # the real widths were trained: 128 mel bins, 1280-wide encoder, 3584-wide LLM with 4 KV heads
+        saved = json.loads((previous / "s4_text" / "model" / "llm" / "config.json").read_text())
+        assert (saved["hidden_size"], saved["num_key_value_heads"], saved["vocab_size"]) == (3584, 4, 152064)
+    finally:  # pytest keeps the temporary folders of its last three runs: leave no weights there
+        for exp in tmp_path.glob("exp_*"):
+            shutil.rmtree(exp, ignore_errors=True)
 
 
 def test_full_depth_on_meta_has_the_fsdp_units_and_lora_targets(tmp_path):
