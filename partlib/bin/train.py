@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from partlib.bin import add_training_options, cli, nonnegative_int, positive_int
+from partlib.bin import add_training_options, cli, nonnegative_int, number, positive_int
 from partlib.common import atomic_write, get_logger
 from partlib.features.source import FEATURE_MODES
 from partlib.models.schema import load_model_config
@@ -44,6 +44,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-amp", action="store_true", help="disable bf16 autocast on GPU")
     p.add_argument("--no-tensorboard", action="store_true")
     p.add_argument("--threads", type=positive_int, default=None, help="torch intra-op threads on CPU")
+    p.add_argument("--bucket-mb", type=number(float, 0, strict=True), default=25.0,
+                   help="ddp: MiB of gradients per all-reduce bucket (reduced while backward runs)")
     return p
 
 
@@ -64,7 +66,8 @@ def main(argv=None) -> int:
     exp = Path(args.exp_dir)
     trainer = Trainer(schedule, model_cfg, exp, data_root=args.data_root, device=args.device,
                       num_workers=args.num_workers, features=args.features, amp=not args.no_amp,
-                      tensorboard=not args.no_tensorboard, strategy=args.strategy)
+                      tensorboard=not args.no_tensorboard, strategy=args.strategy,
+                      bucket_mb=args.bucket_mb)
     with trainer.stop:  # a stop signal from here on ends the run after its first step, with a checkpoint
         trainer.check()  # missing model dirs fail before the exp dir's config.yaml is replaced
         exp.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,8 @@ processes or micro-batches. A rank whose slice of a small global batch is empty 
 example with loss weight 0, so that every rank takes part in every collective.
 
 Strategies (``--strategy``): ``ddp`` keeps a full replica per rank and all-reduces (sums) the
-gradients; ``fsdp`` shards parameters, gradients and optimizer state with FSDP2 ``fully_shard``
+gradients in buckets while the last backward of a step runs (:class:`~partlib.train.distributed.GradReducer`,
+``--bucket-mb``); ``fsdp`` shards parameters, gradients and optimizer state with FSDP2 ``fully_shard``
 (one unit per encoder and LLM transformer layer plus the root; see :mod:`partlib.train.fsdp`),
 with gradients summed by the reduce-scatter. Under ``fsdp`` checkpoints hold full tensors gathered
 to rank 0, the export is written from an unsharded copy, and the dev decode gathers the root unit
@@ -250,6 +251,7 @@ class _StageRun:
     sched: torch.optim.lr_scheduler.LambdaLR
     ckpts: CheckpointManager
     writer: Any = None
+    reducer: Optional[dist_utils.GradReducer] = None  # ddp over several ranks: bucketed gradient sum
     step: int = 0
     # nonfinite_recent: the skipped steps of the last ``nan_window`` steps (the budget's window)
     stats: Dict[str, Any] = field(default_factory=lambda: {"nonfinite_skipped": 0, "nonfinite_recent": [],
@@ -269,7 +271,7 @@ class Trainer:
     def __init__(self, schedule: Schedule, model_cfg: Dict[str, Any], exp_dir: PathLike,
                  data_root: Optional[str] = None, device: Optional[str] = None, num_workers: int = 0,
                  features: str = "auto", amp: bool = True, tensorboard: bool = True,
-                 strategy: str = "ddp") -> None:
+                 strategy: str = "ddp", bucket_mb: float = 25.0) -> None:
         if strategy not in fsdp.STRATEGIES:
             raise ConfigError(f"unknown strategy {strategy!r} ({' | '.join(fsdp.STRATEGIES)})")
         self.schedule = schedule
@@ -279,6 +281,7 @@ class Trainer:
         self.ctx = dist_utils.init()
         self.device = torch.device(device) if device else self.ctx.device
         self.sharded = strategy == "fsdp" and self.ctx.world_size > 1  # one process: nothing to shard
+        self.bucket_mb = bucket_mb
         self.num_workers = num_workers
         self.features = features
         check_feature_mode(features)  # before any model or data is loaded
@@ -433,6 +436,8 @@ class Trainer:
         bar.close()
         if run.writer is not None:
             run.writer.close()
+        if run.reducer is not None:
+            run.reducer.remove()
         if run.stats["nonfinite_skipped"]:
             logger.warning("stage %s: %d steps skipped for non-finite loss/gradients", stage.name,
                            run.stats["nonfinite_skipped"])
@@ -480,7 +485,10 @@ class Trainer:
             from torch.utils.tensorboard import SummaryWriter
 
             writer = SummaryWriter(str(self.exp_dir / "tensorboard" / stage.name))
-        return _StageRun(stage, seed, model, names, params, data, opt, sched, ckpts, writer)
+        reducer = None
+        if not self.sharded and self.ctx.world_size > 1:
+            reducer = dist_utils.GradReducer(params, self.bucket_mb)
+        return _StageRun(stage, seed, model, names, params, data, opt, sched, ckpts, writer, reducer)
 
     def _resume(self, run: _StageRun) -> None:
         """Continue from the stage's newest checkpoint, if there is one (parameters, optimizer,
@@ -551,7 +559,10 @@ class Trainer:
             batch = move_batch(batch, self.device)
             # 0 for the stand-in example of a rank whose slice of the global batch is empty
             weight = float(batch.get("loss_weight", 1.0))
-            fsdp.set_gradient_sync(model, micro == stage.accum_grad - 1)
+            last = micro == stage.accum_grad - 1
+            fsdp.set_gradient_sync(model, last)
+            if run.reducer is not None and last:  # reduce buckets as the last backward fills them
+                run.reducer.arm()
             with torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else nullcontext():
                 out = model(batch)
             (out["loss_sum"] * weight).backward()
@@ -560,8 +571,8 @@ class Trainer:
                 n_tokens += float(out["n_tokens"]) * weight
         dist_utils.all_reduce_(loss_sum)
         dist_utils.all_reduce_(n_tokens)
-        if not self.sharded:  # FSDP has summed (reduce-scattered) the gradients in backward
-            dist_utils.all_reduce_grads(run.params)
+        if run.reducer is not None:  # (FSDP has summed, reduce-scattered, the gradients in backward)
+            run.reducer.finish()
         active = [p for p in run.params if p.grad is not None]
         for p in active:
             p.grad.div_(float(n_tokens.clamp(min=1)))
