@@ -2,6 +2,7 @@
 removal of what interrupted saves leave, a full disk during a save, atomic directory replacement."""
 import errno
 import hashlib
+import json
 import logging
 
 import pytest
@@ -145,3 +146,17 @@ def test_atomic_write_on_a_full_disk_names_the_path_and_keeps_the_old_file(tmp_p
     monkeypatch.undo()
     assert path.read_text() == "old results\n"
     assert [p.name for p in tmp_path.iterdir()] == ["RESULTS.md"]
+
+
+def test_only_the_writer_writes_best_json_and_the_others_keep_the_same_list(tmp_path):
+    writer = CheckpointManager(tmp_path, best_n=2, higher_is_better=False)
+    other = CheckpointManager(tmp_path, best_n=2, higher_is_better=False, writer=False)
+    for value, step in ((30.0, 2), (20.0, 4), (25.0, 6)):
+        writer.record_metric(value, step)
+        other.record_metric(value, step)
+    assert writer.best() == other.best() == [(20.0, 4), (25.0, 6)]
+    other.record_metric(10.0, 8)  # a non-writer never touches the file
+    assert [tuple(e) for e in json.loads((tmp_path / "best.json").read_text())] == [(20.0, 4), (25.0, 6)]
+    fresh = CheckpointManager(tmp_path, writer=False)
+    fresh.set_best(writer.best())
+    assert fresh.best() == [(20.0, 4), (25.0, 6)]

@@ -1,6 +1,7 @@
 """The PART trainer on a tiny model: trainable parameters, loss, exact resume, multi-process
 equivalence, config errors, export + decoding."""
 import copy
+import json
 import os
 import re
 import signal
@@ -160,12 +161,16 @@ def test_exact_resume_after_kill(setup):
 
 @pytest.mark.slow
 def test_two_processes_match_one(setup):
+    """Same weights, and the dev evaluation split over the ranks gives the metrics of one process
+    (each logged once) and one best.json."""
     root, _ = setup
-    sched = _schedule(max_steps=3, save_interval=3, batch={"max_frames": 400, "max_tokens": 2000, "max_utts": 4})
+    sched = _schedule(max_steps=3, save_interval=3, batch={"max_frames": 400, "max_tokens": 2000, "max_utts": 4},
+                      dev={"data": ["dev_*"], "interval": 2, "metric": "wer", "best_n": 2})
     f = root / "ddp.yaml"
     f.write_text(yaml.safe_dump(sched))
     env = dict(os.environ, PART_DEVICE="cpu")
-    subprocess.run(_train_cmd(root, root / "exp" / "one", f), check=True, env=env, capture_output=True)
+    one = subprocess.run(_train_cmd(root, root / "exp" / "one", f), env=env, capture_output=True, text=True)
+    assert one.returncode == 0, one.stderr[-3000:]
     cmd = _train_cmd(root, root / "exp" / "two", f)
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533"]
     res = subprocess.run(torchrun + cmd[1:], env=env, capture_output=True, text=True)
@@ -173,6 +178,13 @@ def test_two_processes_match_one(setup):
     a, b = _weights(root / "exp" / "one" / "s1" / "model"), _weights(root / "exp" / "two" / "s1" / "model")
     diffs = {k: float((a[k] - b[k]).abs().max()) for k in a if a[k].is_floating_point()}
     assert max(diffs.values()) < 1e-4, sorted(diffs.items(), key=lambda kv: -kv[1])[:3]
+
+    def dev_lines(log: str):
+        return [line.split("partlib.train: ")[1] for line in log.splitlines() if ": dev " in line]
+
+    assert len(dev_lines(one.stderr)) == 2 and dev_lines(res.stderr) == dev_lines(one.stderr)
+    best = [(root / "exp" / n / "s1" / "checkpoints" / "best.json").read_text() for n in ("one", "two")]
+    assert best[0] == best[1] and len(json.loads(best[0])) == 2
 
 
 def test_exported_model_decodes(setup, tmp_path):

@@ -80,18 +80,33 @@ def set_rng_state(state: Dict[str, Any]) -> None:
 class CheckpointManager:
     """Saves and restores training state of one alignment stage."""
 
-    def __init__(self, directory: PathLike, keep_last: int = 3, best_n: int = 3, higher_is_better: bool = False) -> None:
+    def __init__(self, directory: PathLike, keep_last: int = 3, best_n: int = 3, higher_is_better: bool = False,
+                 writer: bool = True) -> None:
+        """``writer``: whether this process writes ``best.json`` (rank 0 of a multi-process run;
+        the others keep the same list in memory: :meth:`set_best`, :meth:`record_metric`)."""
         self.dir = Path(directory)
         self.keep_last = max(1, keep_last)
         self.best_n = max(1, best_n)
         self.higher_is_better = higher_is_better
+        self.writer = writer
+        self._best: Optional[List[Tuple[float, int]]] = None  # None: not read yet
 
     # ---- best-N bookkeeping -------------------------------------------------------------
     def best(self) -> List[Tuple[float, int]]:
-        path = self.dir / "best.json"
-        if not path.is_file():
-            return []
-        return [(float(v), int(s)) for v, s in json.loads(path.read_text())]
+        """The best-N evaluations, best first (``best.json``, read once)."""
+        if self._best is None:
+            path = self.dir / "best.json"
+            self._best = [(float(v), int(s)) for v, s in json.loads(path.read_text())] if path.is_file() else []
+        return list(self._best)
+
+    def set_best(self, entries: List[Tuple[float, int]]) -> None:
+        """Adopt the writer's list (after it resumed) without reading the file."""
+        self._best = [(float(v), int(s)) for v, s in entries]
+
+    def _write_best(self, entries: List[Tuple[float, int]]) -> None:
+        self._best = list(entries)
+        if self.writer:
+            atomic_write(self.dir / "best.json", json.dumps(self._best) + "\n")
 
     def record_metric(self, value: float, step: int) -> bool:
         """Add a dev evaluation; return True if it entered the best-N list."""
@@ -99,7 +114,7 @@ class CheckpointManager:
         sign = -1.0 if self.higher_is_better else 1.0
         entries.sort(key=lambda e: (sign * e[0], e[1]))
         kept = entries[: self.best_n]
-        atomic_write(self.dir / "best.json", json.dumps(kept) + "\n")
+        self._write_best(kept)
         return (float(value), int(step)) in kept
 
     # ---- save / load --------------------------------------------------------------------
@@ -177,12 +192,12 @@ class CheckpointManager:
                 continue
             best = self.best()
             if any(s > step for _, s in best):
-                atomic_write(self.dir / "best.json", json.dumps([e for e in best if e[1] <= step]) + "\n")
+                self._write_best([e for e in best if e[1] <= step])
             if step != pointed:
                 atomic_write(self.dir / "latest", path.name + "\n")
             return path
         if self.best():  # nothing usable: training starts afresh, its evaluations too
-            atomic_write(self.dir / "best.json", "[]\n")
+            self._write_best([])
         return None
 
     def remove_stale(self) -> int:

@@ -477,7 +477,7 @@ class Trainer:
         logger.info("stage %s: %s", stage.name, data.describe())
         opt, sched = optim.build(params, stage.optim, stage.scheduler, stage.max_steps)
         ckpts = CheckpointManager(sdir / "checkpoints", stage.keep_last, stage.dev.best_n,
-                                  tasks.higher_is_better(stage.dev.metric))
+                                  tasks.higher_is_better(stage.dev.metric), writer=self.ctx.is_main)
         if self.ctx.is_main:
             ckpts.remove_stale()
         writer = None
@@ -494,16 +494,19 @@ class Trainer:
         """Continue from the stage's newest checkpoint, if there is one (parameters, optimizer,
         LR schedule, step, counters, RNG states, LoRA active set)."""
         # rank 0 picks the newest intact checkpoint (moving damaged ones aside) and verifies it once;
-        # all load that one. Its failure is every rank's (the others must not wait for it forever).
-        picked, error = None, None
+        # all load that one and take rank 0's best-N list. Its failure is every rank's (the others
+        # must not wait for it forever).
+        picked, error, best = None, None, []
         if self.ctx.is_main:
             try:
                 picked = run.ckpts.resumable()
+                best = run.ckpts.best()
             except (PartError, OSError) as e:
                 error = str(e)
-        picked, error = dist_utils.all_gather_object((picked, error))[0]
+        picked, error, best = dist_utils.all_gather_object((picked, error, best))[0]
         if error is not None:
             raise PartError(error)
+        run.ckpts.set_best(best)
         latest = picked
         if latest is None:
             return
@@ -678,6 +681,11 @@ class Trainer:
         :func:`partlib.infer.decode.generate_hyps`) of the tasks with a dev metric (WER for asr,
         BLEU for s2tt, accuracy for lid: ``partlib.tasks``), scored by :func:`quick_scores`.
 
+        Under ``ddp`` each rank evaluates every W-th example and the loss sums and hypotheses are
+        gathered, so every rank returns the metric of the whole dev subset. Under ``fsdp`` every
+        rank evaluates all of it: each layer's forward is a collective, which needs the same calls
+        (and generated lengths) on every rank.
+
         Returns the value of ``dev.metric`` (lower is better for loss/wer, higher for bleu/accuracy).
         """
         from partlib.infer.decode import generate_hyps
@@ -685,9 +693,10 @@ class Trainer:
 
         model.eval()
         exs = data.dev_examples
+        split = not self.sharded and self.ctx.world_size > 1
         tot_loss = tot_tok = 0.0
         by_kind: Dict[bool, List[Example]] = {}
-        for e in exs:
+        for e in exs[self.ctx.rank::self.ctx.world_size] if split else exs:
             by_kind.setdefault(tasks.get(e.task).speech, []).append(e)
         for speech, part in by_kind.items():
             for i in range(0, len(part), _DEV_BATCH):
@@ -702,10 +711,16 @@ class Trainer:
                 scored = [e for e in part if tasks.get(e.task).dev_metric]
                 hyps.update(generate_hyps(model, scored, data.features, batch_size=_DEV_BATCH).hyps)
         model.train()
+        if split:
+            sums = dist_utils.all_reduce_(torch.tensor([tot_loss, tot_tok], dtype=torch.float64, device=self.device))
+            tot_loss, tot_tok = float(sums[0]), float(sums[1])
+            for part in dist_utils.all_gather_object(hyps):
+                hyps.update(part)
         scores = quick_scores(exs, hyps)
         scores["loss"] = tot_loss / max(1.0, tot_tok)
         msg = ", ".join(f"{k} {v:.4g}" for k, v in sorted(scores.items()))
-        logger.info("stage %s step %d: dev %s", stage.name, step, msg)
+        if self.ctx.is_main:
+            logger.info("stage %s step %d: dev %s", stage.name, step, msg)
         if writer is not None:
             for k, v in scores.items():
                 writer.add_scalar(f"dev/{k}", v, step)
