@@ -179,7 +179,7 @@ def test_long_recordings_are_decoded_once_and_compressed_clips_keep_their_bytes(
     assert np.array_equal(tar.load("c1"), load_audio(str(mp3["c1"])))
 
 
-def _stage_data(root: Path, features: str, tasks=("asr", "s2tt"), window: int = 7):
+def _stage_data(root: Path, features: str, tasks=("asr", "s2tt"), window: int = 7, world_size: int = 1):
     from partlib.models.builders import tiny_model_config
     from partlib.models.speech_llm import SpeechLLM
     from partlib.train.schedule import parse_schedule
@@ -190,16 +190,19 @@ def _stage_data(root: Path, features: str, tasks=("asr", "s2tt"), window: int = 
         "name": "s", "max_steps": 1, "batch": {"max_frames": 300, "max_tokens": 2000}, "sampling": {"window": window},
         "tasks": [{"task": t, "data": ["train_*"]} for t in tasks],
         "trainable": {"encoder": "full", "adapter": "full", "llm": "frozen"}}]})
-    return StageData(sched.stages[0], SpeechLLM.from_config(cfg), str(root / "data"), 3, features)
+    return StageData(sched.stages[0], SpeechLLM.from_config(cfg), str(root / "data"), 3, features, world_size)
 
 
-def _epochs(stream, n: int):
-    """The examples of the stream's first ``n`` epochs (after each batch, ``pos.epoch`` is its epoch)."""
+def _epochs(stream, n: int, world_size: int = 1):
+    """The examples of the stream's first ``n`` epochs (after each batch, ``pos.epoch`` is its epoch);
+    every batch within its rank's share of the stage's global budget (300 frames, 2000 tokens, 256
+    utterances over ``world_size`` ranks)."""
     out = [[] for _ in range(n + 1)]
     while stream.pos.epoch < n:
-        batch = stream.next_batch()
-        assert sum(1 for _ in batch) and max(e.num_frames for e, _, _ in batch) * len(batch) <= 300
-        out[stream.pos.epoch] += [e for e, _, _ in batch]
+        batch = [e for e, _, _ in stream.next_batch()]
+        assert batch and len(batch) * max(e.num_frames for e in batch) <= 300 // world_size
+        assert len(batch) * max(e.n_tokens for e in batch) <= 2000 // world_size and len(batch) <= 256 // world_size
+        out[stream.pos.epoch] += batch
     return out[:n]
 
 
@@ -213,20 +216,24 @@ def test_streaming_gives_the_in_memory_examples_readers_split_them_and_epochs_re
     assert st.plan.sizes == {k: sum(len(b) for b in v) for k, v in mem.groups.items()}
     assert np.array_equal(st.plan.mixture.probs, mem.sampler.probs)
     want = Counter(map(_fields, mem.examples))
+    two_ranks = _stage_data(data, "shards", world_size=2).plan
+    assert (st.plan.limits, two_ranks.limits) == ((300, 2000, 256), (150, 1000, 128))
     # 8 and 16 readers > 3 shards per group: shards are split into strided slices (16: of the shards of
-    # 10, 10 and 4 utterances, six slices each, the last shard's two empty ones dropped)
-    for n_readers in (1, 3, 8, 16):
+    # 10, 10 and 4 utterances, six slices each, the last shard's two empty ones dropped); 8 and 16
+    # readers as 2 ranks x 4 and 8 workers: batches of half the budget, the same examples
+    for world, n_readers in ((1, 1), (1, 3), (1, 8), (1, 16), (2, 8), (2, 16)):
+        plan = st.plan if world == 1 else two_ranks
         got = [Counter(), Counter()]
         for reader in range(n_readers):
-            for stream in st.plan.streams(reader, n_readers):
-                epochs = _epochs(stream, 2)
+            for stream in plan.streams(reader, n_readers):
+                epochs = _epochs(stream, 2, world)
                 for i, exs in enumerate(epochs):
                     got[i].update(map(_fields, exs))
                 if n_readers == 1:  # a stream that runs dry starts its next epoch in another order
                     assert [e.key for e in epochs[0]] != [e.key for e in epochs[1]]
                     assert [e.key for e in epochs[0]] != sorted(e.key for e in epochs[0])  # shuffled
         # over the readers, every epoch holds each example exactly once (pieces are dealt anew)
-        assert got[0] == want and got[1] == want, f"{n_readers} readers"
+        assert got[0] == want and got[1] == want, f"{world} rank(s), {n_readers} readers"
     # more readers than utterance slices: each reader still streams (slices repeat among readers)
     for reader in (0, 17, 31):
         for stream in st.plan.streams(reader, 32):
@@ -376,6 +383,17 @@ def test_plan_time_errors_and_a_task_that_makes_nothing(data, tmp_path):
     a, b = (StreamPlan([spec], sources_of([spec], [[en]]), {"asr": 1.0}, 1.0, 0, w, (300, 2000, 10),
                        TokenCounter(None), len).fingerprint() for w in (10, 11))
     assert a != b
+    # the per-rank bounds are part of the data order: the same budget over 2 ranks is another one
+    # (a checkpoint streamed with full-budget batches per rank does not resume into halved ones)
+    halved = StreamPlan([spec], sources_of([spec], [[en]]), {"asr": 1.0}, 1.0, 0, 10, (300, 2000, 10),
+                        TokenCounter(None), len, world_size=2)
+    assert halved.limits == (150, 1000, 5) and halved.fingerprint() != a
+    with pytest.raises(ConfigError, match=r"batch.max_frames=160 \(80 per rank of 2\) is smaller than the longest"):
+        StreamPlan([spec], sources_of([spec], [[en]]), {"asr": 1.0}, 1.0, 0, 10, (160, 2000, 10), TokenCounter(None),
+                   len, world_size=2)
+    with pytest.raises(ConfigError, match="batch.max_utts=3 bounds a micro-batch over all 4 ranks"):
+        StreamPlan([spec], sources_of([spec], [[en]]), {"asr": 1.0}, 1.0, 0, 10, (300, 2000, 3), TokenCounter(None),
+                   len, world_size=4)
     # one-word texts: the lm task makes no example of any of them; streaming says so instead of spinning
     utts = [f"t-{i:02d}" for i in range(5)]
     DataDir({u: "t" for u in utts}, text={u: "word" for u in utts}, utt2lang={u: "en" for u in utts}).write(tmp_path / "words")

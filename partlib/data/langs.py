@@ -131,6 +131,23 @@ def canonical(code: str) -> str:
     )
 
 
+# English names, lower-cased, as tools other than Kaldi recipes write them (lhotse recipes give
+# ``language="English"`` or ``"Mandarin"``): the table's names plus names it does not use.
+_NAMES: Dict[str, str] = {**{lang.name.lower(): lang.code for lang in _TABLE}, "mandarin": "zh"}
+
+
+def from_name_or_code(value: str) -> str:
+    """The canonical code of a language given by its English name or by any code :func:`canonical`
+    knows; raise on an unknown one.
+
+    >>> from_name_or_code("English"), from_name_or_code("Mandarin"), from_name_or_code("zh-CN")
+    ('en', 'zh', 'zh')
+    """
+    if isinstance(value, str) and value.strip().lower() in _NAMES:
+        return _NAMES[value.strip().lower()]
+    return canonical(value)
+
+
 def get(code: str) -> Language:
     """The :class:`Language` record for any spelling of a language code."""
     return LANGUAGES[canonical(code)]

@@ -25,6 +25,9 @@ The shard plan is a pure function of the data dir and the options, so jobs (``--
 disjoint shards (shard i by job ``i % nj + 1``) without talking to each other; every file is
 written under a temporary name and renamed; a re-run keeps the complete shards and writes the rest;
 the manifest is written only when every shard of the plan is complete.
+
+Shar that lhotse itself wrote is *adopted* instead (:mod:`partlib.data.lhotse_shar`): the same
+manifest and cut files, with ``adopted_from`` naming the lhotse dir whose tars hold the audio.
 """
 from __future__ import annotations
 
@@ -364,7 +367,7 @@ def load_manifest(export_dir: PathLike) -> Dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{export_dir} has no complete shard export ({MANIFEST} missing): run "
                           f"python -m partlib.bin.export_shards on its data dir (part.sh stage 3 with "
-                          f"--features shards)")
+                          f"--features shards; for Shar that lhotse wrote, python -m partlib.bin.adopt_shar)")
     try:
         body = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
@@ -372,6 +375,27 @@ def load_manifest(export_dir: PathLike) -> Dict[str, Any]:
     if body.get("format") != FORMAT:
         raise DataError(f"format {body.get('format')!r}, expected {FORMAT!r}", path)
     return body
+
+
+def check_current(data_dir: PathLike, manifest: Dict[str, Any]) -> None:
+    """Raise ConfigError when the export of ``data_dir`` no longer describes its source: a data dir
+    whose files changed since (their hash), or adopted lhotse files that changed size or vanished
+    (a stat each: the audio is not read)."""
+    export = shard_dir(data_dir)
+    origin = manifest.get("adopted_from")
+    if origin is None:
+        if manifest["source_hash"] != source_hash(data_dir):
+            raise ConfigError(f"{export} was exported from an earlier state of {data_dir}: export it again "
+                              f"(python -m partlib.bin.export_shards {data_dir})")
+        return
+    for record in manifest["shards"]:
+        for f in (record["lhotse_cuts"], record["files"]["recording"]):
+            p = Path(f["path"])
+            size = p.stat().st_size if p.is_file() else None
+            if size != f["bytes"]:
+                now = "is gone" if size is None else f"has {size} bytes, {f['bytes']} when adopted"
+                raise ConfigError(f"{export} adopted the lhotse Shar dir {origin}, whose {p.name} {now}: adopt it "
+                                  f"again (python -m partlib.bin.adopt_shar {origin} {data_dir})")
 
 
 def read_cuts(export_dir: PathLike, record: Dict[str, Any], skip: int = 0) -> Iterator[Dict[str, Any]]:

@@ -7,7 +7,9 @@ Data flow::
     reader r (one per rank and DataLoader worker) ──GroupStream(g, r)──▶ its next batch of g
 
 A *reader* is one of ``world_size × max(1, num_workers)`` consumers; reader ``r`` serves the
-micro-batches ``m ≡ r mod W`` of its rank (``W`` workers). A group's stream over one epoch:
+micro-batches ``m ≡ r mod W`` of its rank (``W`` workers). The schedule's ``batch`` bounds a global
+micro-batch, all ranks together; a rank's batch of micro-batch m is its own reader's, so readers cut
+their batches to the rank's share (:func:`rank_limits`). A group's stream over one epoch:
 
 1. the group's *pieces* — every shard of its data holding the language, split into
    ``ceil(readers / shards)`` strided slices when there are fewer shards than readers (empty
@@ -94,9 +96,7 @@ def sources_of(specs: Sequence[TaskSpec], dirs_of_spec: Sequence[Sequence[Path]]
             export = shards.shard_dir(d)
             if export not in manifests:
                 manifests[export] = shards.load_manifest(export)
-                if manifests[export]["source_hash"] != shards.source_hash(d):
-                    raise ConfigError(f"{export} was exported from an earlier state of {d}: export it again "
-                                      f"(python -m partlib.bin.export_shards {d})")
+                shards.check_current(d, manifests[export])
             manifest = manifests[export]
             if task.speech and not manifest["audio"]:
                 raise ConfigError(f"task {task.name!r} needs speech, but {d} has no audio")
@@ -296,12 +296,30 @@ class SpeechLengths:
         return int(self.table[frames])
 
 
+def rank_limits(budget: Tuple[int, int, int], world_size: int) -> Tuple[int, int, int]:
+    """One rank's share of a global micro-batch budget ``(max_frames, max_tokens, max_utts)``: each
+    bound divided by the number of ranks, rounded down, so that the ranks' batches together stay
+    within the budget."""
+    frames, tokens, utts = budget
+    if utts < world_size:
+        raise ConfigError(f"batch.max_utts={utts} bounds a micro-batch over all {world_size} ranks: it must be "
+                          f">= {world_size}, one utterance per rank")
+    return frames // world_size, tokens // world_size, utts // world_size
+
+
 class StreamPlan:
-    """What every reader of a stage shares: sources, groups, the mixture, batch bounds."""
+    """What every reader of a stage shares: sources, groups, the mixture, batch bounds.
+
+    ``budget`` bounds one global micro-batch (the schedule's ``batch``: padded frames, padded
+    tokens, utterances, summed over the ``world_size`` ranks). Each rank streams its own batch of
+    the micro-batch, so every reader cuts its batches to the rank's share, :attr:`limits`
+    (:func:`rank_limits`).
+    """
 
     def __init__(self, specs: Sequence[TaskSpec], sources: Sequence[Source], task_weights: Dict[str, float],
-                 temperature: float, seed: int, window: int, limits: Tuple[int, int, int],
-                 count_tokens: Callable[[List[str]], List[int]], speech_len: Callable[[int], int]) -> None:
+                 temperature: float, seed: int, window: int, budget: Tuple[int, int, int],
+                 count_tokens: Callable[[List[str]], List[int]], speech_len: Callable[[int], int],
+                 world_size: int = 1) -> None:
         if window < 1:
             raise ConfigError(f"stream window must be >= 1 utterance, got {window}")
         self.specs, self.sources = list(specs), list(sources)
@@ -309,17 +327,19 @@ class StreamPlan:
         if not self.sizes:
             raise ConfigError("no examples in the stage's shard exports")
         self.mixture = GroupMixture(self.sizes, task_weights, temperature, seed)
-        self.seed, self.window, self.limits = seed, window, limits
+        self.seed, self.window, self.budget = seed, window, budget
+        self.limits = rank_limits(budget, world_size)
         self.count_tokens, self.speech_len = count_tokens, speech_len
+        share = f" ({self.limits[0]} per rank of {world_size})" if world_size > 1 else ""
         for s in self.sources:  # the check make_batches does in memory, before any worker starts
             longest = max((r.get("longest_s", 0.0) for r in s.manifest["shards"]), default=0.0)
-            if tasks.get(self.specs[s.spec_index].task).speech and frames_of_seconds(longest) > limits[0]:
-                raise ConfigError(f"batch.max_frames={limits[0]} is smaller than the longest utterance of "
+            if tasks.get(self.specs[s.spec_index].task).speech and frames_of_seconds(longest) > self.limits[0]:
+                raise ConfigError(f"batch.max_frames={budget[0]}{share} is smaller than the longest utterance of "
                                   f"{s.export_dir} ({frames_of_seconds(longest)} frames)")
 
     def fingerprint(self) -> str:
-        """What the data order depends on besides the layout: groups, window, batch bounds, seed and
-        each export (a checkpoint's reader positions mean nothing for another)."""
+        """What the data order depends on besides the layout: groups, window, the per-rank batch
+        bounds, seed and each export (a checkpoint's reader positions mean nothing for another)."""
         body = [[list(k) for k in self.mixture.keys], self.window, list(self.limits), self.seed,
                 [[str(s.export_dir), s.manifest["source_hash"], s.manifest["options"], len(s.manifest["shards"])]
                  for s in self.sources]]

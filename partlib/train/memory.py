@@ -20,11 +20,14 @@ counts
   gradient and AdamW's temporaries (two buffers the size of the largest tensor on CPU, where AdamW
   goes tensor by tensor; one buffer per tensor, all at once, with the multi-tensor CUDA version).
 
-Batches come from the stage's budget (``max_frames``, ``max_tokens``, ``max_utts``, global over
-the GPUs): for a speech task, utterances of ``utt_seconds`` as many as the per-GPU frames and
-tokens allow, with :data:`TARGET_TOKENS_PER_S` target tokens per second; for a text task,
-``text_tokens``-long sequences filling the token budget, half of the text a target (t2tt's
-source and lm's first half are in the prompt). A stage's peak is the largest over its tasks.
+Batches come from the stage's budget (``max_frames``, ``max_tokens``, ``max_utts``: one global
+micro-batch, summed over the GPUs; :class:`partlib.train.schedule.Batch`): for a speech task, a
+global micro-batch of utterances of ``utt_seconds``, as many as the budget allows, with
+:data:`TARGET_TOKENS_PER_S` target tokens per second; for a text task, ``text_tokens``-long
+sequences filling the token budget, half of the text a target (t2tt's source and lm's first half
+are in the prompt). Each GPU gets the largest part of it the loaders give a rank (the in-memory
+slice, ``ceil(rows / GPUs)``; streaming cuts a rank's batch to ``budget // GPUs``, never more).
+A stage's peak is the largest over its tasks.
 Activations grow linearly with the number of utterances, which gives the largest ``max_frames``
 that fits.
 
@@ -131,12 +134,17 @@ def batch_shape(model, batch: dict) -> BatchShape:
                       int((t["labels"][:, 1:] != IGNORE_INDEX).sum()))
 
 
+def _rank_rows(global_rows: int, gpus: int) -> int:
+    """Sequences of the largest slice of a global micro-batch of ``global_rows`` (rank r takes rows
+    r, r + gpus, ...; a rank whose slice is empty, or a budget smaller than one sequence, runs one)."""
+    return max(1, -(-global_rows // gpus))
+
+
 def budget_shapes(stage: StageConfig, model, gpus: int, utt_seconds: float = 10.0,
                   text_tokens: int = 256) -> List[BatchShape]:
-    """The per-GPU micro-batch of each task of ``stage`` at the stage's batch budget."""
-    frames_gpu = stage.batch.max_frames / gpus
-    tokens_gpu = stage.batch.max_tokens / gpus
-    utts_gpu = max(1, stage.batch.max_utts // gpus)
+    """The per-GPU micro-batch of each task of ``stage`` at the stage's batch budget: the largest
+    share of a global micro-batch of equal sequences that a rank gets (at least one sequence)."""
+    b = stage.batch
     shapes = []
     for name in dict.fromkeys(spec.task for spec in stage.tasks):
         task = tasks.get(name)
@@ -144,11 +152,11 @@ def budget_shapes(stage: StageConfig, model, gpus: int, utt_seconds: float = 10.
             frames = int(utt_seconds * FRAMES_PER_SECOND)
             targets = max(2, round(TARGET_TOKENS_PER_S * utt_seconds))  # a bound for short targets (lid)
             tokens = PROMPT_TOKENS + model.speech_embed_length(frames) + targets
-            rows = max(1, int(min(utts_gpu, frames_gpu // frames, tokens_gpu // tokens)))
+            rows = _rank_rows(min(b.max_utts, b.max_frames // frames, b.max_tokens // tokens), gpus)
             shapes.append(BatchShape(name, rows, frames, tokens, rows * targets))
         else:
             tokens = text_tokens
-            rows = max(1, int(min(utts_gpu, tokens_gpu // tokens)))
+            rows = _rank_rows(min(b.max_utts, b.max_tokens // tokens), gpus)
             # the text tasks' source (t2tt) or first half (lm) is in the prompt: half of the text is target
             shapes.append(BatchShape(name, rows, 0, tokens, rows * max(1, (tokens - PROMPT_TOKENS) // 2)))
     return shapes

@@ -49,7 +49,17 @@ from partlib.train.optim import LRSchedule, Optim
 
 @dataclass
 class Batch:
-    """Dynamic batches: limits on padded log-mel frames, padded tokens and utterances (global, all ranks)."""
+    """Dynamic batches: limits on one *global* micro-batch, summed over all ranks.
+
+    The padded log-mel frames (utterances × longest), padded LLM tokens (sequences × longest
+    estimated length, :data:`partlib.data.examples.PROMPT_TOKENS` for the prompt) and utterances
+    of micro-batch ``m`` on all ranks together stay within these bounds; an optimizer step holds
+    ``accum_grad`` such micro-batches. In memory, every rank draws the same global batch and takes
+    its slice (the global batches are the same whatever the number of ranks; a rank whose slice is
+    empty runs a weightless stand-in example, no part of the batch); streaming from
+    shards, each rank's batch is cut to its share, ``bound // world_size``. The memory planner
+    (:mod:`partlib.train.memory`) plans each GPU's part of a micro-batch at this budget.
+    """
 
     max_frames: int = field(default=30000, metadata={"min": 1})
     max_tokens: int = field(default=8000, metadata={"min": 1})
