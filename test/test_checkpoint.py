@@ -160,3 +160,48 @@ def test_only_the_writer_writes_best_json_and_the_others_keep_the_same_list(tmp_
     fresh = CheckpointManager(tmp_path, writer=False)
     fresh.set_best(writer.best())
     assert fresh.best() == [(20.0, 4), (25.0, 6)]
+
+
+def _shards(tmp_path, step: int, payload: bytes):
+    """A stand-in shard directory as the ranks leave it (the manager does not read its contents)."""
+    d = tmp_path / f".ckpt-{step:06d}.dcp.tmp"
+    d.mkdir()
+    (d / "__0_0.distcp").write_bytes(payload)
+    (d / "__1_0.distcp").write_bytes(payload[::-1])
+    (d / ".metadata").write_bytes(b"meta")
+    return d
+
+
+def test_sharded_checkpoint_counts_its_shards_and_falls_back_when_one_is_damaged(tmp_path, caplog):
+    ckpts = CheckpointManager(tmp_path, keep_last=3)
+    for step in (2, 4):
+        ckpts.save(step, {"step": step}, shards=_shards(tmp_path, step, bytes([step]) * 1000))
+    assert (tmp_path / "ckpt-000004.dcp" / "__1_0.distcp").is_file() and not list(tmp_path.glob(".*.tmp"))
+    assert ckpts.load(tmp_path / "ckpt-000004.pt")["shards"] == "ckpt-000004.dcp"
+    lines = (tmp_path / "ckpt-000004.pt.sha256").read_text().splitlines()
+    assert [line.split()[1] for line in lines] == ["ckpt-000004.pt", "ckpt-000004.dcp/.metadata",
+                                                   "ckpt-000004.dcp/__0_0.distcp", "ckpt-000004.dcp/__1_0.distcp"]
+    assert lines[2].split()[0] == hashlib.sha256(bytes([4]) * 1000).hexdigest()
+    shard = tmp_path / "ckpt-000004.dcp" / "__1_0.distcp"
+    shard.write_bytes(shard.read_bytes()[:-10])  # truncated
+    with pytest.raises(CheckpointError, match="__1_0.distcp: corrupt or truncated shard of checkpoint ckpt-000004.pt"):
+        ckpts.verify(tmp_path / "ckpt-000004.pt")
+    with caplog.at_level(logging.WARNING):
+        assert ckpts.resumable() == tmp_path / "ckpt-000002.pt"
+    assert (tmp_path / "ckpt-000004.dcp.corrupt").is_dir() and not (tmp_path / "ckpt-000004.dcp").exists()
+    (tmp_path / "ckpt-000002.dcp" / ".metadata").unlink()
+    with pytest.raises(CheckpointError, match="metadata: shard of checkpoint ckpt-000002.pt missing"):
+        ckpts.verify(tmp_path / "ckpt-000002.pt")
+
+
+def test_shards_of_a_save_cut_short_are_removed_and_pruning_removes_shards(tmp_path):
+    ckpts = CheckpointManager(tmp_path, keep_last=1)
+    ckpts.save(2, {"step": 2}, shards=_shards(tmp_path, 2, b"x" * 100))
+    _shards(tmp_path, 4, b"y" * 100)  # the ranks wrote, then the job died before the rename
+    (tmp_path / "ckpt-000006.dcp").mkdir()  # renamed in, died before the checksums
+    (tmp_path / "ckpt-000006.dcp" / "__0_0.distcp").write_bytes(b"z" * 100)
+    assert ckpts.remove_stale() > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt-000002.dcp", "ckpt-000002.pt",
+                                                          "ckpt-000002.pt.sha256", "latest"]
+    ckpts.save(8, {"step": 8}, shards=_shards(tmp_path, 8, b"w" * 100))
+    assert not (tmp_path / "ckpt-000002.dcp").exists() and (tmp_path / "ckpt-000008.dcp").is_dir()

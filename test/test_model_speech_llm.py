@@ -377,3 +377,28 @@ def test_another_llm_architecture_plugs_in(cfg, tmp_path):
     m.save_pretrained(tmp_path / "saved")
     loaded = SpeechLLM.from_pretrained(tmp_path / "saved")
     assert loaded(_batch())["loss_sum"].item() == pytest.approx(m(_batch())["loss_sum"].item(), abs=1e-5)
+
+
+def test_loader_tokenised_batches_give_the_models_own_loss(cfg):
+    """PromptTokens (the loader's tokenising step) makes the tensors the model would make itself:
+    every task, a speech row without frames, the same loss to the bit; a speech span that does not
+    match the embeddings is an error naming the utterance."""
+    from partlib.data.streaming import SpeechLengths
+    from partlib.models.prompt import TOKEN_KEYS
+    from partlib.train.loader import PromptTokens
+
+    m = _model(cfg)
+    spans = m.adapter.output_lengths(m.encoder.output_lengths(torch.arange(m.encoder.max_frames + 1)))
+    tokens = PromptTokens(m.prompt, SpeechLengths(spans.numpy()))
+    batch = _batch(8, seed=3)
+    batch["feat_lens"][4] = 0  # a speech row without frames (the no-audio control)
+    own, _ = m._prompt_batch(batch, train=True)
+    tokenised = tokens(dict(batch))
+    for k in TOKEN_KEYS:
+        assert torch.equal(tokenised[k], own[k]), k
+    with torch.no_grad():
+        assert torch.equal(m(tokenised)["loss_sum"], m(batch)["loss_sum"])
+    tokenised["speech_mask"] = tokenised["speech_mask"].clone()
+    tokenised["speech_mask"][1, tokenised["speech_mask"][1].nonzero()[0]] = False
+    with pytest.raises(DataError, match="u1.*speech positions"):
+        m(tokenised)

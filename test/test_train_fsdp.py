@@ -102,6 +102,15 @@ def test_fsdp_two_processes_match_one(runs):
     assert any(".layers.3.self_attn.q_proj" in k for k in trained)
     assert any(".layers.0.self_attn.q_proj" in k for k in trained)  # activated at step 3
     assert any(k.startswith("encoder.whisper.layers.1.") for k in trained)
+    # sharded checkpoints: each rank wrote its own shards, the .pt holds no model or optimizer state
+    ckpts = root / "exp" / "two" / "lora" / "checkpoints"
+    state = torch.load(ckpts / "ckpt-000006.pt", weights_only=False)
+    assert "model" not in state and "optimizer" not in state and state["world_size"] == 2
+    files = {f.name: f.stat().st_size for f in (ckpts / state["shards"]).iterdir()}
+    assert {"__0_0.distcp", "__1_0.distcp"} <= set(files)
+    assert min(files["__0_0.distcp"], files["__1_0.distcp"]) > 0.3 * (files["__0_0.distcp"] + files["__1_0.distcp"])
+    listed = (ckpts / "ckpt-000006.pt.sha256").read_text()
+    assert all(f"{state['shards']}/{name}" in listed for name in files)
 
 
 def _children(pid: int):

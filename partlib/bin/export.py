@@ -48,8 +48,7 @@ def stage_scores(stage_dir: Path) -> Dict[str, Dict[str, Any]]:
 
 def _with_lora(exp: Path, stage: str, checkpoints: List[int]):
     """The stage's model rebuilt from its exported checkpoint, LoRA adapters kept separate."""
-    import torch
-
+    from partlib.train.checkpoint import CheckpointManager
     from partlib.train.schedule import parse_schedule
     from partlib.train.trainer import Trainer
 
@@ -68,8 +67,7 @@ def _with_lora(exp: Path, stage: str, checkpoints: List[int]):
     ckpt = exp / stage / "checkpoints" / f"ckpt-{checkpoints[0]:06d}.pt"
     if not ckpt.is_file():
         raise DataError("the exported checkpoint is gone (pruned or deleted): --keep-lora needs it", ckpt)
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
-    model.load_state_dict(state["model"], strict=False)
+    model.load_state_dict(CheckpointManager(ckpt.parent).model_state(ckpt), strict=False)
     return model
 
 

@@ -9,7 +9,7 @@ labels, so the model learns to stop.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -20,6 +20,8 @@ from partlib.data import langs
 from partlib.models.schema import PromptSection
 
 IGNORE_INDEX = -100
+# the tensors of a tokenised batch (:meth:`PromptBuilder.collate`)
+TOKEN_KEYS = ("input_ids", "speech_mask", "attention_mask", "position_ids", "labels")
 _MARKER = "\u2063SPEECH\u2063"  # never produced by real text; only used to split the rendered prompt
 
 
@@ -108,6 +110,22 @@ class PromptBuilder:
         tgt_ids = [] if target is None else self._encode(target) + [self.end_id]
         return PromptExample(self._encode(head), n_speech if speech else 0,
                              self._encode(tail), tgt_ids)
+
+    def tokenise(self, batch: dict, n_speech: Sequence[int], train: bool, left_pad: bool
+                 ) -> Tuple[Dict[str, Tensor], List[PromptExample]]:
+        """The padded token tensors (:meth:`collate`) and examples of a batch dict
+        (``partlib.data.batching.collate``) whose rows get ``n_speech`` speech embeddings each;
+        ``train`` adds the targets (an error without them)."""
+        n = len(batch["tasks"])
+        targets = batch.get("targets") if train else None
+        if train and targets is None:
+            raise ConfigError("training batch without targets")
+        src_texts = batch.get("src_texts") or [None] * n
+        examples = [self.build(batch["tasks"][i], batch["src_langs"][i], batch["tgt_langs"][i], n_speech=n_speech[i],
+                               src_text=src_texts[i], target=None if targets is None else targets[i],
+                               utt=batch["utt_ids"][i])
+                    for i in range(n)]
+        return self.collate(examples, left_pad=left_pad), examples
 
     def collate(self, examples: Sequence[PromptExample], left_pad: bool) -> Dict[str, Tensor]:
         """Pad examples into one batch.

@@ -25,7 +25,7 @@ from partlib.models.encoder import SpeechEncoder, load_whisper_encoder, whisper_
 from partlib.models.llm import backbone_and_head, decoder_layers, load_causal_lm, load_tokenizer, parse_dtype
 from partlib.models.lora import inject_lora, lora_params_by_layer, normalize_lora_config, unwrap
 from partlib.models.pretrained import missing_dir
-from partlib.models.prompt import IGNORE_INDEX, PromptBuilder, PromptExample
+from partlib.models.prompt import IGNORE_INDEX, TOKEN_KEYS, PromptBuilder, PromptExample
 from partlib.models.schema import EncoderTopK, Lora, Trainable, model_config, resolve_layers, trainable
 
 # Default decoding budget: speech arrives at 12.5 embeddings/s (Whisper x2, adapter x4), far more
@@ -251,7 +251,10 @@ class SpeechLLM(nn.Module):
         """Token/label tensors and ``inputs_embeds`` with speech spliced in.
 
         ``train`` adds the targets (and labels); padding is on the left for generation unless
-        ``left_pad`` says otherwise. The speech rows' encoder and adapter outputs come along as
+        ``left_pad`` says otherwise. A training batch that carries its token tensors
+        (:data:`~partlib.models.prompt.TOKEN_KEYS`, made in the loader's workers:
+        :class:`partlib.train.loader.PromptTokens`) is not tokenised again; its speech spans must
+        match the embeddings made here. The speech rows' encoder and adapter outputs come along as
         ``encoder``/``encoder_lens``/``adapter``/``adapter_lens`` (rows in batch order).
         """
         if self.prompt is None:
@@ -284,16 +287,18 @@ class SpeechLLM(nn.Module):
             for j, i in enumerate(speech_rows):
                 n_speech[i] = int(emb_lens[j])
                 speech.append(emb[j, : n_speech[i]])
-        targets = batch.get("targets") if train else None
-        examples = [
-            self.prompt.build(batch["tasks"][i], batch["src_langs"][i], batch["tgt_langs"][i],
-                              n_speech=n_speech[i], src_text=(batch.get("src_texts") or [None] * n)[i],
-                              target=None if targets is None else targets[i], utt=batch["utt_ids"][i])
-            for i in range(n)]
-        if train and targets is None:
-            raise ConfigError("training batch without targets")
-        left = not train if left_pad is None else left_pad
-        t = {k: v.to(self.device) for k, v in self.prompt.collate(examples, left_pad=left).items()}
+        if train and "input_ids" in batch:  # tokenised by the training loader (its DataLoader workers)
+            t = {k: batch[k].to(self.device) for k in TOKEN_KEYS}
+            examples = []
+            got = t["speech_mask"].sum(1).tolist()
+            if got != n_speech:
+                i = next(i for i, (a, b) in enumerate(zip(got, n_speech)) if a != b)
+                raise DataError(f"the loader's prompt has {got[i]} speech positions where the model makes "
+                                f"{n_speech[i]} speech embeddings", utt=batch["utt_ids"][i])
+        else:
+            left = not train if left_pad is None else left_pad
+            t, examples = self.prompt.tokenise(batch, n_speech, train, left)
+            t = {k: v.to(self.device) for k, v in t.items()}
         embed = unwrap(self.llm).get_input_embeddings()
         embeds = embed(t["input_ids"])
         if speech:

@@ -8,16 +8,18 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Dict, Sequence
+from typing import Callable, Dict, Sequence
 
 import torch
 
 from partlib.common import PathLike
 
 
-def average_merged(model, ckpt_paths: Sequence[PathLike], out_dir: PathLike) -> None:
-    """Load each training checkpoint into ``model``, export it merged, average the exported
-    weights (floating-point tensors only) and save the average as a self-contained model
+def average_merged(model, ckpt_paths: Sequence[PathLike], out_dir: PathLike,
+                   model_state: Callable[[PathLike], Dict[str, torch.Tensor]]) -> None:
+    """Load each training checkpoint into ``model`` (its entries read by ``model_state``:
+    :meth:`partlib.train.checkpoint.CheckpointManager.model_state`), export it merged, average the
+    exported weights (floating-point tensors only) and save the average as a self-contained model
     directory ``out_dir``."""
     from partlib.models.speech_llm import SpeechLLM
 
@@ -25,8 +27,7 @@ def average_merged(model, ckpt_paths: Sequence[PathLike], out_dir: PathLike) -> 
     first = None
     with tempfile.TemporaryDirectory(dir=Path(out_dir).parent) as tmp:
         for i, path in enumerate(ckpt_paths):
-            state = torch.load(path, map_location="cpu", weights_only=False)
-            model.load_state_dict(state["model"], strict=False)
+            model.load_state_dict(model_state(path), strict=False)
             exported = Path(tmp) / f"m{i}"
             model.save_pretrained(exported, merge_lora=True)
             merged = SpeechLLM.from_pretrained(exported)

@@ -4,14 +4,17 @@ retention, and a fallback to the previous checkpoint when the newest is damaged.
 Layout of ``<stage_dir>/checkpoints/``::
 
     ckpt-000100.pt          model (trainable parameters + buffers), optimizer, scheduler, step, RNG states
-    ckpt-000100.pt.sha256   its SHA-256 (``sha256sum -c`` format), computed while the file was written
+    ckpt-000100.dcp/        FSDP runs: the model entries and optimizer state as every rank's shards
+                            (torch.distributed.checkpoint); the .pt then holds the rest
+    ckpt-000100.pt.sha256   SHA-256 of the .pt (computed while it was written) and of every shard file
+                            (``sha256sum -c`` format, paths relative to the directory)
     latest                  the file name of the newest complete checkpoint
     best.json               [[metric, step], ...] of the best-N evaluations, best first
 
-A checkpoint counts only with its checksum file, which is written after it (or, one written by a
-version without checksums, when ``latest`` names it): a kill during a save leaves the previous
-checkpoint the newest. Temporary files of a save cut short are removed at the
-next start (:meth:`CheckpointManager.remove_stale`).
+A checkpoint counts only with its checksum file, which is written after it and its shards (or,
+one written by a version without checksums, when ``latest`` names it): a kill during a save leaves
+the previous checkpoint the newest. Temporary files of a save cut short are removed at the next
+start (:meth:`CheckpointManager.remove_stale`).
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -35,6 +39,11 @@ CORRUPT = ".corrupt"  # a damaged checkpoint, moved aside for inspection
 
 def ckpt_name(step: int) -> str:
     return f"ckpt-{step:06d}.pt"
+
+
+def shards_name(step: int) -> str:
+    """The directory of a checkpoint's shards (FSDP runs)."""
+    return f"ckpt-{step:06d}.dcp"
 
 
 def step_of(name: str) -> int:
@@ -118,16 +127,30 @@ class CheckpointManager:
         return (float(value), int(step)) in kept
 
     # ---- save / load --------------------------------------------------------------------
-    def save(self, step: int, state: Dict[str, Any]) -> Path:
-        """Write the checkpoint of ``step``, then its checksum, then the ``latest`` pointer."""
+    def shards_tmp(self, step: int) -> Path:
+        """Where the ranks write the shards of ``step`` before :meth:`save` renames them in."""
+        return self.dir / f".{shards_name(step)}.tmp"
+
+    def save(self, step: int, state: Dict[str, Any], shards: Optional[Path] = None) -> Path:
+        """Write the checkpoint of ``step`` (renaming the complete ``shards`` directory in, if
+        given, and naming it in the state), then the checksums, then the ``latest`` pointer."""
         path = self.dir / ckpt_name(step)
         # a checkpoint of this step written before (a resumed run saves its last step again) must not
         # keep the old checksum while the new file is renamed in
         path.with_name(path.name + SUFFIX).unlink(missing_ok=True)
+        sums = []
+        if shards is not None:
+            final = self.dir / shards_name(step)
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(shards, final)
+            state = {**state, "shards": final.name}
+            for f in sorted(f for f in final.rglob("*") if f.is_file()):
+                sums.append(f"{file_sha256(f)}  {f.relative_to(self.dir).as_posix()}")
         with atomic_open(path, "wb") as f:
             writer = _HashingWriter(f)
             torch.save(state, writer)
-        atomic_write(path.with_name(path.name + SUFFIX), f"{writer.sha.hexdigest()}  {path.name}\n")
+        sums.insert(0, f"{writer.sha.hexdigest()}  {path.name}")
+        atomic_write(path.with_name(path.name + SUFFIX), "\n".join(sums) + "\n")
         atomic_write(self.dir / "latest", path.name + "\n")
         (path.with_name(path.name + CORRUPT)).unlink(missing_ok=True)
         self._prune()
@@ -151,11 +174,16 @@ class CheckpointManager:
             raise CheckpointError(f"{path}: checkpoint missing")
         if not sums.is_file():
             return False
-        expected = (sums.read_text().split() or [""])[0]
-        actual = file_sha256(path)
-        if actual != expected:
-            raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({path.stat().st_size} bytes, "
-                                  f"SHA-256 {actual[:12]}... is not the {expected[:12]}... of {sums.name})")
+        lines = [line.split(None, 1) for line in sums.read_text().splitlines() if line.strip()]
+        for i, (expected, rel) in enumerate(lines or [["", path.name]]):
+            f = path if i == 0 else self.dir / rel.strip()
+            if not f.is_file():
+                raise CheckpointError(f"{f}: shard of checkpoint {path.name} missing")
+            actual = file_sha256(f)
+            if actual != expected:
+                what = "checkpoint" if i == 0 else f"shard of checkpoint {path.name}"
+                raise CheckpointError(f"{f}: corrupt or truncated {what} ({f.stat().st_size} bytes, "
+                                      f"SHA-256 {actual[:12]}... is not the {expected[:12]}... of {sums.name})")
         return True
 
     def load(self, path: PathLike, verify: bool = True) -> Dict[str, Any]:
@@ -167,6 +195,16 @@ class CheckpointManager:
             return torch.load(path, map_location="cpu", weights_only=False)
         except Exception as e:  # a checksum that matches a file torch cannot read: written damaged
             raise CheckpointError(f"{path}: unreadable checkpoint ({type(e).__name__}: {e})") from None
+
+    def model_state(self, path: PathLike) -> Dict[str, Any]:
+        """The model entries (trainable parameters and buffers) of a checkpoint, whole, on CPU:
+        read from its shards for an FSDP checkpoint (by this process alone)."""
+        state = self.load(path)
+        if state.get("shards"):
+            from partlib.train.fsdp import load_model_entries
+
+            return load_model_entries(self.dir / state["shards"])
+        return state["model"]
 
     def _pointed(self) -> Optional[int]:
         latest = self.latest()
@@ -188,6 +226,10 @@ class CheckpointManager:
             except CheckpointError as e:
                 logger.warning("%s; moved aside to %s, trying the previous checkpoint", e, path.name + CORRUPT)
                 os.replace(path, path.with_name(path.name + CORRUPT))
+                shards = self.dir / shards_name(step)
+                if shards.is_dir():
+                    shutil.rmtree(shards.with_name(shards.name + CORRUPT), ignore_errors=True)
+                    os.replace(shards, shards.with_name(shards.name + CORRUPT))
                 path.with_name(path.name + SUFFIX).unlink(missing_ok=True)
                 continue
             best = self.best()
@@ -208,13 +250,19 @@ class CheckpointManager:
             return 0
         pointed = self._pointed()
         stale = list(self.dir.glob(".*.tmp"))
-        stale += [self.dir / ckpt_name(s) for s in self.steps() if (pointed is None or s > pointed)
-                  and not (self.dir / (ckpt_name(s) + SUFFIX)).is_file()]
+        steps = set(self.steps()) | {step_of(d.name) for d in self.dir.glob("ckpt-*.dcp")}
+        stale += [self.dir / name for s in sorted(steps) if (pointed is None or s > pointed)
+                  and not (self.dir / (ckpt_name(s) + SUFFIX)).is_file() for name in (ckpt_name(s), shards_name(s))
+                  if (self.dir / name).exists()]
         freed = 0
         for p in stale:
             with contextlib.suppress(FileNotFoundError):
-                freed += p.stat().st_size
-                p.unlink()
+                if p.is_dir():  # shards of a save cut short
+                    freed += sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+                    shutil.rmtree(p)
+                else:
+                    freed += p.stat().st_size
+                    p.unlink()
         if stale:
             logger.info("%s: removed %d file(s) of interrupted saves (%.1f MiB)", self.dir, len(stale), freed / 2**20)
         return freed
@@ -230,3 +278,4 @@ class CheckpointManager:
                 for name in (ckpt_name(s), ckpt_name(s) + SUFFIX):
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(self.dir / name)
+                shutil.rmtree(self.dir / shards_name(s), ignore_errors=True)

@@ -5,8 +5,15 @@ root :class:`~partlib.models.speech_llm.SpeechLLM` holds the rest (convolutions,
 embeddings, final norm, output head). Frozen base weights and LoRA factors may share a unit.
 
 Gradients are *summed* over ranks (not averaged) so that the trainer divides them by the global
-number of target tokens exactly as under ``ddp``. Checkpoints hold full (unsharded) tensors, so
-a checkpoint does not depend on the number of processes, and export works on an unsharded copy.
+number of target tokens exactly as under ``ddp``. With ``mixed_precision`` (the trainer's bf16
+autocast on GPU, i.e. unless ``--no-amp``) each unit gathers its parameters in bf16 for forward and
+backward and reduce-scatters bf16 gradients, while the sharded parameters the optimizer updates
+(the master weights) keep their own dtype (float32 for what trains).
+
+Checkpoints are sharded (``torch.distributed.checkpoint``: each rank writes its own shards of the
+trainable parameters and optimizer state, no rank holds them whole; :mod:`partlib.train.checkpoint`
+adds the checksums and the ``latest`` pointer) and resume with the same number of ranks; the
+export reads the full trainable entries on one process and works on an unsharded copy.
 """
 from __future__ import annotations
 
@@ -14,29 +21,33 @@ from contextlib import contextmanager
 from typing import Any, Dict, Iterator, Sequence
 
 import torch
+import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import (
-    StateDictOptions, get_optimizer_state_dict, set_model_state_dict, set_optimizer_state_dict,
+    StateDictOptions, get_model_state_dict, get_optimizer_state_dict, set_model_state_dict, set_optimizer_state_dict,
 )
 from torch.distributed.device_mesh import init_device_mesh
-from torch.distributed.fsdp import FSDPModule, fully_shard
+from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor
+
+from partlib.common import PathLike
 
 STRATEGIES = ("ddp", "fsdp")
 
-_FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
 
-
-def shard(model, world_size: int, device: torch.device) -> None:
-    """Shard ``model`` in place over all ranks, moving it to ``device`` unit by unit.
+def shard(model, world_size: int, device: torch.device, mixed_precision: bool = False) -> None:
+    """Shard ``model`` in place over all ranks, moving it to ``device`` unit by unit; with
+    ``mixed_precision``, bf16 compute and gradient reduction over float32 master weights.
 
     Call after the set-up of trainable parameters (LoRA included); build the optimizer afterwards,
     from the new (sharded) parameters.
     """
     mesh = init_device_mesh(device.type, (world_size,))
+    policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.bfloat16) if mixed_precision \
+        else MixedPrecisionPolicy()
     units = model.shard_units()
     for unit in units:
-        fully_shard(unit, mesh=mesh)
-    fully_shard(model, mesh=mesh)
+        fully_shard(unit, mesh=mesh, mp_policy=policy)
+    fully_shard(model, mesh=mesh, mp_policy=policy)
     for unit in [*units, model]:  # per unit: these settings do not recurse
         # Sum instead of average: the trainer normalises by the global token count itself.
         unit.set_gradient_divide_factor(1.0)
@@ -66,31 +77,38 @@ def grad_norm(params: Sequence[torch.nn.Parameter], max_norm: float) -> float:
     return float(total)
 
 
-def full_model_state(model: torch.nn.Module, keep: Sequence[str]) -> Dict[str, torch.Tensor]:
-    """Full CPU copies of the named entries of the state dict (a collective: call on every rank).
-
-    Gathers only ``keep`` (trainable parameters and buffers), not the frozen base weights.
-    """
+def _sharded_state(model: torch.nn.Module, opt: torch.optim.Optimizer, keep: Sequence[str]) -> Dict[str, Any]:
+    """This rank's shards of the named model entries and of the optimizer state, keyed by name
+    (the optimizer's state is created first if it has none yet)."""
     wanted = set(keep)
-    out = {}
-    for name, value in model.state_dict().items():
-        if name in wanted:
-            value = value.full_tensor() if isinstance(value, DTensor) else value
-            out[name] = value.detach().cpu()
-    return out
+    model_state = {k: v for k, v in get_model_state_dict(model).items() if k in wanted}
+    return {"model": model_state, "optimizer": get_optimizer_state_dict(model, opt)}
 
 
-def full_optimizer_state(model: torch.nn.Module, opt: torch.optim.Optimizer) -> Dict[str, Any]:
-    """Full optimizer state keyed by parameter name, on CPU (a collective: call on every rank)."""
-    return get_optimizer_state_dict(model, opt, options=_FULL)
+def save_sharded(model: torch.nn.Module, opt: torch.optim.Optimizer, keep: Sequence[str], path: PathLike) -> None:
+    """Write the named model entries (trainable parameters and buffers, not the frozen base
+    weights) and the optimizer state with ``torch.distributed.checkpoint`` into the directory
+    ``path``: each rank writes its own shards, no rank gathers the full state (a collective)."""
+    dcp.save(_sharded_state(model, opt, keep), checkpoint_id=str(path))
 
 
-def load_full_state(model: torch.nn.Module, opt: torch.optim.Optimizer, model_state: Dict[str, torch.Tensor],
-                    opt_state: Dict[str, Any]) -> None:
-    """Load full (unsharded) model entries and optimizer state into a sharded model on every rank."""
-    opts = StateDictOptions(full_state_dict=True, strict=False)
-    set_model_state_dict(model, model_state, options=opts)
-    set_optimizer_state_dict(model, opt, opt_state, options=opts)
+def load_sharded(model: torch.nn.Module, opt: torch.optim.Optimizer, keep: Sequence[str], path: PathLike) -> None:
+    """Load a :func:`save_sharded` directory into the sharded model and optimizer (a collective)."""
+    state = _sharded_state(model, opt, keep)
+    dcp.load(state, checkpoint_id=str(path))
+    set_model_state_dict(model, state["model"], options=StateDictOptions(strict=False))
+    set_optimizer_state_dict(model, opt, state["optimizer"])
+
+
+def load_model_entries(path: PathLike) -> Dict[str, torch.Tensor]:
+    """The full model entries of a :func:`save_sharded` directory as CPU tensors, read by one
+    process without a process group (the export)."""
+    reader = dcp.FileSystemReader(str(path))
+    meta = reader.read_metadata().state_dict_metadata
+    model = {k[len("model."):]: torch.empty(m.size, dtype=m.properties.dtype)
+             for k, m in meta.items() if k.startswith("model.")}
+    dcp.load({"model": model}, storage_reader=reader, no_dist=True)
+    return model
 
 
 @contextmanager

@@ -2,7 +2,7 @@
 processes — in memory (:class:`BatchDataset`: drawn by the mixture sampler of
 ``partlib.data.batching``, features from a ``FeatureSource``) or streamed from shard exports
 (:class:`StreamDataset`: ``partlib.data.streaming``, audio from the shards, features computed in
-the worker).
+the worker) — with their prompts tokenised there too (:class:`PromptTokens`).
 """
 from __future__ import annotations
 
@@ -13,8 +13,30 @@ import torch
 
 from partlib import tasks
 from partlib.data.batching import MixtureSampler, SpecAug, collate, spec_augment
-from partlib.data.streaming import StreamPlan
+from partlib.data.streaming import SpeechLengths, StreamPlan
 from partlib.features.source import FeatureSource
+from partlib.models.prompt import PromptBuilder
+
+
+class PromptTokens:
+    """Adds the training prompt's token tensors (:data:`~partlib.models.prompt.TOKEN_KEYS`: ids,
+    speech mask, attention mask, positions, labels; right padding) to a collated batch, in the
+    DataLoader worker that made it, so that the model's forward takes tensors only. A row's speech
+    span is ``lengths(frames)`` embeddings (the encoder and adapter's output lengths, tabulated);
+    a batch with an utterance beyond the table is left to the model (which reports it)."""
+
+    def __init__(self, prompt: PromptBuilder, lengths: SpeechLengths) -> None:
+        self.prompt, self.lengths = prompt, lengths
+
+    def __call__(self, batch: Dict) -> Dict:
+        n = len(batch["tasks"])
+        frames = batch["feat_lens"].tolist() if batch.get("feat_lens") is not None else [0] * n
+        if max(frames, default=0) >= len(self.lengths.table):
+            return batch
+        n_speech = [self.lengths(f) if f and tasks.get(t).speech else 0 for t, f in zip(batch["tasks"], frames)]
+        tokens, _ = self.prompt.tokenise(batch, n_speech, train=True, left_pad=False)
+        batch.update(tokens)
+        return batch
 
 
 def augment(batch: Dict, specaug: Optional[SpecAug], seed: int, m: int) -> Dict:
@@ -26,14 +48,18 @@ def augment(batch: Dict, specaug: Optional[SpecAug], seed: int, m: int) -> Dict:
 
 
 class BatchDataset(torch.utils.data.Dataset):
-    """Map-style dataset whose item ``m`` is the collated slice of micro-batch ``m`` for one rank.
+    """Map-style dataset whose item ``m`` is the collated slice of micro-batch ``m`` for one rank:
+    the sampler's batches are global (within ``batch.*`` summed over ranks) and rank ``r`` takes
+    their examples ``r, r + world_size, ...``, so the global batches do not depend on the number
+    of ranks.
 
     Used with a DataLoader (``batch_size=None``) so that worker processes load features while the
     model trains; the order of items is the order of micro-batch indices, hence deterministic.
     """
 
     def __init__(self, sampler: MixtureSampler, features: FeatureSource, rank: int = 0, world_size: int = 1,
-                 specaug: Optional[SpecAug] = None, seed: int = 0) -> None:
+                 specaug: Optional[SpecAug] = None, seed: int = 0, tokens: Optional[PromptTokens] = None) -> None:
+        self.tokens = tokens
         self.sampler = sampler
         self.features = features
         self.rank = rank
@@ -55,6 +81,8 @@ class BatchDataset(torch.utils.data.Dataset):
         if mine and tasks.get(mine[0].task).speech:
             feats = self.features.load([(e.dir_index, e.utt) for e in mine])
         batch = collate(mine, feats)
+        if self.tokens is not None:
+            batch = self.tokens(batch)
         batch["global_n_examples"] = len(global_batch)
         batch["loss_weight"] = weight
         return augment(batch, self.specaug, self.seed, m)
@@ -66,16 +94,18 @@ class StreamDataset(torch.utils.data.IterableDataset):
 
     Worker ``w`` of ``W`` produces the micro-batches ``m ≡ start + w (mod W)`` as reader
     ``rank · W + m mod W``; the DataLoader takes one item from each worker in turn, so batches
-    arrive in micro-batch order. Each batch carries ``stream_state``: (reader, group, position after
-    it), which the trainer keeps for the checkpoint; ``state`` restores those positions.
+    arrive in micro-batch order. A batch is this rank's share of the global micro-batch: the plan
+    cuts it to ``batch.* // world_size`` (:func:`partlib.data.streaming.rank_limits`). Each batch
+    carries ``stream_state``: (reader, group, position after it), which the trainer keeps for the
+    checkpoint; ``state`` restores those positions.
     """
 
     OPEN_TARS = 8  # shard tars kept open per worker (a window spans one or two)
 
     def __init__(self, plan: StreamPlan, n_mels: int, rank: int, world_size: int, num_workers: int,
                  start: int, end: int, state: Optional[Dict] = None, specaug: Optional[SpecAug] = None,
-                 seed: int = 0) -> None:
-        self.plan, self.n_mels = plan, n_mels
+                 seed: int = 0, tokens: Optional[PromptTokens] = None) -> None:
+        self.plan, self.n_mels, self.tokens = plan, n_mels, tokens
         self.rank, self.world_size, self.workers = rank, world_size, max(1, num_workers)
         self.start, self.end, self.state = start, end, state or {}
         self.specaug, self.seed = specaug, seed
@@ -109,6 +139,8 @@ class StreamDataset(torch.utils.data.IterableDataset):
                     wavs.append(tars[(si, shard)].load(e.utt))
                 feats = compute_features(wavs, self.n_mels, utts=[e.utt for e in exs])
             batch = collate(exs, feats)
+            if self.tokens is not None:
+                batch = self.tokens(batch)
             batch["loss_weight"] = 1.0
             batch["stream_state"] = (reader, gid, streams[gid].state())
             yield augment(batch, self.specaug, self.seed, m)

@@ -15,9 +15,11 @@ Strategies (``--strategy``): ``ddp`` keeps a full replica per rank and all-reduc
 gradients in buckets while the last backward of a step runs (:class:`~partlib.train.distributed.GradReducer`,
 ``--bucket-mb``); ``fsdp`` shards parameters, gradients and optimizer state with FSDP2 ``fully_shard``
 (one unit per encoder and LLM transformer layer plus the root; see :mod:`partlib.train.fsdp`),
-with gradients summed by the reduce-scatter. Under ``fsdp`` checkpoints hold full tensors gathered
-to rank 0, the export is written from an unsharded copy, and the dev decode gathers the root unit
-while it generates. With one process both strategies are the same. Launch::
+with gradients summed by the reduce-scatter, in bf16 over float32 master weights on GPU. Under
+``fsdp`` each rank writes its own shards of a checkpoint (``torch.distributed.checkpoint``; a
+resume needs the same number of ranks), the export is written from an unsharded copy, and the dev
+decode gathers the root unit while it generates (every rank decodes the whole dev subset; under
+``ddp`` each decodes its share). With one process both strategies are the same. Launch::
 
     torchrun --nproc_per_node=8 -m partlib.bin.train --strategy fsdp --schedule ... --exp-dir ...
     # across nodes, one srun task per GPU from a Slurm batch script (#SBATCH --ntasks-per-node=8):
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -59,7 +62,7 @@ from partlib.models import card
 from partlib.train import distributed as dist_utils
 from partlib.train import fsdp, layout, optim
 from partlib.train.checkpoint import CheckpointManager, ckpt_name, rng_state, set_rng_state
-from partlib.train.loader import BatchDataset, StreamDataset
+from partlib.train.loader import BatchDataset, PromptTokens, StreamDataset
 from partlib.train.preemption import StopRequest, ignore_stop_signals
 from partlib.train.schedule import (Schedule, StageConfig, active_layers_at, apply_stage_trainable,
                                     frozen_encoder_warnings)
@@ -99,6 +102,15 @@ def _next_batch(batches: Iterator[Dict[str, Any]]) -> Dict[str, Any]:
         raise PartError(text.splitlines()[-1].split(": ", 1)[-1]) from None
 
 
+def _close_loader(batches: Iterator[Dict[str, Any]]) -> None:
+    """Stop a DataLoader iterator's worker processes now. They ignore stop signals (those are the
+    trainer's to handle), so a stage that ends in an error must not leave them to the interpreter's
+    exit, which terminates them with a signal and would then wait for them forever."""
+    shutdown = getattr(batches, "_shutdown_workers", None)  # multi-process iterators only
+    if shutdown is not None:
+        shutdown()
+
+
 def _add_file_log(path: Path) -> logging.Handler:
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path, encoding="utf-8")
@@ -112,10 +124,11 @@ def _add_file_log(path: Path) -> logging.Handler:
 # ---------------------------------------------------------------------------------------------
 class StageData:
     """Training data (in memory, or streamed from shard exports with ``features="shards"``) and the
-    dev set (always in memory) of one stage."""
+    dev set (always in memory) of one stage. ``world_size``: the ranks that share each micro-batch
+    (streaming cuts each rank's batches to its share of ``stage.batch``)."""
 
     def __init__(self, stage: StageConfig, model, data_root: Optional[str], seed: int,
-                 features: str) -> None:
+                 features: str, world_size: int = 1) -> None:
         self.stage = stage
         count_tokens = TokenCounter(model.tokenizer)
         self.dirs: List[DataDir] = []
@@ -134,7 +147,7 @@ class StageData:
             sources = sources_of(stage.tasks, [resolve_data_dirs(s.data, data_root) for s in stage.tasks])
             self.plan = StreamPlan(stage.tasks, sources, weights, stage.sampling.temperature, seed,
                                    stage.sampling.window, (b.max_frames, b.max_tokens, b.max_utts),
-                                   count_tokens, SpeechLengths(table.numpy()))
+                                   count_tokens, SpeechLengths(table.numpy()), world_size)
         else:
             for spec in stage.tasks:
                 exs = []
@@ -400,14 +413,17 @@ class Trainer:
                       worker_init_fn=ignore_stop_signals,
                       prefetch_factor=2 if self.num_workers else None,
                       generator=torch.Generator().manual_seed(run.seed))
+        model = run.model
+        spans = model.adapter.output_lengths(model.encoder.output_lengths(torch.arange(model.encoder.max_frames + 1)))
+        tokens = PromptTokens(model.prompt, SpeechLengths(spans.numpy()))
         if run.data.plan is not None:
             loader = torch.utils.data.DataLoader(
-                StreamDataset(run.data.plan, run.model.n_mels, self.ctx.rank, self.ctx.world_size,
-                              self.num_workers, start, end, run.stream_state, stage.specaug, run.seed), **common)
+                StreamDataset(run.data.plan, model.n_mels, self.ctx.rank, self.ctx.world_size, self.num_workers,
+                              start, end, run.stream_state, stage.specaug, run.seed, tokens), **common)
         else:
             loader = torch.utils.data.DataLoader(
                 BatchDataset(run.data.sampler, run.data.features, self.ctx.rank, self.ctx.world_size,
-                             stage.specaug, run.seed), sampler=range(start, end), **common)
+                             stage.specaug, run.seed, tokens), sampler=range(start, end), **common)
         batches = iter(loader)
         from tqdm import tqdm
 
@@ -417,22 +433,26 @@ class Trainer:
         t0, first = time.time(), run.step
         # a run resumed after the evaluation that stopped it early (and its checkpoint) stops again
         stopped_early = bool(stage.dev.patience) and run.stats["evals_since_best"] >= stage.dev.patience
-        while run.step < stage.max_steps and not stopped_early:
-            self._set_trainable(run.model, stage, run.step)
-            loss, grad_norm, n_tokens = self._optimizer_step(run, batches)
-            run.step += 1
-            bar.update(1)
-            if self.ctx.is_main and (run.step % stage.log_interval == 0 or run.step == stage.max_steps):
-                self._log_step(run, loss, grad_norm, n_tokens, (run.step - first) / max(1e-9, time.time() - t0))
-            stopped_early = self._periodic(run)
-            if self.stop.agreed() and not stopped_early:  # an early stop exports now instead
-                self._save(run)
-                dist_utils.barrier()
-                bar.close()
-                if run.writer is not None:
-                    run.writer.close()
-                raise Preempted(f"stage {stage.name}: stopped by {self.stop.name} after step {run.step} with "
-                                f"checkpoint {run.ckpts.dir / ckpt_name(run.step)}; rerun the same command to resume")
+        try:
+            while run.step < stage.max_steps and not stopped_early:
+                self._set_trainable(run.model, stage, run.step)
+                loss, grad_norm, n_tokens = self._optimizer_step(run, batches)
+                run.step += 1
+                bar.update(1)
+                if self.ctx.is_main and (run.step % stage.log_interval == 0 or run.step == stage.max_steps):
+                    self._log_step(run, loss, grad_norm, n_tokens, (run.step - first) / max(1e-9, time.time() - t0))
+                stopped_early = self._periodic(run)
+                if self.stop.agreed() and not stopped_early:  # an early stop exports now instead
+                    self._save(run)
+                    dist_utils.barrier()
+                    bar.close()
+                    if run.writer is not None:
+                        run.writer.close()
+                    raise Preempted(f"stage {stage.name}: stopped by {self.stop.name} after step {run.step} with "
+                                    f"checkpoint {run.ckpts.dir / ckpt_name(run.step)}; "
+                                    "rerun the same command to resume")
+        finally:
+            _close_loader(batches)
         bar.close()
         if run.writer is not None:
             run.writer.close()
@@ -464,16 +484,17 @@ class Trainer:
         if self.sharded:
             # fully_shard moves each unit to the device as it shards it (no full copy on one device)
             # and replaces the parameters: collect them again, in the same order.
-            fsdp.shard(model, self.ctx.world_size, self.device)
+            fsdp.shard(model, self.ctx.world_size, self.device, mixed_precision=self.amp)
             wanted = set(names)
             params = [p for n, p in model.named_parameters() if n in wanted]
-            logger.info("stage %s: FSDP, parameters sharded over %d ranks", stage.name, self.ctx.world_size)
+            logger.info("stage %s: FSDP, parameters sharded over %d ranks%s", stage.name, self.ctx.world_size,
+                        ", bf16 compute and reduction over float32 master weights" if self.amp else "")
         else:
             model.to(self.device)
         trainable, total = count_params(model)
         logger.info("stage %s: %d / %d parameters trainable (%.2f%%) at step 0; optimizer holds %d tensors",
                     stage.name, trainable, total, 100.0 * trainable / total, len(params))
-        data = StageData(stage, model, self.data_root, self.schedule.seed, self.features)
+        data = StageData(stage, model, self.data_root, self.schedule.seed, self.features, self.ctx.world_size)
         logger.info("stage %s: %s", stage.name, data.describe())
         opt, sched = optim.build(params, stage.optim, stage.scheduler, stage.max_steps)
         ckpts = CheckpointManager(sdir / "checkpoints", stage.keep_last, stage.dev.best_n,
@@ -511,15 +532,21 @@ class Trainer:
         if latest is None:
             return
         state = run.ckpts.load(latest, verify=False)
-        missing = set(run.names) - set(state["model"])
-        if missing:
-            raise PartError(f"{latest}: checkpoint lacks trainable parameters {sorted(missing)[:5]}...")
         if bool(state.get("sharded", False)) != self.sharded:
             raise PartError(f"{latest}: written {'with' if state.get('sharded') else 'without'} FSDP "
                             f"sharding; resume with the same --strategy (fsdp needs WORLD_SIZE > 1)")
         if self.sharded:
-            fsdp.load_full_state(run.model, run.opt, state["model"], state["optimizer"])
+            if not state.get("shards"):
+                raise PartError(f"{latest}: an FSDP checkpoint of full tensors (an earlier version); remove "
+                                f"{latest.parent} to start the stage afresh")
+            if state["world_size"] != self.ctx.world_size:
+                raise PartError(f"{latest}: its shards are of {state['world_size']} FSDP ranks; resume with "
+                                f"WORLD_SIZE={state['world_size']} (now {self.ctx.world_size})")
+            fsdp.load_sharded(run.model, run.opt, self._kept(run), run.ckpts.dir / state["shards"])
         else:
+            missing = set(run.names) - set(state["model"])
+            if missing:
+                raise PartError(f"{latest}: checkpoint lacks trainable parameters {sorted(missing)[:5]}...")
             run.model.load_state_dict(state["model"], strict=False)
             run.opt.load_state_dict(state["optimizer"])
         run.sched.load_state_dict(state["scheduler"])
@@ -643,9 +670,14 @@ class Trainer:
             return
         run.saved_step = run.step
         model = run.model
-        keep = set(run.names) | {n for n, _ in model.named_buffers()}
-        if self.sharded:  # gathering full tensors is a collective: every rank takes part
-            model_state, opt_state = fsdp.full_model_state(model, keep), fsdp.full_optimizer_state(model, run.opt)
+        keep = self._kept(run)
+        shards = None
+        if self.sharded:  # every rank writes its own shards (a collective)
+            shards = run.ckpts.shards_tmp(run.step)
+            if self.ctx.is_main:  # the shards of a save cut short
+                shutil.rmtree(shards, ignore_errors=True)
+            dist_utils.barrier()
+            fsdp.save_sharded(model, run.opt, keep, shards)
         loader = None
         if run.data.plan is not None:  # every rank's reader positions (a collective too)
             streams: Dict[int, Dict[int, Tuple[int, int, int]]] = {}
@@ -654,21 +686,25 @@ class Trainer:
             loader = {"layout": self._stream_layout(), "fingerprint": run.data.plan.fingerprint(), "streams": streams}
         if not self.ctx.is_main:
             return
-        if not self.sharded:
-            model_state = {k: v.detach().cpu() for k, v in model.state_dict().items() if k in keep}
-            opt_state = run.opt.state_dict()
-        state = {
-            "model": model_state,
-            "optimizer": opt_state,
-            "sharded": self.sharded,
+        state = {"sharded": True, "world_size": self.ctx.world_size} if self.sharded else {
+            "model": {k: v.detach().cpu() for k, v in model.state_dict().items() if k in keep},
+            "optimizer": run.opt.state_dict(),
+            "sharded": False,
+        }
+        state.update({
             "scheduler": run.sched.state_dict(),
             "step": run.step,
             "stats": run.stats,
             "rng": rng_state(),
             "lora_active_layers": list(model.lora_active_layers),
             "loader": loader,
-        }
-        run.ckpts.save(run.step, state)
+        })
+        run.ckpts.save(run.step, state, shards)
+
+    @staticmethod
+    def _kept(run: _StageRun) -> List[str]:
+        """The model entries a checkpoint holds: trainable parameters and the buffers."""
+        return sorted(set(run.names) | {n for n, _ in run.model.named_buffers()})
 
     def _stream_layout(self) -> List[int]:
         """What the streaming data order depends on besides the seed: [world size, workers]."""
@@ -770,8 +806,7 @@ class Trainer:
 
         def write(tmp: Path) -> None:
             if len(chosen) == 1:
-                state = ckpts.load(ckpts.dir / ckpt_name(chosen[0]))
-                model.load_state_dict(state["model"], strict=False)
+                model.load_state_dict(ckpts.model_state(ckpts.dir / ckpt_name(chosen[0])), strict=False)
                 model.save_pretrained(tmp, merge_lora=True, self_contained=True)
             else:
                 from partlib.train.average import average_merged
@@ -779,7 +814,7 @@ class Trainer:
                 paths = [ckpts.dir / ckpt_name(s) for s in chosen]
                 for path in paths:
                     ckpts.verify(path)
-                average_merged(model, paths, tmp)
+                average_merged(model, paths, tmp, ckpts.model_state)
             card.write(tmp, self._provenance(stage, chosen, data, model.tokenizer), model.config)
 
         layout.write_exported(out, write)
