@@ -205,3 +205,15 @@ def test_shards_of_a_save_cut_short_are_removed_and_pruning_removes_shards(tmp_p
                                                           "ckpt-000002.pt.sha256", "latest"]
     ckpts.save(8, {"step": 8}, shards=_shards(tmp_path, 8, b"w" * 100))
     assert not (tmp_path / "ckpt-000002.dcp").exists() and (tmp_path / "ckpt-000008.dcp").is_dir()
+
+
+def test_shard_hashes_of_the_writing_ranks_are_recorded(tmp_path):
+    """The ranks hash their own shard files; the manager records those and hashes only the rest."""
+    ckpts = CheckpointManager(tmp_path)
+    given = {"__0_0.distcp": hashlib.sha256(b"a" * 10).hexdigest(), "__1_0.distcp": "f" * 64}  # the 2nd: wrong
+    ckpts.save(2, {"step": 2}, shards=_shards(tmp_path, 2, b"a" * 10), shard_sums=given)
+    listed = dict(reversed(line.split()) for line in (tmp_path / "ckpt-000002.pt.sha256").read_text().splitlines())
+    assert listed["ckpt-000002.dcp/__1_0.distcp"] == "f" * 64
+    assert listed["ckpt-000002.dcp/.metadata"] == hashlib.sha256(b"meta").hexdigest()
+    with pytest.raises(CheckpointError, match="__1_0.distcp: corrupt"):
+        ckpts.verify(tmp_path / "ckpt-000002.pt")

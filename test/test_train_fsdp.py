@@ -133,7 +133,8 @@ def test_fsdp_resume_after_kill(runs):
     proc = subprocess.Popen(_cmd(root, exp, 2, port=29542), env=ENV, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     latest = exp / "lora" / "checkpoints" / "latest"
-    wait_for_checkpoint(proc, latest, "ckpt-000002.pt")
+    # after step 3, where LoRA switches on in layer 0: its optimizer state must come back too
+    wait_for_checkpoint(proc, latest, "ckpt-000004.pt")
     for pid in [*_children(proc.pid), proc.pid]:  # the workers mid-step, then torchrun
         os.kill(pid, signal.SIGKILL)
     proc.wait()

@@ -131,21 +131,28 @@ class CheckpointManager:
         """Where the ranks write the shards of ``step`` before :meth:`save` renames them in."""
         return self.dir / f".{shards_name(step)}.tmp"
 
-    def save(self, step: int, state: Dict[str, Any], shards: Optional[Path] = None) -> Path:
+    def save(self, step: int, state: Dict[str, Any], shards: Optional[Path] = None,
+             shard_sums: Optional[Dict[str, str]] = None) -> Path:
         """Write the checkpoint of ``step`` (renaming the complete ``shards`` directory in, if
-        given, and naming it in the state), then the checksums, then the ``latest`` pointer."""
+        given, and naming it in the state), then the checksums, then the ``latest`` pointer.
+        ``shard_sums``: SHA-256 of shard files by name, as the ranks that wrote them computed
+        them; the others are hashed here."""
         path = self.dir / ckpt_name(step)
         # a checkpoint of this step written before (a resumed run saves its last step again) must not
-        # keep the old checksum while the new file is renamed in
+        # keep the old checksum, or stay named by ``latest``, while the new one is written
         path.with_name(path.name + SUFFIX).unlink(missing_ok=True)
+        if self._pointed() == step:
+            (self.dir / "latest").unlink()
         sums = []
         if shards is not None:
             final = self.dir / shards_name(step)
             shutil.rmtree(final, ignore_errors=True)
             os.replace(shards, final)
             state = {**state, "shards": final.name}
+            known = shard_sums or {}
             for f in sorted(f for f in final.rglob("*") if f.is_file()):
-                sums.append(f"{file_sha256(f)}  {f.relative_to(self.dir).as_posix()}")
+                sha = known.get(f.name) if f.parent == final else None
+                sums.append(f"{sha or file_sha256(f)}  {f.relative_to(self.dir).as_posix()}")
         with atomic_open(path, "wb") as f:
             writer = _HashingWriter(f)
             torch.save(state, writer)

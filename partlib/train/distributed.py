@@ -169,14 +169,17 @@ class GradReducer:
         while self._next < len(self.buckets):
             self._launch(self._next)
         self._armed = False
-        for b, buf, work in self._work:
+        for _, _, work in self._work:
             work.wait()
-            bucket = self.buckets[b]
-            n = buf.numel() - len(bucket)
+        if self._work:  # every bucket's flags in one transfer to the host
+            flags = torch.cat([buf[buf.numel() - len(self.buckets[b]):] for b, buf, _ in self._work]).tolist()
+        at = 0
+        for b, buf, _ in self._work:
             offset = 0
-            for p, flag in zip(bucket, buf[n:].tolist()):
-                p.grad = buf[offset:offset + p.numel()].view_as(p) if flag > 0 else None
+            for p in self.buckets[b]:
+                p.grad = buf[offset:offset + p.numel()].view_as(p) if flags[at] > 0 else None
                 offset += p.numel()
+                at += 1
         self._work = []
 
     def remove(self) -> None:

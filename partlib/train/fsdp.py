@@ -7,7 +7,7 @@ embeddings, final norm, output head). Frozen base weights and LoRA factors may s
 Gradients are *summed* over ranks (not averaged) so that the trainer divides them by the global
 number of target tokens exactly as under ``ddp``. With ``mixed_precision`` (the trainer's bf16
 autocast on GPU, i.e. unless ``--no-amp``) each unit gathers its parameters in bf16 for forward and
-backward and reduce-scatters bf16 gradients, while the sharded parameters the optimizer updates
+backward and reduce-scatters bf16 gradients (float32 in stages with ``accum_grad`` > 1), while the sharded parameters the optimizer updates
 (the master weights) keep their own dtype (float32 for what trains).
 
 Checkpoints are sharded (``torch.distributed.checkpoint``: each rank writes its own shards of the
@@ -18,6 +18,7 @@ export reads the full trainable entries on one process and works on an unsharded
 from __future__ import annotations
 
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Dict, Iterator, Sequence
 
 import torch
@@ -34,15 +35,20 @@ from partlib.common import PathLike
 STRATEGIES = ("ddp", "fsdp")
 
 
-def shard(model, world_size: int, device: torch.device, mixed_precision: bool = False) -> None:
+def shard(model, world_size: int, device: torch.device, mixed_precision: bool = False,
+          accumulates: bool = False) -> None:
     """Shard ``model`` in place over all ranks, moving it to ``device`` unit by unit; with
-    ``mixed_precision``, bf16 compute and gradient reduction over float32 master weights.
+    ``mixed_precision``, bf16 compute and gradient reduction over float32 master weights, or
+    float32 reduction when the stage ``accumulates`` gradients over micro-batches (FSDP keeps the
+    unsharded gradients in the reduction dtype between them: bf16 sums of summed-token losses
+    would lose precision).
 
     Call after the set-up of trainable parameters (LoRA included); build the optimizer afterwards,
     from the new (sharded) parameters.
     """
     mesh = init_device_mesh(device.type, (world_size,))
-    policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.bfloat16) if mixed_precision \
+    reduce = torch.float32 if accumulates else torch.bfloat16
+    policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=reduce) if mixed_precision \
         else MixedPrecisionPolicy()
     units = model.shard_units()
     for unit in units:
@@ -92,9 +98,34 @@ def save_sharded(model: torch.nn.Module, opt: torch.optim.Optimizer, keep: Seque
     dcp.save(_sharded_state(model, opt, keep), checkpoint_id=str(path))
 
 
+def own_shard_sums(path: PathLike, rank: int) -> Dict[str, str]:
+    """SHA-256 of the files of a :func:`save_sharded` directory that this rank wrote (its
+    ``__<rank>_*.distcp``; rank 0 also ``.metadata``), by file name: the ranks hash in parallel."""
+    from partlib.common import file_sha256
+
+    path = Path(path)
+    mine = sorted(path.glob(f"__{rank}_*.distcp")) + ([path / ".metadata"] if rank == 0 else [])
+    return {f.name: file_sha256(f) for f in mine}
+
+
 def load_sharded(model: torch.nn.Module, opt: torch.optim.Optimizer, keep: Sequence[str], path: PathLike) -> None:
-    """Load a :func:`save_sharded` directory into the sharded model and optimizer (a collective)."""
-    state = _sharded_state(model, opt, keep)
+    """Load a :func:`save_sharded` directory into the sharded model and optimizer (a collective).
+
+    The optimizer state is asked for exactly where the checkpoint has one: its template is made by
+    a zero step over the parameters that require a gradient, so they are set to those for it (a
+    LoRA layer switched on during the stage has a state; one not yet, none, as in a run that did
+    not stop), then put back."""
+    saved = {k[len("optimizer.state."):].rsplit(".", 1)[0]
+             for k in dcp.FileSystemReader(str(path)).read_metadata().state_dict_metadata
+             if k.startswith("optimizer.state.")}
+    trains = {n: p.requires_grad for n, p in model.named_parameters()}
+    try:
+        for n, p in model.named_parameters():
+            p.requires_grad_(n in saved)
+        state = _sharded_state(model, opt, keep)
+    finally:
+        for n, p in model.named_parameters():
+            p.requires_grad_(trains[n])
     dcp.load(state, checkpoint_id=str(path))
     set_model_state_dict(model, state["model"], options=StateDictOptions(strict=False))
     set_optimizer_state_dict(model, opt, state["optimizer"])

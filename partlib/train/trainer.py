@@ -108,7 +108,11 @@ def _close_loader(batches: Iterator[Dict[str, Any]]) -> None:
     exit, which terminates them with a signal and would then wait for them forever."""
     shutdown = getattr(batches, "_shutdown_workers", None)  # multi-process iterators only
     if shutdown is not None:
-        shutdown()
+        shutdown()  # asks them to stop, then gives up on one busy past its timeout: kill that one
+        for worker in getattr(batches, "_workers", []):
+            if worker.is_alive():
+                worker.kill()
+                worker.join()
 
 
 def _add_file_log(path: Path) -> logging.Handler:
@@ -484,7 +488,8 @@ class Trainer:
         if self.sharded:
             # fully_shard moves each unit to the device as it shards it (no full copy on one device)
             # and replaces the parameters: collect them again, in the same order.
-            fsdp.shard(model, self.ctx.world_size, self.device, mixed_precision=self.amp)
+            fsdp.shard(model, self.ctx.world_size, self.device, mixed_precision=self.amp,
+                       accumulates=stage.accum_grad > 1)
             wanted = set(names)
             params = [p for n, p in model.named_parameters() if n in wanted]
             logger.info("stage %s: FSDP, parameters sharded over %d ranks%s", stage.name, self.ctx.world_size,
@@ -678,6 +683,9 @@ class Trainer:
                 shutil.rmtree(shards, ignore_errors=True)
             dist_utils.barrier()
             fsdp.save_sharded(model, run.opt, keep, shards)
+            shard_sums: Dict[str, str] = {}
+            for part in dist_utils.all_gather_object(fsdp.own_shard_sums(shards, self.ctx.rank)):
+                shard_sums.update(part)
         loader = None
         if run.data.plan is not None:  # every rank's reader positions (a collective too)
             streams: Dict[int, Dict[int, Tuple[int, int, int]]] = {}
@@ -699,7 +707,7 @@ class Trainer:
             "lora_active_layers": list(model.lora_active_layers),
             "loader": loader,
         })
-        run.ckpts.save(run.step, state, shards)
+        run.ckpts.save(run.step, state, shards, shard_sums if self.sharded else None)
 
     @staticmethod
     def _kept(run: _StageRun) -> List[str]:
