@@ -3,17 +3,15 @@ over all ranks, in memory and streamed from shards (two gloo processes); the in-
 batches do not depend on the number of ranks; the memory planner's per-GPU batch is the largest a
 rank gets."""
 import os
-import socket
 from itertools import zip_longest
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import yaml
 
-from train_fixtures import audio_data, audio_dir
+from train_fixtures import audio_data, audio_dir, spawn_ranks
 
 BUDGET = {"max_frames": 300, "max_tokens": 500, "max_utts": 4}
 MICRO_BATCHES = 12  # 4 optimizer steps of accum_grad 3
@@ -60,7 +58,7 @@ def _micro_batches(root: Path, features: str, rank: int, world_size: int, sched:
     return [_measure(model, b) for b in batches]
 
 
-def _rank(port: int, rank: int, root: Path, out) -> None:
+def _rank(rank: int, port: int, out, root: Path) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
                       LOCAL_RANK=str(rank), PART_DEVICE="cpu")
     torch.set_num_threads(1)
@@ -77,11 +75,6 @@ def _rank(port: int, rank: int, root: Path, out) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
@@ -97,16 +90,7 @@ def root(tmp_path_factory):
 
 
 def test_two_ranks_stay_within_the_global_budget_and_memory_batches_match_one_rank(root):
-    ctx = mp.get_context("spawn")
-    out = ctx.Queue()
-    port = _free_port()
-    procs = [ctx.Process(target=_rank, args=(port, r, root, out)) for r in range(2)]
-    for p in procs:
-        p.start()
-    ranks = out.get(timeout=300)
-    for p in procs:
-        p.join(60)
-        assert p.exitcode == 0
+    (ranks,) = spawn_ranks(_rank, root, results=1, timeout=300)
     for features in PATHS:
         bound = {"utts": 0, "frames": 0, "tokens": 0}
         for m in range(MICRO_BATCHES):
@@ -117,8 +101,7 @@ def test_two_ranks_stay_within_the_global_budget_and_memory_batches_match_one_ra
                 total = sum(p[k] for p in parts)
                 assert total <= BUDGET[f"max_{k}"], f"{features} micro-batch {m}: {total} {k} over 2 ranks"
                 bound[k] = max(bound[k], total / BUDGET[f"max_{k}"])
-        # the budget is used, not only respected: each bound is approached somewhere (tokens less closely:
-        # the estimate's prompt length is an upper bound)
+        # the budget is used, not only respected: each bound is approached somewhere
         assert min(bound.values()) > 0.4, (features, bound)
     # in memory, the two ranks' slices interleave into the global batches a single process draws
     one = _micro_batches(root, "on_the_fly", 0, 1, _schedule(BUDGET))

@@ -2,11 +2,11 @@
 bf16 while the sharded parameters and their gradients, which the optimizer sees, stay float32;
 the gradients differ from the float32 run's by bf16 rounding only."""
 import os
-import socket
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+
+from train_fixtures import spawn_ranks
 
 
 class _Model(torch.nn.Module):
@@ -53,18 +53,7 @@ def _worker(rank: int, port: int, out) -> None:
 
 
 def test_bf16_compute_and_reduction_over_float32_master_weights():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    ctx = mp.get_context("spawn")
-    out = ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(r, port, out)) for r in range(2)]
-    for p in procs:
-        p.start()
-    results = [out.get(timeout=120) for _ in procs]
-    for p in procs:
-        p.join(60)
-        assert p.exitcode == 0
+    results = spawn_ranks(_worker)
     for _, result, close, differ in results:
         (y32, params32, grads32), (ymp, params_mp, grads_mp) = result[False], result[True]
         assert y32 == "torch.float32" and ymp == "torch.bfloat16"  # computed in bf16

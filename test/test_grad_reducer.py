@@ -3,15 +3,14 @@ per-parameter sums of each rank's own gradients, whatever the buckets, dtypes an
 parameter no rank touched keeps ``grad=None``; one only some ranks touched gets the others' zeros;
 buckets are sent while backward runs."""
 import os
-import socket
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from partlib.common import ConfigError
 from partlib.train.distributed import GradReducer
+from train_fixtures import spawn_ranks
 
 
 def _params():
@@ -37,7 +36,8 @@ def _backward(params, rank: int, micro: int) -> None:
     loss.backward()
 
 
-def _worker(rank: int, world: int, port: int, bucket_mb: float, out) -> None:
+def _worker(rank: int, port: int, out, bucket_mb: float) -> None:
+    world = 2
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
@@ -69,24 +69,10 @@ def _worker(rank: int, world: int, port: int, bucket_mb: float, out) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.mark.parametrize("bucket_mb", [1e-6, 25.0])  # a bucket per parameter; one per dtype
 def test_bucketed_sums_equal_per_parameter_sums(bucket_mb):
-    ctx = mp.get_context("spawn")
-    port = _free_port()
-    out = ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(r, 2, port, bucket_mb, out)) for r in range(2)]
-    for p in procs:
-        p.start()
-    results = sorted(out.get(timeout=60) for _ in procs)
-    for p in procs:
-        p.join(60)
-        assert p.exitcode == 0
+    results = sorted(spawn_ranks(_worker, bucket_mb, timeout=60))
     for rank, ok, none, n_buckets, sent in results:
         assert ok, f"rank {rank}: bucketed sums differ from per-parameter sums"
         # params[5] frozen and params[6] unused everywhere: no gradient; params[3] (rank 0 only) has one

@@ -6,7 +6,6 @@ import hashlib
 import os
 import re
 import signal
-import socket
 import subprocess
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from train_fixtures import speech_data, train_cmd, wait_for_checkpoint, weights
+from train_fixtures import free_port, speech_data, train_cmd, wait_for_checkpoint, weights
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -107,11 +106,6 @@ def test_sigusr1_checkpoints_and_the_requeued_job_resumes_exactly(prepared, tmp_
         assert torch.equal(a[k], b[k]), f"{k} differs after the requeued resume"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def test_two_ranks_stop_after_the_same_step_when_one_gets_sigterm(prepared):
     root, sched, env = prepared
@@ -119,7 +113,7 @@ def test_two_ranks_stop_after_the_same_step_when_one_gets_sigterm(prepared):
     base = dict(env, MASTER_ADDR="127.0.0.1", SLURM_STEP_NUM_TASKS="2")
 
     def launch():  # what srun --ntasks=2 does: two processes with their Slurm ranks
-        port = str(_free_port())
+        port = str(free_port())
         return [subprocess.Popen(train_cmd(root, exp, sched), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                  text=True, env=dict(base, MASTER_PORT=port, SLURM_PROCID=str(r), SLURM_LOCALID=str(r)))
                 for r in range(2)]

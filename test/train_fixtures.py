@@ -1,10 +1,11 @@
 """Tiny training corpora shared by the trainer and decoding tests: Kaldi data dirs with dumped
 features (or audio) that carry the sentence identity, so that a tiny model learns them in a few steps."""
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterable, List
+from typing import Any, Callable, Iterable, List
 
 import kaldiio
 import numpy as np
@@ -97,3 +98,29 @@ def wait_for_checkpoint(proc: subprocess.Popen, latest: Path, name: str, timeout
             break
         time.sleep(0.05)
     assert proc.poll() is None, "training finished before it could be killed; lengthen the run"
+
+
+def free_port() -> int:
+    """A TCP port free on this machine now (for a process group's MASTER_PORT)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def spawn_ranks(target: Callable, *args: Any, results: int = 2, world: int = 2, timeout: float = 120.0) -> List[Any]:
+    """Run ``target(rank, port, out, *args)`` in ``world`` spawned processes that share a free port;
+    return the ``results`` items they put on the queue ``out`` (plain Python values: tensors would
+    travel as shared memory of a process that has exited), after every process exited cleanly."""
+    import torch.multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    port = free_port()
+    procs = [ctx.Process(target=target, args=(rank, port, out, *args)) for rank in range(world)]
+    for proc in procs:
+        proc.start()
+    got = [out.get(timeout=timeout) for _ in range(results)]
+    for proc in procs:
+        proc.join(60)
+        assert proc.exitcode == 0, f"rank {procs.index(proc)} exited with {proc.exitcode}"
+    return got

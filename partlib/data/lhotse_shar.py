@@ -204,22 +204,16 @@ def adopt(lhotse_dir: PathLike, data_dir: PathLike, language: Optional[str] = No
         for stale in (out / "shards").glob("cuts.*.jsonl.gz"):  # of an earlier, larger adoption
             if stale.name not in written:
                 stale.unlink()
-        hours: Dict[str, float] = {}
-        utterances: Dict[str, int] = {}
-        for r in records:
-            for lang, n in r["languages"].items():
-                utterances[lang] = utterances.get(lang, 0) + n
-                hours[lang] = hours.get(lang, 0.0) + r["seconds"][lang] / 3600
+        totals = shards.language_totals(records)
         # what the mapped cuts depend on: lhotse's cuts and the options
         src_hash = hashlib.sha256(json.dumps([[r["lhotse_cuts"]["sha256"] for r in records], language])
                                   .encode("utf-8")).hexdigest()
         body = {"format": shards.FORMAT, "source": dest.name, "source_hash": src_hash,
                 "options": {"language": language}, "adopted_from": str(src), "audio": True,
                 "translations": sorted(union), "utterances": sum(r["utterances"] for r in records),
-                "languages": {k: {"utterances": utterances[k], "hours": round(hours[k], 4)}
-                              for k in sorted(utterances)},
+                "languages": totals,
                 "bytes": sum(f["bytes"] for r in records for f in r["files"].values()), "shards": records}
         atomic_write(out / shards.MANIFEST, json.dumps(body, indent=1, ensure_ascii=False) + "\n")
     logger.info("%s: adopted %d cuts in %d shards of %s (%.2f h; languages %s)", out, body["utterances"],
-                len(records), src, sum(hours.values()), ", ".join(sorted(utterances)))
+                len(records), src, sum(t["hours"] for t in totals.values()), ", ".join(totals))
     return out / shards.MANIFEST

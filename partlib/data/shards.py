@@ -340,16 +340,9 @@ def export(data_dir: PathLike, out_dir: Optional[PathLike] = None, opts: ExportO
         number = stale.name.split(".")[1] if stale.parent.name == "shards" else stale.stem
         if not number.isdigit() or int(number) >= len(shards):  # of a larger earlier plan, or a temp file
             stale.unlink()
-    hours: Dict[str, float] = {}
-    utterances: Dict[str, int] = {}
-    for r in records:
-        for lang, n in r["languages"].items():
-            utterances[lang] = utterances.get(lang, 0) + n
-            hours[lang] = hours.get(lang, 0.0) + r["seconds"].get(lang, 0.0) / 3600
     body = {"format": FORMAT, "source": d.path.name, "source_hash": src_hash, "options": asdict(opts),
             "audio": d.has_audio(), "translations": sorted(d.translations),
-            "utterances": sum(r["utterances"] for r in records),
-            "languages": {k: {"utterances": utterances[k], "hours": round(hours[k], 4)} for k in sorted(utterances)},
+            "utterances": sum(r["utterances"] for r in records), "languages": language_totals(records),
             "bytes": sum(f["bytes"] for r in records for f in r["files"].values()),
             "shards": records}
     atomic_write(manifest, json.dumps(body, indent=1, ensure_ascii=False) + "\n")
@@ -361,6 +354,17 @@ def export(data_dir: PathLike, out_dir: Optional[PathLike] = None, opts: ExportO
 # ---------------------------------------------------------------------------------------------
 # reading
 # ---------------------------------------------------------------------------------------------
+def language_totals(records: Sequence[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
+    """A manifest's ``languages``: utterances and hours per language over its shard records."""
+    hours: Dict[str, float] = {}
+    utterances: Dict[str, int] = {}
+    for r in records:
+        for lang, n in r["languages"].items():
+            utterances[lang] = utterances.get(lang, 0) + n
+            hours[lang] = hours.get(lang, 0.0) + r["seconds"].get(lang, 0.0) / 3600
+    return {k: {"utterances": utterances[k], "hours": round(hours[k], 4)} for k in sorted(utterances)}
+
+
 def load_manifest(export_dir: PathLike) -> Dict[str, Any]:
     """The manifest of a complete export; a named error when there is none or it is not ours."""
     path = Path(export_dir) / MANIFEST
