@@ -203,10 +203,11 @@ class CheckpointManager:
         except Exception as e:  # a checksum that matches a file torch cannot read: written damaged
             raise CheckpointError(f"{path}: unreadable checkpoint ({type(e).__name__}: {e})") from None
 
-    def model_state(self, path: PathLike) -> Dict[str, Any]:
+    def model_state(self, path: PathLike, verify: bool = True) -> Dict[str, Any]:
         """The model entries (trainable parameters and buffers) of a checkpoint, whole, on CPU:
-        read from its shards for an FSDP checkpoint (by this process alone)."""
-        state = self.load(path)
+        read from its shards for an FSDP checkpoint (by this process alone); ``verify`` as in
+        :meth:`load`."""
+        state = self.load(path, verify)
         if state.get("shards"):
             from partlib.train.fsdp import load_model_entries
 

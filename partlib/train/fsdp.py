@@ -30,7 +30,7 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor
 
-from partlib.common import PathLike
+from partlib.common import PathLike, file_sha256
 
 STRATEGIES = ("ddp", "fsdp")
 
@@ -101,8 +101,6 @@ def save_sharded(model: torch.nn.Module, opt: torch.optim.Optimizer, keep: Seque
 def own_shard_sums(path: PathLike, rank: int) -> Dict[str, str]:
     """SHA-256 of the files of a :func:`save_sharded` directory that this rank wrote (its
     ``__<rank>_*.distcp``; rank 0 also ``.metadata``), by file name: the ranks hash in parallel."""
-    from partlib.common import file_sha256
-
     path = Path(path)
     mine = sorted(path.glob(f"__{rank}_*.distcp")) + ([path / ".metadata"] if rank == 0 else [])
     return {f.name: file_sha256(f) for f in mine}

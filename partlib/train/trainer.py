@@ -820,9 +820,9 @@ class Trainer:
                 from partlib.train.average import average_merged
 
                 paths = [ckpts.dir / ckpt_name(s) for s in chosen]
-                for path in paths:
+                for path in paths:  # all of them before the averaging starts
                     ckpts.verify(path)
-                average_merged(model, paths, tmp, ckpts.model_state)
+                average_merged(model, paths, tmp, lambda path: ckpts.model_state(path, verify=False))
             card.write(tmp, self._provenance(stage, chosen, data, model.tokenizer), model.config)
 
         layout.write_exported(out, write)
