@@ -227,7 +227,8 @@ def long_recordings(work: Path, clips: List[np.ndarray], texts: List[str], minut
     from partlib.data import shards
     from partlib.data.audio import AudioReader, concatenate
     from partlib.data.datadir import DataDir
-    from partlib.data.streaming import SpeechLengths, StreamPlan, TokenCounter, sources_of
+    from partlib.data.streaming import SpeechLengths, StreamPlan, sources_of
+    from partlib.models.prompt import PromptLengths
     from partlib.data.examples import TaskSpec
 
     root = work / "wenet"
@@ -271,7 +272,7 @@ def long_recordings(work: Path, clips: List[np.ndarray], texts: List[str], minut
     base_rate = len(sample) / (time.perf_counter() - t0)
     spec = TaskSpec("asr", data=["train"])
     plan = StreamPlan([spec], sources_of([spec], [[d]]), {"asr": 1.0}, 1.0, 1, 2000, (100000, 10**7, 64),
-                      TokenCounter(_tokenizer(work)), SpeechLengths(np.arange(100001) // 8))
+                      PromptLengths(_model(work).prompt), SpeechLengths(np.arange(100001) // 8))
     stream = plan.streams(0, 1)[0]
     tars: Dict[int, shards.ShardAudio] = {}
     t0, n = time.perf_counter(), 0
@@ -291,10 +292,10 @@ def long_recordings(work: Path, clips: List[np.ndarray], texts: List[str], minut
     return out
 
 
-def _tokenizer(work: Path):
+def _model(work: Path):
     from partlib.models.speech_llm import SpeechLLM
 
-    return SpeechLLM.from_config(tiny_model(work)).tokenizer
+    return SpeechLLM.from_config(tiny_model(work))
 
 
 # -- 5: bytes per audio hour -----------------------------------------------------------------------

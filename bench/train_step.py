@@ -35,6 +35,7 @@ from partlib.data.datadir import DataDir
 from partlib.data.batching import collate, make_batches, padding_fraction
 from partlib.data.examples import Example, TaskSpec, build_examples
 from partlib.features.source import FeatureSource
+from partlib.models.prompt import PromptLengths
 
 WORDS = ("the cat dog bird fish runs sleeps sings swims a big small red green blue house tree river "
          "stone light night day water fire").split()
@@ -84,13 +85,10 @@ def tiny_config(work_dir: Path, llm_hidden: int) -> dict:
 
 
 def asr_examples(model, data_dir: Path) -> List[Example]:
-    """One ASR example per utterance, with the model's token and speech-length estimates."""
+    """One ASR example per utterance, with the model's prompt and speech lengths."""
     d = DataDir.load(data_dir)
-
-    def count_tokens(texts: List[str]) -> List[int]:
-        return [len(ids) for ids in model.tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
-
-    return build_examples(TaskSpec("asr", 1.0, [str(data_dir)]), [d], count_tokens, model.speech_embed_length)
+    return build_examples(TaskSpec("asr", 1.0, [str(data_dir)]), [d], PromptLengths(model.prompt),
+                          model.speech_embed_length)
 
 
 def fixed_count_batches(examples: Sequence[Example], size: int, seed: int) -> List[List[Example]]:

@@ -42,7 +42,7 @@ def _measure(model, batch: dict) -> dict:
 
     shape = batch_shape(model, batch)
     return {"keys": batch["keys"], "weight": batch["loss_weight"], "utts": shape.rows,
-            "frames": shape.rows * shape.frames, "tokens": shape.rows * shape.tokens}
+            "frames": shape.rows * shape.frames, "tokens": shape.rows * shape.tokens, "targets": shape.targets}
 
 
 def _micro_batches(root: Path, features: str, rank: int, world_size: int, sched: dict) -> list:
@@ -116,9 +116,9 @@ def test_two_ranks_stay_within_the_global_budget_and_memory_batches_match_one_ra
 
 def test_the_planners_per_gpu_batch_is_the_largest_rank_batch(root, tmp_path):
     """Equal utterances (0.4 s, one sentence): the planner's per-GPU batch at utt_seconds=0.4 has the
-    rows and padded frames of the largest in-memory slice; streamed batches are no larger. (Padded
-    tokens are not compared: the planner's prompt length is a fixed estimate for Qwen2.5's ChatML,
-    not the toy tokenizer's.)"""
+    rows and padded frames of the largest in-memory slice, and its sequences the same prompt and
+    speech span (counted by the model's own prompt builder; the target's length is the planner's
+    rate, not the sentence's); streamed batches are no larger."""
     import numpy as np
 
     from partlib.data import shards
@@ -131,6 +131,7 @@ def test_the_planners_per_gpu_batch_is_the_largest_rank_batch(root, tmp_path):
     (tmp_path / "model.yaml").write_text((root / "model.yaml").read_text())
     budget = {"max_frames": 200, "max_tokens": 100000, "max_utts": 256}  # global batches of 5 x 40 frames
     sched = _schedule(budget, ("asr",))
+    sched["stages"][0]["tasks"][0]["langs"] = ["en"]  # the planner's longest prompt is then the data's
     data, model = _stage(tmp_path, "on_the_fly", 2, sched)
     real = [_measure(model, BatchDataset(data.sampler, data.features, rank, 2)[m]) for rank in (0, 1) for m in range(4)]
     assert sorted({r["utts"] for r in real}) == [2, 3]  # 5 per global micro-batch: 3 and 2
@@ -142,6 +143,9 @@ def test_the_planners_per_gpu_batch_is_the_largest_rank_batch(root, tmp_path):
     (shape,) = memory.budget_shapes(data.stage, meta, gpus=2, utt_seconds=0.4)
     largest = max(real, key=lambda r: r["utts"])
     assert (shape.rows, shape.rows * shape.frames) == (largest["utts"], largest["frames"]) == (3, 120)
+    # a real row's labels are its target's tokens and end of turn; the planner's are its text only
+    assert shape.tokens - shape.targets // shape.rows == (largest["tokens"] - largest["targets"]) // 3 + 1
     for r in stream:
         assert r["utts"] <= shape.rows and r["frames"] <= shape.rows * shape.frames
+        assert r["tokens"] <= shape.rows * shape.tokens
 

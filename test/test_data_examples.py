@@ -10,8 +10,9 @@ from partlib.data.examples import TaskSpec, build_examples, resolve_data_dirs
 from partlib.tasks import split_for_lm
 
 
-def count_tokens(texts):
-    return [len(t.split()) for t in texts]
+def count_tokens(task, rows):
+    """Words of each example's source text and target (the model counts its prompt's tokens)."""
+    return [len((src_text or "").split()) + len(target.split()) for _, _, src_text, target in rows]
 
 
 def speech_len(frames):
@@ -45,7 +46,7 @@ def test_examples_per_task(dirs):
     asr = build_examples(TaskSpec("asr", 1, ["x"]), [dirs["de"]], count_tokens, speech_len)
     assert len(asr) == 20 and all(e.src_lang == e.tgt_lang == "de" for e in asr)
     assert asr[0].target == "de sentence number 0" and asr[0].num_frames == 100
-    assert asr[0].n_tokens > 100 // 8 + 4  # prompt + speech + target
+    assert asr[0].n_tokens == 100 // 8 + 4  # speech embeddings + the text counter's 4 words
     s2tt = build_examples(TaskSpec("s2tt", 1, ["x"]), [dirs["en"]], count_tokens, speech_len)
     assert Counter(e.tgt_lang for e in s2tt) == {"de": 10, "fr": 10}
     only_de = build_examples(TaskSpec("s2tt", 1, ["x"], directions=["en-de"]), [dirs["en"], dirs["de"]],

@@ -22,8 +22,14 @@ from partlib.data import shards
 from partlib.data.audio import AudioReader, load_audio
 from partlib.data.datadir import DataDir
 from partlib.data.examples import TaskSpec
-from partlib.data.streaming import StreamPlan, TokenCounter, sources_of
+from partlib.data.streaming import StreamPlan, sources_of
 from train_fixtures import audio_data, train_cmd, wait_for_checkpoint, weights as _weights
+
+
+def _no_text(task, rows):
+    """Text lengths for plans whose batches these tests never build."""
+    return [0] * len(rows)
+
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -259,7 +265,7 @@ def test_stale_or_missing_exports_are_named(data, tmp_path):
     with pytest.raises(ConfigError, match="exported from an earlier state"):
         sources_of([spec], [[d]])
     with pytest.raises(ConfigError, match="window"):
-        StreamPlan([spec], [], {"asr": 1.0}, 1.0, 0, 0, (1, 1, 1), TokenCounter(None), len)
+        StreamPlan([spec], [], {"asr": 1.0}, 1.0, 0, 0, (1, 1, 1), _no_text, len)
 
 
 # -- streaming training ------------------------------------------------------------------------
@@ -369,41 +375,42 @@ def test_a_direction_without_translations_is_named_before_streaming(data):
     spec = TaskSpec("s2tt", data=["train_en"], directions=["en-fr"])
     with pytest.raises(ConfigError, match=r"en->fr: train_en has no text.fr \(translations present: \['de'\]\)"):
         StreamPlan([spec], sources_of([spec], [[data / "data" / "train_en"]]), {"s2tt": 1.0}, 1.0, 0, 10,
-                   (300, 2000, 10), TokenCounter(None), len)
+                   (300, 2000, 10), _no_text, len)
 
 
 def test_plan_time_errors_and_a_task_that_makes_nothing(data, tmp_path):
     en = data / "data" / "train_en"
     spec = TaskSpec("asr", data=["train_en"], langs=["fr"])
     with pytest.raises(ConfigError, match=r"task 'asr' has no examples .* for languages \['fr'\]"):
-        StreamPlan([spec], sources_of([spec], [[en]]), {"asr": 1.0}, 1.0, 0, 10, (300, 2000, 10), TokenCounter(None), len)
+        StreamPlan([spec], sources_of([spec], [[en]]), {"asr": 1.0}, 1.0, 0, 10, (300, 2000, 10), _no_text, len)
     spec = TaskSpec("asr", data=["train_en"])
     with pytest.raises(ConfigError, match=r"batch.max_frames=50 is smaller than the longest utterance .* \(90 frames\)"):
-        StreamPlan([spec], sources_of([spec], [[en]]), {"asr": 1.0}, 1.0, 0, 10, (50, 2000, 10), TokenCounter(None), len)
+        StreamPlan([spec], sources_of([spec], [[en]]), {"asr": 1.0}, 1.0, 0, 10, (50, 2000, 10), _no_text, len)
     a, b = (StreamPlan([spec], sources_of([spec], [[en]]), {"asr": 1.0}, 1.0, 0, w, (300, 2000, 10),
-                       TokenCounter(None), len).fingerprint() for w in (10, 11))
+                       _no_text, len).fingerprint() for w in (10, 11))
     assert a != b
     # the per-rank bounds are part of the data order: the same budget over 2 ranks is another one
     # (a checkpoint streamed with full-budget batches per rank does not resume into halved ones)
     halved = StreamPlan([spec], sources_of([spec], [[en]]), {"asr": 1.0}, 1.0, 0, 10, (300, 2000, 10),
-                        TokenCounter(None), len, world_size=2)
+                        _no_text, len, world_size=2)
     assert halved.limits == (150, 1000, 5) and halved.fingerprint() != a
     with pytest.raises(ConfigError, match=r"batch.max_frames=160 \(80 per rank of 2\) is smaller than the longest"):
-        StreamPlan([spec], sources_of([spec], [[en]]), {"asr": 1.0}, 1.0, 0, 10, (160, 2000, 10), TokenCounter(None),
+        StreamPlan([spec], sources_of([spec], [[en]]), {"asr": 1.0}, 1.0, 0, 10, (160, 2000, 10), _no_text,
                    len, world_size=2)
     with pytest.raises(ConfigError, match="batch.max_utts=3 bounds a micro-batch over all 4 ranks"):
-        StreamPlan([spec], sources_of([spec], [[en]]), {"asr": 1.0}, 1.0, 0, 10, (300, 2000, 3), TokenCounter(None),
+        StreamPlan([spec], sources_of([spec], [[en]]), {"asr": 1.0}, 1.0, 0, 10, (300, 2000, 3), _no_text,
                    len, world_size=4)
     # one-word texts: the lm task makes no example of any of them; streaming says so instead of spinning
     utts = [f"t-{i:02d}" for i in range(5)]
     DataDir({u: "t" for u in utts}, text={u: "word" for u in utts}, utt2lang={u: "en" for u in utts}).write(tmp_path / "words")
     _export(tmp_path / "words")
     from partlib.models.builders import tiny_model_config
+    from partlib.models.prompt import PromptLengths
     from partlib.models.speech_llm import SpeechLLM
 
-    tok = SpeechLLM.from_config(tiny_model_config(tmp_path / "m", lora=False)).tokenizer
+    model = SpeechLLM.from_config(tiny_model_config(tmp_path / "m", lora=False))
     spec = TaskSpec("lm", data=["words"])
     plan = StreamPlan([spec], sources_of([spec], [[tmp_path / "words"]]), {"lm": 1.0}, 1.0, 0, 2,
-                      (300, 2000, 10), TokenCounter(tok), len)
+                      (300, 2000, 10), PromptLengths(model.prompt), len)
     with pytest.raises(ConfigError, match="task 'lm' makes no examples of the en utterances of reader 0 of 1"):
         plan.streams(0, 1)[0].next_batch()

@@ -76,11 +76,11 @@ def test_lid_examples_need_no_transcript(tmp_path):
     DataDir({u: u[0] for u in utts}, feats_scp={u: f"x.ark:{i}" for i, u in enumerate(utts)},
             utt2lang={"a1": "de", "a2": "de", "b1": "zh"}, utt2num_frames={u: 100 for u in utts}).write(tmp_path / "d")
     d = DataDir.load(tmp_path / "d")
-    exs = build_examples(TaskSpec("lid", 1.0, ["d"]), [d], lambda t: [len(x) for x in t], lambda f: f // 8)
+    exs = build_examples(TaskSpec("lid", 1.0, ["d"]), [d], lambda task, rows: [len(r[3]) for r in rows], lambda f: f // 8)
     assert [(e.utt, e.target, e.src_lang, e.tgt_lang, e.num_frames) for e in exs] == [
         ("a1", "German", "de", "de", 100), ("a2", "German", "de", "de", 100), ("b1", "Chinese", "zh", "zh", 100)]
     with pytest.raises(ConfigError, match="no 'text' file"):
-        build_examples(TaskSpec("asr", 1.0, ["d"]), [d], lambda t: [1] * len(t), lambda f: f)
+        build_examples(TaskSpec("asr", 1.0, ["d"]), [d], lambda task, rows: [1] * len(rows), lambda f: f)
 
 
 def _decode_dir(path: Path, refs, hyps, langs, task: str) -> Path:

@@ -34,9 +34,9 @@ from partlib.common import ConfigError, get_logger
 from partlib.data.batching import collate
 from partlib.data.datadir import DataDir
 from partlib.data.examples import Example, TaskSpec, build_examples
-from partlib.data.streaming import TokenCounter
 from partlib.features.source import FeatureSource
 from partlib.models.lora import lora_base_weights
+from partlib.models.prompt import PromptLengths
 from partlib.models.speech_llm import SpeechLLM
 
 log = get_logger(__name__)
@@ -145,7 +145,7 @@ def probe_set(model: SpeechLLM, specs: Sequence[TaskSpec], dirs: Sequence[DataDi
     the seed and their parallel-sentence id (``utt2sent``; the utterance id without it), so that
     the groups of different languages read the same sentences where the data is parallel.
     """
-    count = TokenCounter(model.tokenizer)
+    count = PromptLengths(model.prompt)
     pool: Dict[Group, Dict[str, Example]] = {}
     for spec in specs:
         for i, d in enumerate(dirs):

@@ -19,8 +19,9 @@ from partlib.config import Invalid
 from partlib.data import langs
 from partlib.data.datadir import DataDir
 
-# Tokens of chat template + instruction around the content; an estimate used only for batching.
-PROMPT_TOKENS = 24
+# The LLM tokens of examples outside their speech span (prompt, target, end of turn) from the task
+# and each example's ``(src_lang, tgt_lang, src_text, target)``: partlib.models.prompt.PromptLengths.
+TextLengths = Callable[[str, Sequence[Tuple[str, str, Optional[str], str]]], List[int]]
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ class Example:
     num_frames: int  # log-mel frames (0 for text tasks)
     src_text: Optional[str]
     target: str
-    n_tokens: int  # estimated LLM sequence length (prompt + speech embeddings + text)
+    n_tokens: int  # LLM sequence length (prompt + speech embeddings + target)
 
 
 class Patterns:
@@ -154,15 +155,14 @@ def utterance_targets(spec: TaskSpec, utt: str, src: str, text: Optional[str], a
 Row = Tuple[str, int, str, str, str, int, Optional[str], str]
 
 
-def finish_examples(task: str, rows: Sequence[Row], count_tokens: Callable[[List[str]], List[int]],
+def finish_examples(task: str, rows: Sequence[Row], text_lengths: TextLengths,
                     speech_len: Callable[[int], int]) -> List[Example]:
-    """Examples of one task from their rows, with the LLM sequence length estimated for batching."""
-    n_target = count_tokens([r[7] for r in rows])
-    n_src = count_tokens([r[6] or "" for r in rows])
+    """Examples of one task from their rows, with the LLM sequence length that batching uses."""
+    n_text = text_lengths(task, [(r[3], r[4], r[6], r[7]) for r in rows])
     out = []
-    for r, nt, ns in zip(rows, n_target, n_src):
+    for r, nt in zip(rows, n_text):
         name, di, utt, src, tgt, frames, src_text, target = r
-        n_tokens = PROMPT_TOKENS + nt + ns + (speech_len(frames) if frames else 0)
+        n_tokens = nt + (speech_len(frames) if frames else 0)
         out.append(Example(f"{name}/{utt}/{task}/{tgt}", utt, di, task, src, tgt, frames, src_text, target, n_tokens))
     return out
 
@@ -170,14 +170,15 @@ def finish_examples(task: str, rows: Sequence[Row], count_tokens: Callable[[List
 def build_examples(
     spec: TaskSpec,
     dirs: Sequence[DataDir],
-    count_tokens: Callable[[List[str]], List[int]],
+    text_lengths: TextLengths,
     speech_len: Callable[[int], int],
     dir_offset: int = 0,
 ) -> List[Example]:
     """Examples of one task over the given data dirs.
 
-    ``count_tokens`` maps texts to token counts (the LLM tokenizer); ``speech_len`` maps log-mel
-    frames to the number of speech embeddings the adapter produces.
+    ``text_lengths`` gives the LLM tokens of examples outside their speech span (the model's
+    :class:`partlib.models.prompt.PromptLengths`); ``speech_len`` maps log-mel frames to the number
+    of speech embeddings the adapter produces.
     """
     task = tasks.get(spec.task)
     rows: List[Row] = []
@@ -200,4 +201,4 @@ def build_examples(
     if not rows:
         raise ConfigError(f"task {task.name!r} has no examples in {[str(d.path) for d in dirs]}"
                           + (f" for languages {sorted(want)}" if want else ""))
-    return finish_examples(task.name, rows, count_tokens, speech_len)
+    return finish_examples(task.name, rows, text_lengths, speech_len)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from partlib.common import PartError
 
@@ -146,6 +146,11 @@ def from_name_or_code(value: str) -> str:
     if isinstance(value, str) and value.strip().lower() in _NAMES:
         return _NAMES[value.strip().lower()]
     return canonical(value)
+
+
+def codes() -> List[str]:
+    """Every canonical language code of the table."""
+    return [lang.code for lang in _TABLE]
 
 
 def get(code: str) -> Language:

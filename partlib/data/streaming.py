@@ -46,8 +46,8 @@ from partlib import tasks
 from partlib.common import ConfigError
 from partlib.data import langs, shards
 from partlib.data.batching import GroupMixture, make_batches
-from partlib.data.examples import (Example, Row, TaskSpec, directions, finish_examples, frames_of_seconds,
-                                   utterance_targets)
+from partlib.data.examples import (Example, Row, TaskSpec, TextLengths, directions, finish_examples,
+                                   frames_of_seconds, utterance_targets)
 
 Key = Tuple[str, str]  # (task, source language)
 
@@ -142,10 +142,10 @@ class GroupStream:
 
     def __init__(self, key: Key, gid: int, specs: Sequence[TaskSpec], sources: Sequence[Source], reader: int,
                  n_readers: int, seed: int, window: int, limits: Tuple[int, int, int],
-                 count_tokens: Callable[[List[str]], List[int]], speech_len: Callable[[int], int]) -> None:
+                 text_lengths: TextLengths, speech_len: Callable[[int], int]) -> None:
         self.key, self.gid, self.specs, self.sources = key, gid, specs, sources
         self.reader, self.n_readers, self.seed, self.window, self.limits = reader, n_readers, seed, window, limits
-        self.count_tokens, self.speech_len = count_tokens, speech_len
+        self.text_lengths, self.speech_len = text_lengths, speech_len
         task, lang = key
         self._shards = [(si, k, rec["languages"][lang]) for si, s in enumerate(sources)
                         if specs[s.spec_index].task == task and serves(specs[s.spec_index], lang)
@@ -224,7 +224,7 @@ class GroupStream:
                                                            Path(src.manifest["source"])):
                 rows.append((src.manifest["source"], si, utt, lang, tgt, frames, src_text, target))
                 where.append((si, shard))
-        exs = finish_examples(task.name, rows, self.count_tokens, self.speech_len) if rows else []
+        exs = finish_examples(task.name, rows, self.text_lengths, self.speech_len) if rows else []
         return [(e, si, shard) for e, (si, shard) in zip(exs, where)]
 
     def _build(self, epoch: int, w: int) -> Optional[List[List[Tuple[Example, int, int]]]]:
@@ -273,16 +273,6 @@ class GroupStream:
             self.pos.emitted = emitted
 
 
-class TokenCounter:
-    """LLM token counts of texts (a picklable callable for DataLoader workers)."""
-
-    def __init__(self, tokenizer: Any) -> None:
-        self.tokenizer = tokenizer
-
-    def __call__(self, texts: List[str]) -> List[int]:
-        return [len(ids) for ids in self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
-
-
 class SpeechLengths:
     """Speech embeddings per log-mel frame count, tabulated up to a bound (picklable)."""
 
@@ -318,7 +308,7 @@ class StreamPlan:
 
     def __init__(self, specs: Sequence[TaskSpec], sources: Sequence[Source], task_weights: Dict[str, float],
                  temperature: float, seed: int, window: int, budget: Tuple[int, int, int],
-                 count_tokens: Callable[[List[str]], List[int]], speech_len: Callable[[int], int],
+                 text_lengths: TextLengths, speech_len: Callable[[int], int],
                  world_size: int = 1) -> None:
         if window < 1:
             raise ConfigError(f"stream window must be >= 1 utterance, got {window}")
@@ -329,7 +319,7 @@ class StreamPlan:
         self.mixture = GroupMixture(self.sizes, task_weights, temperature, seed)
         self.seed, self.window, self.budget = seed, window, budget
         self.limits = rank_limits(budget, world_size)
-        self.count_tokens, self.speech_len = count_tokens, speech_len
+        self.text_lengths, self.speech_len = text_lengths, speech_len
         share = f" ({self.limits[0]} per rank of {world_size})" if world_size > 1 else ""
         for s in self.sources:  # the check make_batches does in memory, before any worker starts
             longest = max((r.get("longest_s", 0.0) for r in s.manifest["shards"]), default=0.0)
@@ -348,7 +338,7 @@ class StreamPlan:
     def streams(self, reader: int, n_readers: int) -> List[GroupStream]:
         """One stream per group (indexed like ``mixture.keys``) for one reader."""
         return [GroupStream(key, gid, self.specs, self.sources, reader, n_readers, self.seed, self.window,
-                            self.limits, self.count_tokens, self.speech_len)
+                            self.limits, self.text_lengths, self.speech_len)
                 for gid, key in enumerate(self.mixture.keys)]
 
     def hours(self) -> Dict[str, Dict[str, Dict[str, Any]]]:

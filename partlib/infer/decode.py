@@ -34,6 +34,7 @@ from partlib.data.examples import Example, TaskSpec, build_examples
 from partlib.features.source import FeatureSource
 from partlib.features.whisper_mel import FRAMES_PER_SECOND
 from partlib.infer import control
+from partlib.models.prompt import PromptLengths
 from partlib.models.speech_llm import Hypothesis
 
 logger = get_logger("partlib.infer")
@@ -62,11 +63,7 @@ def decode_examples(model, data_dir: PathLike, task: str, tgt_lang: Optional[str
     d = DataDir.load(data_dir)
     spec = TaskSpec(task=task, weight=1.0, data=[str(data_dir)],
                     tgt_langs=[tgt_lang] if tgt_lang else None)
-
-    def count_tokens(texts: List[str]) -> List[int]:
-        return [len(ids) for ids in model.tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
-
-    return build_examples(spec, [d], count_tokens, model.speech_embed_length)
+    return build_examples(spec, [d], PromptLengths(model.prompt), model.speech_embed_length)
 
 
 @dataclass

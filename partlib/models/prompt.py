@@ -91,6 +91,15 @@ class PromptBuilder:
 
         A speech task with ``n_speech=0`` gets the same prompt with an empty speech span.
         """
+        speech, head, tail = self._render(task, src_lang, tgt_lang, src_text, utt)
+        tgt_ids = [] if target is None else self._encode(target) + [self.end_id]
+        return PromptExample(self._encode(head), n_speech if speech else 0,
+                             self._encode(tail), tgt_ids)
+
+    def _render(self, task: str, src_lang: str, tgt_lang: Optional[str], src_text: Optional[str],
+                utt: Optional[str] = None) -> Tuple[bool, str, str]:
+        """Whether the task has speech, and the chat prompt's text before and after its speech span
+        (all of it before for a text task)."""
         try:
             speech = tasks.get(task).speech
         except ConfigError as e:
@@ -105,11 +114,15 @@ class PromptBuilder:
         rendered = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         if speech:
             head, tail = rendered.split(_MARKER)
-        else:
-            head, tail = rendered, ""
-        tgt_ids = [] if target is None else self._encode(target) + [self.end_id]
-        return PromptExample(self._encode(head), n_speech if speech else 0,
-                             self._encode(tail), tgt_ids)
+            return True, head, tail
+        return False, rendered, ""
+
+    def _encode_many(self, texts: Sequence[str]) -> List[List[int]]:
+        """:meth:`_encode` of many texts in one tokenizer call."""
+        if not texts:
+            return []
+        return [ids if text else [] for text, ids in
+                zip(texts, self.tokenizer(list(texts), add_special_tokens=False)["input_ids"])]
 
     def tokenise(self, batch: dict, n_speech: Sequence[int], train: bool, left_pad: bool
                  ) -> Tuple[Dict[str, Tensor], List[PromptExample]]:
@@ -156,3 +169,38 @@ class PromptBuilder:
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
         return {"input_ids": input_ids, "speech_mask": speech_mask, "attention_mask": attention_mask,
                 "position_ids": position_ids, "labels": labels}
+
+
+class PromptLengths:
+    """The exact LLM length of training examples outside their speech span: the chat prompt around
+    it, the target and its end-of-turn token, token for token as :meth:`PromptBuilder.build` makes
+    them. It is the ``text_lengths`` of :func:`partlib.data.examples.finish_examples`, so the dynamic
+    batcher, the memory planner and the model count the same tokens; picklable, for the DataLoader
+    workers that build streamed examples. A speech task's prompt depends only on its task,
+    languages and source text (none for the registry's speech tasks) and is tokenised once each."""
+
+    def __init__(self, builder: PromptBuilder) -> None:
+        self.builder = builder
+        self._prompts: Dict[Tuple[str, str, str, Optional[str]], int] = {}
+
+    def prompt(self, task: str, src_lang: str, tgt_lang: str, src_text: Optional[str] = None) -> int:
+        """Tokens of one example's prompt without its speech span and target."""
+        key = (task, src_lang, tgt_lang, src_text)
+        n = self._prompts.get(key)
+        if n is None:
+            _, head, tail = self.builder._render(task, src_lang, tgt_lang, src_text)
+            n = sum(len(ids) for ids in self.builder._encode_many([head, tail]))
+            if tasks.get(task).speech:  # a text task's prompt holds its text: not worth keeping
+                self._prompts[key] = n
+        return n
+
+    def __call__(self, task: str, rows: Sequence[Tuple[str, str, Optional[str], str]]) -> List[int]:
+        """Tokens outside the speech span of each ``(src_lang, tgt_lang, src_text, target)`` of ``task``."""
+        b = self.builder
+        targets = b._encode_many([r[3] for r in rows])
+        if tasks.get(task).speech:
+            prompts = [self.prompt(task, src, tgt, text) for src, tgt, text, _ in rows]
+        else:
+            rendered = [b._render(task, src, tgt, text)[1] for src, tgt, text, _ in rows]
+            prompts = [len(ids) for ids in b._encode_many(rendered)]
+        return [p + len(t) + 1 for p, t in zip(prompts, targets)]

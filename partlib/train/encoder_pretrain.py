@@ -91,7 +91,7 @@ def speech_examples(dirs: Sequence[DataDir], offset: int = 0) -> List[Example]:
     """One transcription example per utterance of every dir (``dir_index`` counts from ``offset``)."""
     spec = TaskSpec("asr", 1.0, ["-"])
     return [e for i, d in enumerate(dirs)
-            for e in build_examples(spec, [d], lambda t: [0] * len(t), lambda f: 0, dir_offset=offset + i)]
+            for e in build_examples(spec, [d], lambda task, rows: [0] * len(rows), lambda f: 0, dir_offset=offset + i)]
 
 
 @torch.no_grad()

@@ -48,15 +48,18 @@ from torch.overrides import TorchFunctionMode
 
 from partlib import tasks
 from partlib.common import ConfigError
+from partlib.data import langs
 from partlib.features.whisper_mel import FRAMES_PER_SECOND
 from partlib.models.builders import CONFIG_DIR
 from partlib.models.llm import backbone_and_head, decoder_layers
-from partlib.models.prompt import IGNORE_INDEX
 from partlib.models.lora import unwrap
+from partlib.models.prompt import IGNORE_INDEX, PromptLengths
 from partlib.train.schedule import StageConfig, apply_stage_trainable
 
 GIB = 2 ** 30
-PROMPT_TOKENS = 40  # chat template + instruction around the speech span (Qwen2.5 ChatML: 30-45)
+# The prompt around the speech span when the model's tokenizer is not at hand (a hub id; Qwen2.5
+# ChatML prompts have 30-45 tokens); with a local tokenizer the planner counts the prompt exactly.
+PROMPT_TOKENS = 40
 TARGET_TOKENS_PER_S = 5.0  # target tokens per second of speech (BPE transcripts/translations: 3-5)
 PARTS = ("encoder", "adapter", "llm", "loss")
 
@@ -82,10 +85,12 @@ def _arch_file(section: dict, kind: str) -> str:
 
 def meta_model(model_cfg: dict, base_dir: Optional[Path] = None):
     """The SpeechLLM of ``model_cfg`` on the meta device, from architecture configs alone (no
-    weights, no tokenizer, no download), without gradient checkpointing (see :class:`Activations`)."""
+    weights, no download), without gradient checkpointing (see :class:`Activations`); with the
+    tokenizer where it is a local directory (the planner then counts prompts exactly)."""
     from partlib.models.speech_llm import SpeechLLM, resolve_relative
 
     cfg = copy.deepcopy(model_cfg)
+    tokenizer = resolve_relative(cfg["llm"].get("tokenizer") or cfg["llm"].get("path"), base_dir)
     for kind in ("encoder", "llm"):
         sec = cfg[kind]
         for key in ("path", "arch"):
@@ -93,7 +98,7 @@ def meta_model(model_cfg: dict, base_dir: Optional[Path] = None):
                 sec[key] = resolve_relative(sec[key], base_dir)
         sec["arch"], sec["path"] = _arch_file(sec, kind), None
         sec["gradient_checkpointing"] = False  # the probe sees every layer; checkpointing is counted apart
-    cfg["llm"]["tokenizer"] = None
+    cfg["llm"]["tokenizer"] = tokenizer if tokenizer and Path(tokenizer).is_dir() else None
     cfg.pop("lora", None)
     return SpeechLLM.from_config(cfg, device="meta")
 
@@ -148,18 +153,41 @@ def budget_shapes(stage: StageConfig, model, gpus: int, utt_seconds: float = 10.
     shapes = []
     for name in dict.fromkeys(spec.task for spec in stage.tasks):
         task = tasks.get(name)
+        prompt = longest_prompt(stage, model, name) if model.prompt is not None else PROMPT_TOKENS
         if task.speech:
             frames = int(utt_seconds * FRAMES_PER_SECOND)
             targets = max(2, round(TARGET_TOKENS_PER_S * utt_seconds))  # a bound for short targets (lid)
-            tokens = PROMPT_TOKENS + model.speech_embed_length(frames) + targets
+            tokens = prompt + model.speech_embed_length(frames) + targets
             rows = _rank_rows(min(b.max_utts, b.max_frames // frames, b.max_tokens // tokens), gpus)
             shapes.append(BatchShape(name, rows, frames, tokens, rows * targets))
         else:
             tokens = text_tokens
             rows = _rank_rows(min(b.max_utts, b.max_tokens // tokens), gpus)
             # the text tasks' source (t2tt) or first half (lm) is in the prompt: half of the text is target
-            shapes.append(BatchShape(name, rows, 0, tokens, rows * max(1, (tokens - PROMPT_TOKENS) // 2)))
+            shapes.append(BatchShape(name, rows, 0, tokens, rows * max(1, (tokens - prompt) // 2)))
     return shapes
+
+
+def longest_prompt(stage: StageConfig, model, task: str) -> int:
+    """Tokens of the longest prompt of ``task`` (its target's end-of-turn token included, the speech
+    span and the target's text not; a text task's source text as one word) over the languages the
+    stage's specs of it name (every language of :mod:`partlib.data.langs` where they name none), as
+    the model's prompt builder counts them (:class:`partlib.models.prompt.PromptLengths`). A
+    cross-lingual task takes the longest source language, then the longest target for it: a
+    language name sits in its own place of the template."""
+    lengths = PromptLengths(model.prompt)
+    specs = [s for s in stage.tasks if s.task == task]
+    srcs = sorted({langs.canonical(x) for s in specs for x in (s.langs or langs.codes())})
+    text = None if tasks.get(task).speech else "text"
+
+    def length(src: str, tgt: str) -> int:
+        return lengths(task, [(src, tgt, text, "")])[0]
+
+    if not tasks.get(task).cross_lingual:
+        return max(length(src, src) for src in srcs)
+    tgts = sorted({langs.canonical(x) for s in specs for x in (s.tgt_langs or langs.codes())})
+    src = max(srcs, key=lambda x: length(x, tgts[0]))
+    return max(length(src, tgt) for tgt in tgts)
 
 
 # ---------------------------------------------------------------- activations, measured on meta

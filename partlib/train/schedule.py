@@ -51,8 +51,8 @@ from partlib.train.optim import LRSchedule, Optim
 class Batch:
     """Dynamic batches: limits on one *global* micro-batch, summed over all ranks.
 
-    The padded log-mel frames (utterances × longest), padded LLM tokens (sequences × longest
-    estimated length, :data:`partlib.data.examples.PROMPT_TOKENS` for the prompt) and utterances
+    The padded log-mel frames (utterances × longest), padded LLM tokens (sequences × longest,
+    counted by the prompt builder: :class:`partlib.models.prompt.PromptLengths`) and utterances
     of micro-batch ``m`` on all ranks together stay within these bounds; an optimizer step holds
     ``accum_grad`` such micro-batches. In memory, every rank draws the same global batch and takes
     its slice (the global batches are the same whatever the number of ranks; a rank whose slice is

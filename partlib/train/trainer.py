@@ -54,11 +54,12 @@ from partlib.common import ConfigError, PartError, PathLike, Preempted, get_logg
 from partlib.data.batching import MixtureSampler, collate, make_batches, padding_fraction
 from partlib.data.datadir import DataDir
 from partlib.data.examples import Example, build_examples, directions, resolve_data_dirs
-from partlib.data.streaming import SpeechLengths, StreamPlan, TokenCounter, serves, sources_of
+from partlib.data.streaming import SpeechLengths, StreamPlan, serves, sources_of
 from partlib.features.source import FeatureSource, check_feature_mode
 from partlib.features.whisper_mel import FRAMES_PER_SECOND
 from partlib.infer import control
 from partlib.models import card
+from partlib.models.prompt import PromptLengths
 from partlib.train import distributed as dist_utils
 from partlib.train import fsdp, layout, optim
 from partlib.train.checkpoint import CheckpointManager, ckpt_name, rng_state, set_rng_state
@@ -134,7 +135,7 @@ class StageData:
     def __init__(self, stage: StageConfig, model, data_root: Optional[str], seed: int,
                  features: str, world_size: int = 1) -> None:
         self.stage = stage
-        count_tokens = TokenCounter(model.tokenizer)
+        count_tokens = PromptLengths(model.prompt)
         self.dirs: List[DataDir] = []
         self.dir_index: Dict[Path, int] = {}
         weights: Dict[str, float] = {}
