@@ -1,6 +1,7 @@
 """The corpus recipes' run.sh and conf/ (egs/<corpus>/part1): scripts and links, the data sets and
-options run.sh hands to part.sh, schedules, paper-scale model configs, Slurm rules, and stages 1-5
-of part.sh on a miniature CoVoST 2 (data, filtering, features, every schedule with a tiny model)."""
+options run.sh hands to part.sh, schedules, paper-scale model configs, Slurm rules, a recipe's own
+decodes through part.sh's hook (mini_synth's local/decode_extra.sh), and stages 1-5 of part.sh on a
+miniature CoVoST 2 (data, filtering, features, every schedule with a tiny model)."""
 from __future__ import annotations
 
 import fnmatch
@@ -444,6 +445,83 @@ def test_paper_model_builds_offline_and_takes_the_schedules(name: str) -> None:
                 assert first == list(range(21, 28)) and last == list(range(28))
 
 
+# ----------------------------------------------------------------------------- a recipe's own decodes
+MINI_SYNTH = EGS / "mini_synth" / "part1"
+
+
+def test_a_recipes_own_decode_options_come_from_its_hook() -> None:
+    """mini_synth's local/decode_extra.sh makes its control options part.sh options of that recipe
+    (listed by run.sh --help, which prepares nothing); a recipe without the hook refuses them."""
+    env = env_with_venv()
+    before = sorted(p.name for p in MINI_SYNTH.iterdir())
+    proc = subprocess.run(["./run.sh", "--help"], cwd=MINI_SYNTH, env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    for opt in ("--controls", "--output_controls", "--longform_sets", "--longform_args"):
+        assert opt in proc.stdout, opt
+    assert sorted(p.name for p in MINI_SYNTH.iterdir()) == before
+    proc = subprocess.run(["./part.sh", "--controls", "false", "--train_sets", "x"], cwd=recipe("fleurs"), env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and "invalid option --controls" in proc.stderr
+
+
+# part.sh's side of the hook, stubbed: decode_all, ${decode_cmd} and log record their arguments, and
+# "python -m partlib.bin.exp models" lists two stages; everything else asks the real Python.
+HOOK_DRIVER = r"""set -euo pipefail
+log() { echo "log $*" >> calls; }
+decode_all() { echo "decode_all $*" >> calls; }
+record() { echo "cmd $*" >> calls; }
+py() { if [ "$2" = partlib.bin.exp ]; then printf 's1 m/s1\ns4_text m/s4\n'; else "${PYTHON}" "$@"; fi; }
+help_message=""
+. "${HOOK}"
+python=py decode_cmd=record expdir=exp data_root=dump/raw schedules="part base" seeds="1 2" first_sched=part
+decodes="asr:test_en lid:test_en s2tt:test_de:en"
+output_controls=true longform_sets=test_en longform_args="--max-segment 8"
+for tag in part_seed1 part_seed2 base_seed1; do mkdir -p "exp/${tag}"; echo "${tag}" > "exp/${tag}/env.json"; done
+decode_extra part 1 s4_text m/s4
+decode_extra base 1 s2 m/b2
+exps=(exp/part_seed1 exp/part_seed2); copts=()
+results_extra
+printf 'exp %s\n' "${exps[@]}" >> calls
+printf 'opt %s\n' "${copts[@]}" >> calls
+"""
+
+
+def test_mini_synth_hook_decodes_the_controls_and_adds_their_results(tmp_path: Path) -> None:
+    """decode_extra decodes the controls of the first schedule's last stage only: shuffled and no
+    audio (every decode), re-decode and script mask (free-text decodes only, not lid), long-form and
+    one by one; each control experiment gets the system's env.json. results_extra adds them to
+    RESULTS.md's experiments after the systems, with the output-control and long-form sections."""
+    env = env_with_venv(HOOK=str(MINI_SYNTH / "local" / "decode_extra.sh"), PYTHON=sys.executable)
+    proc = subprocess.run(["bash", "-c", HOOK_DRIVER], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    calls = [c for c in (tmp_path / "calls").read_text().splitlines() if not c.startswith("log ")]
+    every, free = "asr:test_en lid:test_en s2tt:test_de:en", "asr:test_en s2tt:test_de:en"
+    long, obo = "exp/longform_seed1/s4_text/decode_test_en_asr", "exp/longform_one_by_one_seed1/s4_text/decode_test_en_asr"
+    assert calls == [
+        f"decode_all m/s4 exp/control_shuffled_audio_seed1/s4_text {every} --audio shuffled --seed 1",
+        f"decode_all m/s4 exp/control_none_audio_seed1/s4_text {every} --audio none --seed 1",
+        f"decode_all m/s4 exp/redecode_seed1/s4_text {free} --redecode",
+        f"decode_all m/s4 exp/script_mask_seed1/s4_text {free} --script-mask",
+        "cmd exp/longform_seed1/logs/decode_test_en_asr.log py -m partlib.bin.decode_longform --model-dir m/s4 "
+        "--data-dir dump/raw/test_en --seed 1 --one-by-one exp/part_seed1/s4_text/decode_test_en_asr "
+        f"--max-segment 8 {long} {obo}",
+        *(f"exp exp/{name}_seed{seed}" for name in ("part", "control_shuffled_audio", "control_none_audio",
+                                                    "redecode", "script_mask", "longform_one_by_one", "longform")
+          for seed in (1, 2)),
+        "opt --section",
+        "opt Output control: greedy, re-decoded with beams on trouble, script mask=part/s4_text redecode script_mask",
+        "opt --section",
+        "opt Long-form decoding: test utterances joined into recordings, decoded one by one vs long-form="
+        "longform_one_by_one longform"]
+    controls = sorted(p.name for p in (tmp_path / "exp").iterdir() if not p.name.startswith(("part_", "base_")))
+    assert controls == ["control_none_audio_seed1", "control_shuffled_audio_seed1", "longform_one_by_one_seed1",
+                        "longform_seed1", "redecode_seed1", "script_mask_seed1"]
+    for name in controls:
+        assert (tmp_path / "exp" / name / "env.json").read_text() == "part_seed1\n", name
+
+
 # ----------------------------------------------------------------------------- Slurm rules
 @pytest.mark.parametrize("name", RECIPES)
 def test_slurm_conf_maps_gpu_jobs(tmp_path: Path, name: str) -> None:
@@ -560,7 +638,7 @@ def test_paper_corpora_stages_1_to_9_on_the_miniature_corpora(tmp_path: Path, na
     d = mirror_recipe(tmp_path, name)
     _one_step_schedules(d / "conf", ("part",))
     proc = subprocess.run(["./run.sh", "--nj", "2", "--stop_stage", "9", "--features", "on_the_fly",
-                           "--schedules", "part", "--results_compare", "", "--controls", "false",
+                           "--schedules", "part", "--results_compare", "",
                            "--analysis_sets", "", "--model_config", str(_tiny_model_config(tmp_path)),
                            "--train_args", "--threads 1 --no-tensorboard", "--decode_args", "--max-new-tokens 8"],
                           cwd=d, env=env, capture_output=True, text=True, timeout=900)

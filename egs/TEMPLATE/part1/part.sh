@@ -7,13 +7,21 @@
 #     with --features shards: the training sets exported to Lhotse Shar -> dump/raw/<set>/shar
 #   4 tokenizer / LLM / encoder preparation   (local/prepare_models.sh, when the recipe has one)
 #   5 training: every schedule x seed, all alignment stages -> exp/<schedule>_seed<k>/<stage>/model
-#   6 decoding: every exported stage model x test set x task (+ controls)
+#   6 decoding: every exported stage model x test set x task (+ the recipe's own decodes, below)
 #   7 scoring   8 representation analysis   9 RESULTS.md and training curves (exp/curves)
 #  10 export: the first schedule's last stage of each seed -> exp/model_<schedule>_seed<k>, a
 #     self-contained model folder with its model card and scores (python -m partlib.bin.export)
 #  11 demo: a long recording joined from a test set, transcribed by that folder -> exp/demo/*.srt
 #
 # Stages whose outputs are complete are skipped on re-run; training resumes where it stopped.
+#
+# A recipe adds decodes of its own (controls, long-form, ...) with local/decode_extra.sh, sourced
+# before the options are parsed (its variables become options of that recipe). It may define
+#   decode_extra <schedule> <seed> <stage> <model>   called in stage 6 after each schedule x seed has
+#                                                    been decoded (<stage>, <model>: its last stage)
+#   results_extra                                    called in stage 9: adds experiment dirs to exps
+#                                                    and options of partlib.bin.results to copts
+# and use decode_all, log and the variables of this script (egs/README.md).
 set -euo pipefail
 
 log() {
@@ -77,13 +85,6 @@ plan_args=""           # extra options of partlib.bin.plan (e.g. --grad-ckpt off
 test_tasks="asr"       # within-language tasks decoded on every test set (python -m partlib.bin.tasks list)
 test_decodes=""        # further decodes "<task>:<set>[:<tgt>]", e.g. "s2tt:test_de:en s2tt:test_en:de"
 decode_args=""         # extra options of partlib.bin.decode_sets (e.g. --beam 4 --max-new-tokens 64)
-controls=true          # decode the first schedule's last stage with shuffled audio and with no audio
-output_controls=false  # decode the first schedule's last stage again (free-text tasks) with a re-decode
-                       # on trouble (exp/redecode_seed<k>) and with the script mask (exp/script_mask_seed<k>)
-longform_sets=""       # test sets whose utterances, joined into long recordings, the first schedule's
-                       # last stage decodes long-form (exp/longform_seed<k>) and one by one
-                       # (exp/longform_one_by_one_seed<k>): python -m partlib.bin.decode_longform
-longform_args=""       # extra options of partlib.bin.decode_longform
 
 # Stage 7
 normalizer=part-basic-v1  # text normalisers before WER/CER: part-basic-v1 (ours: keeps bracketed text) or
@@ -117,14 +118,17 @@ Options (defaults in the script):
   --model_config FILE   --train_args "..."   --train_nj N (trainings at once)
   --ngpu N --gpu_mem GiB     check that every stage fits on the GPUs before training
   --test_tasks "asr lid"   --test_decodes "s2tt:test_de:en ..."   (what stage 6 decodes)
-  --decode_args "..."   --controls true|false   --output_controls true|false
-  --longform_sets "<sets>"   --demo_set <set>
+  --decode_args "..."   --demo_set <set>
   --normalizer part-basic-v1|whisper   text normalisers of WER/CER scoring (stage 7)
 EOF
 )
 
 . ./path.sh
 . ./cmd.sh
+if [ -f local/decode_extra.sh ]; then
+  # shellcheck disable=SC1091
+  . local/decode_extra.sh
+fi
 . utils/parse_options.sh
 
 [ $# -gt 0 ] && { log "unexpected arguments: $*"; log "${help_message}"; exit 2; }
@@ -138,13 +142,6 @@ decodes="${decodes# } ${test_decodes}"
 # shellcheck disable=SC2086
 [ -z "${decodes// /}" ] || ${python} -m partlib.bin.tasks decodes ${decodes} > /dev/null
 ${python} -m partlib.bin.score_decode_dirs --normalizer "${normalizer}"  # stage 7's option, checked now
-# the decodes of free-text tasks (not lid's closed label set): those the output controls apply to
-free_tasks=" $(${python} -m partlib.bin.tasks list --scored --free-text | tr '\n' ' ') "
-text_decodes=""
-for spec in ${decodes}; do
-  if [[ "${free_tasks}" == *" ${spec%%:*} "* ]]; then text_decodes+=" ${spec}"; fi
-done
-text_decodes=${text_decodes# }
 case "${features}" in
   dumped) data_root=${dumpdir}/whisper_mel${n_mels} ;;
   on_the_fly | auto | shards) data_root=${dumpdir}/raw ;;
@@ -283,38 +280,7 @@ if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
         last_model=${mdir}; last_stage=${sname}
       done < <(${python} -m partlib.bin.exp models "${expdir}/${tag}")
       [ -n "${last_model}" ] || { log "Stage 6: ${expdir}/${tag} has no exported model (run stage 5)"; exit 1; }
-      if [ "${controls}" = true ] && [ "${sched}" = "${first_sched}" ]; then
-        for mode in shuffled none; do
-          ctag=control_${mode}_audio_seed${seed}
-          log "Stage 6: control '${mode}' audio with ${tag}/${last_stage} -> ${expdir}/${ctag}"
-          mkdir -p "${expdir}/${ctag}"
-          cp "${expdir}/${tag}/env.json" "${expdir}/${ctag}/env.json"
-          decode_all "${last_model}" "${expdir}/${ctag}/${last_stage}" "${decodes}" --audio "${mode}" --seed "${seed}"
-        done
-      fi
-      [ "${sched}" = "${first_sched}" ] || continue
-      if [ "${output_controls}" = true ] && [ -n "${text_decodes}" ]; then
-        for ctl in redecode script_mask; do
-          ctag=${ctl}_seed${seed}
-          log "Stage 6: output control '${ctl}' with ${tag}/${last_stage} -> ${expdir}/${ctag}"
-          mkdir -p "${expdir}/${ctag}"
-          cp "${expdir}/${tag}/env.json" "${expdir}/${ctag}/env.json"
-          decode_all "${last_model}" "${expdir}/${ctag}/${last_stage}" "${text_decodes}" "--${ctl//_/-}"
-        done
-      fi
-      for dset in ${longform_sets}; do
-        name=$(${python} -m partlib.bin.tasks decodes "asr:${dset}" | cut -d' ' -f4)
-        log "Stage 6: long-form decoding of ${dset} with ${tag}/${last_stage} -> ${expdir}/longform_seed${seed}"
-        for ctag in longform_seed${seed} longform_one_by_one_seed${seed}; do
-          mkdir -p "${expdir}/${ctag}/logs"
-          cp "${expdir}/${tag}/env.json" "${expdir}/${ctag}/env.json"
-        done
-        # shellcheck disable=SC2086
-        ${decode_cmd} "${expdir}/longform_seed${seed}/logs/${name}.log" ${python} -m partlib.bin.decode_longform \
-          --model-dir "${last_model}" --data-dir "${data_root}/${dset}" --seed "${seed}" \
-          --one-by-one "${expdir}/${tag}/${last_stage}/${name}" ${longform_args} \
-          "${expdir}/longform_seed${seed}/${last_stage}/${name}" "${expdir}/longform_one_by_one_seed${seed}/${last_stage}/${name}"
-      done
+      if declare -F decode_extra > /dev/null; then decode_extra "${sched}" "${seed}" "${last_stage}" "${last_model}"; fi
     done
   done
 fi
@@ -346,18 +312,7 @@ if [ ${stage} -le 9 ] && [ ${stop_stage} -ge 9 ]; then
   log "Stage 9: ${expdir}/RESULTS.md"
   exps=(); copts=(); links=()
   for sched in ${schedules}; do for seed in ${seeds}; do exps+=("${expdir}/${sched}_seed${seed}"); done; done
-  if [ "${controls}" = true ]; then
-    for mode in shuffled none; do for seed in ${seeds}; do exps+=("${expdir}/control_${mode}_audio_seed${seed}"); done; done
-  fi
-  last_stage=$(${python} -m partlib.bin.exp models "${expdir}/${first_sched}_seed${seeds%% *}" | tail -n 1 | cut -d' ' -f1)
-  if [ "${output_controls}" = true ] && [ -n "${text_decodes}" ]; then
-    for ctl in redecode script_mask; do for seed in ${seeds}; do exps+=("${expdir}/${ctl}_seed${seed}"); done; done
-    copts+=(--section "Output control: greedy, re-decoded with beams on trouble, script mask=${first_sched}/${last_stage} redecode script_mask")
-  fi
-  if [ -n "${longform_sets}" ]; then
-    for name in longform_one_by_one longform; do for seed in ${seeds}; do exps+=("${expdir}/${name}_seed${seed}"); done; done
-    copts+=(--section "Long-form decoding: test utterances joined into recordings, decoded one by one vs long-form=longform_one_by_one longform")
-  fi
+  if declare -F results_extra > /dev/null; then results_extra; fi
   for pair in ${results_compare}; do copts+=(--compare "${pair}"); done
   for seed in ${seeds}; do
     [ -f "${expdir}/analysis_seed${seed}/analysis.md" ] && \

@@ -32,6 +32,7 @@ while [ $# -gt 0 ]; do
     --schedules) schedules=$2; shift 2 ;;
     --stop_stage) stop_stage=$2; args+=("$1" "$2"); shift 2 ;;
     --seeds) seeds=$2; args+=("$1" "$2"); shift 2 ;;
+    --help | -h) exec ./part.sh --help ;;  # part.sh's options (this recipe's own decodes included)
     *) args+=("$1"); shift ;;
   esac
 done

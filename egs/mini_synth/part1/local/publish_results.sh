@@ -69,7 +69,8 @@ if [ "${regenerate}" != true ]; then
   mv "${tmp}" "${out}"
 fi
 
-# the order of part.sh's stage 9: schedules x seeds, then controls, output controls, long form x seeds
+# the order of part.sh's stage 9 (the controls from local/decode_extra.sh's results_extra): schedules x seeds,
+# then controls, output controls, long form x seeds
 tags=()
 for name in ${schedules} ${controls} ${output_controls} ${longform}; do
   for seed in ${seeds}; do tags+=("${out}/${name}_seed${seed}"); done
