@@ -35,18 +35,12 @@ from typing import Callable, Dict, List, Optional, Tuple
 from partlib.common import ConfigError
 from partlib.data import langs
 
-# Scoring kinds implemented in partlib.scoring, with the metrics each reports (the first is the
-# headline) and the quick dev metric it gives during training (partlib.train.quick_eval).
-SCORERS: Dict[str, Tuple[str, ...]] = {
-    "error_rate": ("wer", "cer"),
-    "translation": ("bleu", "chrf"),
-    "accuracy": ("accuracy",),
-}
+# The quick dev metrics of training (partlib.train.quick_eval), each with the scorer of the tasks
+# that report it; a task's scorer is a name of the scorer registry, partlib.scoring.scorers, where
+# each scorer's metrics and their directions are defined.
 DEV_METRICS: Dict[str, str] = {"wer": "error_rate", "bleu": "translation", "accuracy": "accuracy"}
-# Whether a larger value is better, for every metric a score or a dev evaluation reports (the
-# trainer's checkpoint choice, paired bootstrap and RESULTS.md ask here).
-HIGHER_IS_BETTER: Dict[str, bool] = {"loss": False, "wer": False, "cer": False, "mixed": False,
-                                     "bleu": True, "chrf": True, "accuracy": True}
+# Whether a larger value of a dev metric is better (the trainer's checkpoint choice asks here).
+HIGHER_IS_BETTER: Dict[str, bool] = {"loss": False, "wer": False, "bleu": True, "accuracy": True}
 # Fields a prompt template may name; each task allows a subset (``Task.fields``).
 TEMPLATE_FIELDS = ("src_lang", "tgt_lang", "text", "speech")
 
@@ -81,15 +75,10 @@ class Task:
     target: TargetFn        # one utterance -> (source text, target)
     title: str              # heading of the task's tables in RESULTS.md
     needs_text: bool = True             # the data dir needs a `text` file
-    scorer: Optional[str] = None        # a key of SCORERS; None: a training-only task (not decoded)
+    scorer: Optional[str] = None        # a scorer of partlib.scoring.scorers; None: training only (not decoded)
     dev_metric: Optional[str] = None    # a key of DEV_METRICS: decoded during dev evaluation
     fields: Tuple[str, ...] = TEMPLATE_FIELDS  # template fields the instruction may name
     labels: Optional[Callable[[], List[str]]] = None  # accuracy tasks: the closed set of answers
-
-    @property
-    def metrics(self) -> Tuple[str, ...]:
-        """Metrics of the task's scores (empty for a training-only task)."""
-        return SCORERS[self.scorer] if self.scorer else ()
 
     def needs(self) -> List[str]:
         """Data-dir files the task reads (``text.<tgt>`` stands for every target language)."""
@@ -107,8 +96,6 @@ def register(task: Task) -> Task:
         raise ConfigError(f"task name {task.name!r}: lower-case letters and digits, starting with a letter")
     if task.name in _REGISTRY:
         raise ConfigError(f"task {task.name!r} is already registered")
-    if task.scorer is not None and task.scorer not in SCORERS:
-        raise ConfigError(f"task {task.name!r}: unknown scorer {task.scorer!r} (known: {', '.join(SCORERS)})")
     if task.dev_metric is not None and DEV_METRICS.get(task.dev_metric) != task.scorer:
         raise ConfigError(f"task {task.name!r}: dev_metric {task.dev_metric!r} does not fit the scorer "
                           f"{task.scorer!r} (dev metrics: " + ", ".join(f"{m} for {s}" for m, s in DEV_METRICS.items())
@@ -151,7 +138,7 @@ def dev_metric_names() -> List[str]:
 
 
 def higher_is_better(metric: str) -> bool:
-    """Whether a larger value of a metric (a score's or a ``dev.metric``) is better."""
+    """Whether a larger value of a ``dev.metric`` is better."""
     if metric not in HIGHER_IS_BETTER:
         raise ConfigError(f"unknown metric {metric!r} (known: {', '.join(HIGHER_IS_BETTER)})")
     return HIGHER_IS_BETTER[metric]
@@ -206,7 +193,14 @@ def parse_decode_spec(spec: str) -> Tuple[str, str, Optional[str]]:
 # ---------------------------------------------------------------------------------------------
 def split_for_lm(text: str, lang: str) -> Tuple[str, str]:
     """Split a sentence into (prefix, continuation) for the ``lm`` task: at the middle word, or the
-    middle character for languages written without spaces."""
+    middle character for languages written without spaces.
+
+    The one ``lm`` split rule: the task's examples and LM pretraining's "continue this text"
+    examples (:mod:`partlib.train.lm_pretrain`) both cut here. The middle, not a random point:
+    an example stays a pure function of its sentence (the same on every rank, reader and rerun,
+    with no generator to seed), and the prompt always holds enough of the sentence for the
+    continuation to be guessable, so the LLM pretrains on exactly the examples the alignment
+    stages later train the ``lm`` task on."""
     if langs.no_space(lang):
         units, sep = list(text.replace(" ", "")), ""
     else:

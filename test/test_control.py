@@ -77,7 +77,8 @@ def _batch(tgts, seed=0):
 
 def test_script_mask_keeps_each_row_in_its_script(tiny):
     tok = tiny.tokenizer
-    mask = tiny.script_mask()
+    mask = control.script_mask(tiny)
+    assert control.script_mask(tiny) is mask  # built once per model
     han, latin = mask.allowed("zh"), mask.allowed("en")
     pieces = {tok.decode([i]): i for i in range(len(tok))}
     word = next(i for p, i in pieces.items() if len(p.strip()) > 2 and p.strip().isascii() and p.strip().isalpha())
@@ -89,8 +90,12 @@ def test_script_mask_keeps_each_row_in_its_script(tiny):
     assert mask.allowed("de") is latin  # one mask per script: Latin-script languages share it
     tgts = ["zh", "en", "zh", "de"]
     batch = _batch(tgts)
+
+    def generate(b, beams=1, **opts):  # the script mask reaches the model as a logits processor
+        return tiny.generate(b, num_beams=beams, logits_processors=[mask.processor(b["tgt_langs"], beams)], **opts)
+
     free = tiny.generate(batch, max_new_tokens=12)
-    masked = tiny.generate(batch, max_new_tokens=12, script_mask=mask)
+    masked = generate(batch, max_new_tokens=12)
     script = {"zh": "Hani", "en": "Latn", "de": "Latn"}
     assert all(control.letters_in_script(h, script[t]) for h, t in zip(masked, tgts))
     assert not all(control.letters_in_script(h, script[t]) for h, t in zip(free, tgts))  # the mask did something
@@ -98,8 +103,8 @@ def test_script_mask_keeps_each_row_in_its_script(tiny):
     for i in range(len(tgts)):
         one = {k: (v[i:i + 1] if torch.is_tensor(v) else v[i:i + 1] if isinstance(v, list) else v)
                for k, v in batch.items()}
-        assert tiny.generate(one, max_new_tokens=12, script_mask=mask) == [masked[i]]
-    beams = tiny.generate(batch, max_new_tokens=8, num_beams=3, script_mask=mask)
+        assert generate(one, max_new_tokens=12) == [masked[i]]
+    beams = generate(batch, beams=3, max_new_tokens=8)
     assert all(control.letters_in_script(h, script[t]) for h, t in zip(beams, tgts))
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -151,6 +152,33 @@ class Shared:
         (root / "model.yaml").write_text(yaml.safe_dump(tiny_model_config(root / "models", lora=False)))
         (root / "schedule.yaml").write_text(yaml.safe_dump(SCHEDULE))
         for name, args_of in (("ref", train_args), ("ref_feats", feats_args), ("ref_decode", decode_args)):
+            start = time.time()
+            res = run_cli(args_of(root, root / name))
+            self.seconds[name] = time.time() - start
+            assert res.returncode == 0, res.stderr[-3000:]
+        return root
+
+    @functools.cached_property
+    def pretrained(self) -> Path:
+        """``pretrain/``: what the pretraining cases read — speech dirs (``data/``), the encoder's
+        architecture and options (``arch.json``, ``encoder.yaml``), text dirs (``text_*``), a tokenizer
+        (``tok/``) and the LM's options (``lm.yaml``) — and their uninterrupted runs (``ref_encoder/``,
+        ``ref_llm/``), timed in :attr:`seconds`."""
+        from partlib.bin import train_tokenizer
+        from test_encoder_pretrain import ARCH
+        from test_tokenizer_lm import PAIRS, _text_dir
+
+        root = self.root / "pretrain"
+        speech_data(root, n_train=6, n_dev=2)
+        (root / "arch.json").write_text(json.dumps(ARCH))
+        (root / "encoder.yaml").write_text(yaml.safe_dump(ENCODER_PRETRAIN))
+        rows = [{"de": d, "en": e} for d, e, _ in PAIRS]
+        for lang in ("de", "en"):
+            _text_dir(root / f"text_{lang}", lang, rows)
+        assert train_tokenizer.main(["--vocab-size", "400", "--min-frequency", "1", "--langs", "en de",
+                                     str(root / "text_de"), str(root / "text_en"), str(root / "tok")]) == 0
+        (root / "lm.yaml").write_text(yaml.safe_dump(LM_PRETRAIN))
+        for name, args_of in (("ref_encoder", encoder_pretrain_args), ("ref_llm", lm_pretrain_args)):
             start = time.time()
             res = run_cli(args_of(root, root / name))
             self.seconds[name] = time.time() - start
@@ -403,6 +431,55 @@ def train_sigterm(tmp: Path, shared: Shared) -> Run:
                after=after)
 
 
+ENCODER_PRETRAIN = {"steps": 30, "lr": 3e-3, "warmup": 2, "max_frames": 300, "log_interval": 10,
+                    "save_interval": 1, "dev_interval": 10, "tempo": [0.9, 1.1],
+                    "specaug": {"freq_width": 4, "time_width_ratio": 0.05}}
+LM_PRETRAIN = {"hidden": 32, "layers": 1, "heads": 2, "kv_heads": 1, "intermediate": 64, "steps": 30, "batch": 4,
+               "lr": 5e-3, "warmup": 2, "save_interval": 1, "num_translate_examples": 0}
+
+
+def encoder_pretrain_args(root: Path, out: Path) -> List[str]:
+    data = root / "data"
+    return ["partlib.bin.pretrain_encoder", "--arch", str(root / "arch.json"), "--train", str(data / "train_en"),
+            str(data / "train_de"), "--dev", str(data / "dev_en"), "--config", str(root / "encoder.yaml"),
+            "--threads", "1", str(out)]
+
+
+def lm_pretrain_args(root: Path, out: Path) -> List[str]:
+    return ["partlib.bin.pretrain_lm", "--tokenizer", str(root / "tok"), "--data", str(root / "text_de"),
+            str(root / "text_en"), "--config", str(root / "lm.yaml"), "--threads", "1", str(out)]
+
+
+def same_safetensors(a: Path, b: Path) -> Callable[[], None]:
+    """Every tensor of every ``*.safetensors`` file of ``b`` equals ``a``'s, bit for bit."""
+    def check() -> None:
+        from safetensors.torch import load_file
+
+        files = sorted(f.name for f in a.glob("*.safetensors"))
+        assert files and files == sorted(f.name for f in b.glob("*.safetensors"))
+        for name in files:
+            wa, wb = load_file(str(a / name)), load_file(str(b / name))
+            assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa), f"{b / name} differs from {a}"
+        assert not b.with_name(b.name + ".checkpoints").exists(), "checkpoints left after a complete run"
+    return check
+
+
+def pretrain_killed(args_of: Callable[[Path, Path], List[str]], ref: str, steps: int,
+                    seed: int) -> Callable[[Path, Shared], Run]:
+    """Pretraining killed (-9) at a seeded random point after its first checkpoint, then run again:
+    it resumes and ends with the uninterrupted run's weights."""
+    def build(tmp: Path, shared: Shared) -> Run:
+        root, out = shared.pretrained, tmp / "out"
+        latest = tmp / "out.checkpoints" / "latest"
+
+        def reached(step: int) -> Callable[[], bool]:
+            return lambda: latest.is_file() and latest.read_text().strip() >= f"ckpt-{step:06d}.pt"
+        step = int(np.random.default_rng(seed).integers(1, steps - 1))
+        kill9_at(args_of(root, out), reached(step), seed, 0.3, last=reached(steps - 1))
+        return Run(args_of(root, out), [p for p in root.iterdir()], after=same_safetensors(root / ref, out))
+    return build
+
+
 def damaged_checkpoint(how: str) -> Callable[[Path, Shared], Run]:
     """Training killed after checkpoint 4, whose file is then altered or cut: the run reports it by
     name, resumes from the previous checkpoint and still ends exactly."""
@@ -586,6 +663,10 @@ CASES: List[Case] = [
     # --- interrupted runs
     *(Case(f"train_kill9_{seed}", train_killed(seed), "stage s1: resumed from ckpt-", status=0) for seed in (1, 2)),
     Case("train_sigterm", train_sigterm, "stage s1: stopped by SIGTERM after step", status=EXIT_PREEMPTED),
+    Case("encoder_pretrain_kill9", pretrain_killed(encoder_pretrain_args, "ref_encoder", ENCODER_PRETRAIN["steps"], 1),
+         "encoder CTC pretraining: resumed from ckpt-", status=0),
+    Case("lm_pretrain_kill9", pretrain_killed(lm_pretrain_args, "ref_llm", LM_PRETRAIN["steps"], 1),
+         "LM pretraining: resumed from ckpt-", status=0),
     Case("checkpoint_altered", damaged_checkpoint("altered"), ".pt: corrupt or truncated checkpoint", status=0),
     Case("checkpoint_truncated", damaged_checkpoint("truncated"), ".pt: corrupt or truncated checkpoint", status=0),
     *(Case(f"feats_kill9_{seed}", killed_then_rerun(feats_args, "ref_feats", same_features, features_written, seed),

@@ -21,7 +21,7 @@ from partlib.common import ConfigError
 from partlib.data import langs
 from partlib.data.corpora.base import clean_text
 from partlib.data.kv import read_kv
-from partlib.scoring import bootstrap, normalize, wer_bleu
+from partlib.scoring import bootstrap, normalize, scores
 from partlib.scoring.decode_dir import recorded_normalizer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -172,7 +172,7 @@ def test_decode_dirs_rescore_when_the_scheme_changes_and_bootstrap_follows_it(tm
 
 
 def test_old_scores_json_without_scheme_reads_as_ours():
-    assert wer_bleu.recorded_scheme({"normalizer": {"asr": {}, "bleu": "none"}}) == "part-basic-v1"
+    assert scores.recorded_scheme({"normalizer": {"asr": {}, "bleu": "none"}}) == "part-basic-v1"
 
 
 def test_part_sh_checks_the_normalizer_before_any_work(tmp_path):

@@ -7,6 +7,7 @@ from typing import Dict
 
 import pytest
 
+from partlib import provenance
 from partlib.bin import results as results_cli
 from partlib.common import ConfigError
 from partlib.scoring import results, wer_bleu
@@ -154,12 +155,12 @@ def test_results_run_section_from_a_gnu_time_report(exp_tree, tmp_path):
 
 def test_write_env_json(tmp_path):
     pytest.importorskip("torch")
-    path = results.write_env_json(tmp_path)
+    path = provenance.write_env_json(tmp_path)
     env = json.loads(path.read_text(encoding="utf-8"))
-    assert {k for k, _ in results.ENV_FIELDS} <= set(env)
+    assert {k for k, _ in provenance.ENV_FIELDS} <= set(env)
     assert env["date"].endswith("Z")
     path.write_text("{}", encoding="utf-8")
-    results.write_env_json(tmp_path, overwrite=False)
+    provenance.write_env_json(tmp_path, overwrite=False)
     assert path.read_text(encoding="utf-8") == "{}"
 
 

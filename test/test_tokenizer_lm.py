@@ -139,8 +139,6 @@ def test_config_rejects_unknown_options():
 def test_text_lid_examples_answer_with_the_language_name(corpus):
     """``lid_per_sentence`` adds "Which language ...?\\n<sentence>" -> the language's English name
     (the answers speech LID needs), with the loss on the name and the end token only."""
-    import random
-
     from partlib.models.prompt import PromptBuilder
     from partlib.train.lm_pretrain import build_examples, load_text_dir
 
@@ -148,9 +146,9 @@ def test_text_lid_examples_answer_with_the_language_name(corpus):
     tok = AutoTokenizer.from_pretrained(str(tok_dir))
     prompt = PromptBuilder(tok)
     sents = [s for d in train for s in load_text_dir(d)]
-    assert not [k for k, _ in build_examples(sents, prompt, LMPretrainConfig(), random.Random(0))
+    assert not [k for k, _ in build_examples(sents, prompt, LMPretrainConfig())
                 if k == "tlid"]  # off by default
-    exs = [(k, ex) for k, ex in build_examples(sents, prompt, LMPretrainConfig(lid_per_sentence=1), random.Random(0))
+    exs = [(k, ex) for k, ex in build_examples(sents, prompt, LMPretrainConfig(lid_per_sentence=1))
            if k == "tlid"]
     assert len(exs) == len(sents) == 15
     names = {"de": "German", "en": "English", "zh": "Chinese"}

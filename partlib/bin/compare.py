@@ -12,7 +12,7 @@ from typing import List, Optional
 from partlib.bin import add_normalizer_option, cli, positive_int
 from partlib.common import atomic_write
 from partlib.scoring import bootstrap
-from partlib.scoring.wer_bleu import dumps_json
+from partlib.scoring.scores import dumps_json
 
 
 def get_parser() -> argparse.ArgumentParser:

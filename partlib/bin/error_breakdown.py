@@ -27,6 +27,7 @@ from typing import Dict, List, Optional
 
 from partlib.bin import cli
 from partlib.common import ConfigError, DataError, atomic_write
+from partlib.scoring.scores import read_scores_if_any
 
 
 def _read_json(path: Path) -> Dict:
@@ -37,12 +38,10 @@ def _read_json(path: Path) -> Dict:
 
 
 def _decode_score(stage_dir: Path, name: str, key: str, metric: Optional[str]) -> Optional[float]:
-    f = stage_dir / name / "scores.json"
-    if not f.is_file():
+    scores = read_scores_if_any(stage_dir / name)
+    if scores is None:
         return None
-    sets = _read_json(f)["sets"]
-    sec = sets.get(key) or sets["overall"]
-    return sec["scores"][metric or sec["primary"]]["value"]
+    return scores.sets.get(key, scores.overall).value(metric)
 
 
 def breakdown(encoder: str, llm: Optional[str], data: List[str], systems: Dict[str, Path]) -> Dict:

@@ -29,7 +29,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     stages.add_argument("schedule", type=Path)
     args = p.parse_args(argv)
     if args.command == "env":
-        from partlib.scoring.results import write_env_json
+        from partlib.provenance import write_env_json
 
         args.exp_dir.mkdir(parents=True, exist_ok=True)
         write_env_json(args.exp_dir, overwrite=False)

@@ -14,7 +14,6 @@ which rebuilds the stage's model from its exported checkpoint and keeps the adap
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -24,6 +23,7 @@ import yaml
 from partlib import tasks
 from partlib.bin import cli
 from partlib.common import ConfigError, DataError, get_logger
+from partlib.scoring.scores import read_scores_if_any
 from partlib.train import layout
 
 logger = get_logger("partlib.bin.export")
@@ -33,16 +33,10 @@ def stage_scores(stage_dir: Path) -> Dict[str, Dict[str, Any]]:
     """``{decode dir name: {metric, value, utterances}}`` of the scored decodes of a stage."""
     out = {}
     for d in sorted(stage_dir.glob("decode_*")):
-        path = d / "scores.json"
-        if not path.is_file() or tasks.parse_decode_dir(d.name) is None:
-            continue
-        try:
-            overall = json.loads(path.read_text(encoding="utf-8"))["sets"]["overall"]
-            metric = overall["primary"]
-            out[d.name] = {"metric": metric, "value": overall["scores"][metric]["value"],
-                           "utterances": overall["num_utts"]}
-        except (ValueError, KeyError, TypeError) as e:
-            raise DataError(f"not a scores.json of partlib.scoring ({e!r})", path) from None
+        scores = read_scores_if_any(d) if tasks.parse_decode_dir(d.name) is not None else None
+        if scores is not None:
+            overall = scores.overall
+            out[d.name] = {"metric": overall.primary, "value": overall.value(), "utterances": overall.num_utts}
     return out
 
 

@@ -1,5 +1,7 @@
 """Pretrain a Whisper-architecture encoder with character CTC on training speech (no pretrained
 Whisper needed); the result loads like any Whisper checkpoint (``encoder: {path: OUT_DIR}``).
+Rerunning a killed run resumes from its checkpoints (OUT_DIR.checkpoints); SIGTERM or SIGUSR1
+stops it with a checkpoint and exit status 75.
 
     python -m partlib.bin.pretrain_encoder --arch conf/encoder_arch.json --train data/train_* \\
         --dev data/dev_* --config conf/encoder_pretrain.yaml [--steps 1000 ...] OUT_DIR

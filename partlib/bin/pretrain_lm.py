@@ -5,7 +5,9 @@
         [--config conf/pretrain_lm.yaml] [--steps 800 --hidden 256 ...] exp/llm
 
 Fails (exit 1) before training when a held-out sentence occurs in the training text. Options on
-the command line override the YAML config; the resolved config is saved with the model.
+the command line override the YAML config; the resolved config is saved with the model. Rerunning
+a killed run resumes from its checkpoints (OUT_DIR.checkpoints); SIGTERM or SIGUSR1 stops it with a
+checkpoint and exit status 75.
 """
 from __future__ import annotations
 

@@ -15,6 +15,7 @@ from typing import Dict, List, Optional
 from partlib.bin import cli, positive_int
 from partlib.common import ConfigError, atomic_write
 from partlib.scoring import results
+from partlib.scoring.sections import parse_time_log
 
 
 def parse_systems(spec: Optional[str]) -> Dict[str, str]:
@@ -81,7 +82,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     text = results.build_results(args.exp_dirs, seeds=args.seeds, systems=parse_systems(args.systems),
                                  compare=args.compare, n_bootstrap=args.n_bootstrap,
                                  links=[tuple(x.split("=", 1)) for x in args.link if "=" in x],
-                                 run_info=[results.parse_time_log(t) for t in args.time_log],
+                                 run_info=[parse_time_log(t) for t in args.time_log],
                                  sections=[_section(x) for x in args.section], targets=args.target,
                                  base_dir=Path(args.out).parent if args.out != "-" else Path.cwd(),
                                  paper=args.paper, paper_columns=[x for x in (args.paper_columns or "").split(",") if x],

@@ -18,6 +18,7 @@ from partlib.bin import add_normalizer_option
 from partlib.common import PartError, get_logger
 from partlib.scoring import normalize as norm
 from partlib.scoring.decode_dir import recorded_normalizer, score_decode_dir, write_outputs
+from partlib.scoring.scores import parse_scores
 
 log = get_logger("partlib.bin.score_decode_dirs")
 
@@ -37,8 +38,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                 continue
             result, utts = score_decode_dir(d, normalizer=args.normalizer)
             write_outputs(d, result, utts)
-            overall = result["sets"]["overall"]
-            log.info("%s: %s %.2f", d, overall["primary"], overall["scores"][overall["primary"]]["value"] or 0.0)
+            overall = parse_scores(result, scores).overall
+            log.info("%s: %s %.2f", d, overall.primary, overall.value() or 0.0)
         except PartError as e:
             log.error("%s", e)
             failed += 1

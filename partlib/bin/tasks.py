@@ -22,9 +22,12 @@ log = get_logger("partlib.bin.tasks")
 
 
 def _describe(name: str) -> str:
+    from partlib.scoring import scorers  # only --long needs the scorers (and sacrebleu)
+
     t = tasks.get(name)
+    metrics = ",".join(scorers.of_task(t).metrics) if t.scorer else "-"
     return "\t".join([name, "speech" if t.speech else "text", "cross-lingual" if t.cross_lingual else "within",
-                      ",".join(t.needs()), ",".join(t.metrics) or "-", t.dev_metric or "-", repr(t.template)])
+                      ",".join(t.needs()), metrics, t.dev_metric or "-", repr(t.template)])
 
 
 @cli

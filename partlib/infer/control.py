@@ -5,7 +5,8 @@
   without letters (digits, punctuation, spaces, byte pieces) and special tokens stay allowed. It
   keeps a Chinese hypothesis in Han characters, which matters for zh ASR and en->zh translation;
   among Latin-script languages (en, de, fr, es, ...) it changes nothing that matters, as they
-  share the script.
+  share the script. It reaches the model's ``generate`` as a logits processor
+  (:meth:`ScriptMask.processor`) that the decoder passes in; the model knows nothing of scripts.
 * **Trouble** (:func:`troubles`): a greedy hypothesis that (a) reached its token budget without
   ending, (b) has more tokens per audio second than the model's training targets ever had (the
   99th percentile of its training data, :func:`target_rates`, times a factor), or (c) repeats an
@@ -15,11 +16,14 @@
 from __future__ import annotations
 
 import unicodedata
+import weakref
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
+from torch import nn
+from transformers import LogitsProcessor
 
 from partlib.common import ConfigError
 from partlib.data import langs
@@ -75,11 +79,9 @@ class ScriptMask:
             self._masks[script] = mask
         return self._masks[script]
 
-    def processor(self, tgt_langs: Sequence[str], num_beams: int):
+    def processor(self, tgt_langs: Sequence[str], num_beams: int) -> LogitsProcessor:
         """A ``transformers`` logits processor masking each row of a batch (beams of one example
         are consecutive rows) to its example's target language."""
-        from transformers import LogitsProcessor
-
         rows = torch.stack([self.allowed(lang) for lang in tgt_langs]).repeat_interleave(num_beams, dim=0)
 
         class _Mask(LogitsProcessor):
@@ -88,6 +90,17 @@ class ScriptMask:
                 return scores.masked_fill(~allowed, float("-inf"))
 
         return _Mask()
+
+
+_MASKS: "weakref.WeakKeyDictionary[nn.Module, ScriptMask]" = weakref.WeakKeyDictionary()
+
+
+def script_mask(model: nn.Module) -> ScriptMask:
+    """The script mask of a SpeechLLM's tokenizer and output layer, its stop ids always allowed;
+    built once per model (it decodes the whole vocabulary)."""
+    if model not in _MASKS:
+        _MASKS[model] = ScriptMask(model.tokenizer, model.vocab_size, always=model.prompt.stop_ids)
+    return _MASKS[model]
 
 
 def tokens_per_second(n_tokens: int, seconds: float) -> float:

@@ -106,7 +106,7 @@ def generate_hyps(model, examples: Sequence[Example], source: FeatureSource, bat
         raise ConfigError(f"audio={audio} is a control for speech tasks, not {examples[0].task}")
     if trouble is not None and generate_opts.get("num_beams", 1) != 1:
         raise ConfigError("the re-decode on trouble follows a greedy decode: num_beams must be 1")
-    mask = model.script_mask() if script_mask else None
+    mask = control.script_mask(model) if script_mask else None
     # The shuffled control: example i is decoded with the features of example perm[i].
     feat_of = {e.key: e for e in examples}
     if audio == "shuffled":
@@ -128,7 +128,8 @@ def generate_hyps(model, examples: Sequence[Example], source: FeatureSource, bat
                     feats = source.load([(s.dir_index, s.utt) for s in b])
             batch = collate(exs, feats)
             batch["targets"] = None
-            for e, h in zip(exs, model.hypotheses(batch, script_mask=mask, **opts)):
+            procs = [mask.processor(batch["tgt_langs"], opts.get("num_beams", 1))] if mask else []
+            for e, h in zip(exs, model.hypotheses(batch, logits_processors=procs, **opts)):
                 out[e.key] = h
             bar.update(len(exs))
         return out

@@ -16,19 +16,10 @@ from transformers import (PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 from partlib.common import ConfigError, PathLike
 from partlib.models.pretrained import load_pretrained
+from partlib.text.tokenizer import CHATML_TEMPLATE, SPECIAL_TOKENS
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
-CHATML_TEMPLATE = (
-    "{%- if messages[0]['role'] == 'system' %}"
-    "{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}"
-    "{%- else %}{{- '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}{%- endif %}"
-    "{%- for message in messages %}{%- if message['role'] != 'system' %}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
-    "{%- endif %}{%- endfor %}"
-    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
-)
-SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 # A few sentences in several scripts so that the toy vocabulary has real merges.
 _SAMPLE_TEXTS = [

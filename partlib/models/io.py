@@ -14,8 +14,13 @@ Layout written by :func:`save_model` (assembled next to the target and renamed i
 
 A *self-contained* folder (``self_contained=True``: what training exports) holds every weight it
 needs and names no path outside itself, so it can be copied anywhere. Weights are safetensors only;
-:func:`load_model` refuses a folder with pickled weights (``*.bin``, ``*.pt``, ...), which can run
+:func:`read_config` refuses a folder with pickled weights (``*.bin``, ``*.pt``, ...), which can run
 code when loaded.
+
+This module knows the folder, not the model class: :meth:`SpeechLLM.from_pretrained
+<partlib.models.speech_llm.SpeechLLM.from_pretrained>` builds the model from :func:`read_config`'s
+config and fills it with :func:`load_weights`, and :meth:`~partlib.models.speech_llm.SpeechLLM.save_pretrained`
+calls :func:`save_model`, so the model module imports this one and never the other way round.
 """
 from __future__ import annotations
 
@@ -29,10 +34,10 @@ from pathlib import Path
 import yaml
 from peft import set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from partlib.common import DataError, PathLike, atomic_write, named_write_errors, replace_dir
 from partlib.models.lora import merged_state_dict, unwrap
-from partlib.models.speech_llm import SpeechLLM
 
 
 def _reference(path: str) -> str:
@@ -43,8 +48,9 @@ def _reference(path: str) -> str:
 PICKLED = ("*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle", "*.ckpt")
 
 
-def load_model(path: PathLike) -> SpeechLLM:
-    """Load a directory written by :func:`save_model` (safetensors weights only)."""
+def read_config(path: PathLike) -> dict:
+    """The model config of a directory written by :func:`save_model`, after checking that it is
+    one and holds no pickled weights."""
     path = Path(path)
     if not (path / "config.yaml").is_file():
         raise DataError("not a saved SpeechLLM directory (no config.yaml)", path)
@@ -52,8 +58,13 @@ def load_model(path: PathLike) -> SpeechLLM:
     if pickled:
         raise DataError("pickled weights are refused (they can run code when loaded); "
                         "re-save the model as safetensors", pickled[0])
-    cfg = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8"))
-    model = SpeechLLM.from_config(cfg, base_dir=path)
+    return yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8"))
+
+
+def load_weights(model: nn.Module, path: PathLike) -> None:
+    """Fill a SpeechLLM built from the :func:`read_config` of ``path`` with the adapter and LoRA
+    weights and the active LoRA layers stored there (its encoder and LLM came with the config)."""
+    path = Path(path)
     # weights stored inside this directory are copied on the next save, never referenced
     model.encoder_weights_modified = (path / "encoder").is_dir()
     model.llm_weights_modified = (path / "llm").is_dir()
@@ -62,11 +73,10 @@ def load_model(path: PathLike) -> SpeechLLM:
         set_peft_model_state_dict(model.llm, load_file(str(path / "lora" / "adapter_model.safetensors")))
         state = json.loads((path / "state.json").read_text())
         model.set_lora_active_layers(state["lora_active_layers"])
-    return model
 
 
-def save_model(model: SpeechLLM, path: PathLike, merge_lora: bool = False, self_contained: bool = False) -> None:
-    """Write config.yaml, adapter.safetensors, tokenizer/, state.json, encoder/ (if its weights
+def save_model(model: nn.Module, path: PathLike, merge_lora: bool = False, self_contained: bool = False) -> None:
+    """Write a SpeechLLM's config.yaml, adapter.safetensors, tokenizer/, state.json, encoder/ (if its weights
     were trained or are random, or ``self_contained``; else config.yaml refers to the pretrained
     ones) and llm/ (full weights: trained, merged, random, or ``self_contained``) and/or lora/
     (peft format, unless ``merge_lora``).
@@ -85,7 +95,7 @@ def save_model(model: SpeechLLM, path: PathLike, merge_lora: bool = False, self_
         raise
 
 
-def _write(model: SpeechLLM, out: Path, merge_lora: bool, self_contained: bool) -> None:
+def _write(model: nn.Module, out: Path, merge_lora: bool, self_contained: bool) -> None:
     cfg = copy.deepcopy(model.config)
     enc_cfg = {k: v for k, v in cfg["encoder"].items() if k != "arch"}
     if model.encoder_weights_modified or cfg["encoder"].get("path") is None or self_contained:

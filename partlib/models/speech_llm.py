@@ -15,11 +15,12 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
-from transformers import GenerationConfig
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
 from partlib import tasks
 from partlib.common import ConfigError, DataError, PathLike
 from partlib.config import to_dict
+from partlib.models import io
 from partlib.models.adapter import build_adapter
 from partlib.models.encoder import SpeechEncoder, load_whisper_encoder, whisper_encoder_from_config
 from partlib.models.llm import backbone_and_head, decoder_layers, load_causal_lm, load_tokenizer, parse_dtype
@@ -73,7 +74,6 @@ class SpeechLLM(nn.Module):
         self.prompt: Optional[PromptBuilder] = (
             PromptBuilder(tokenizer, config["prompt"]) if tokenizer is not None else None)
         self.lora_config: Optional[dict] = None  # normalised lora section once adapters exist
-        self._script_mask = None  # built by script_mask() on first use
         # Weights that were trained (or are random) are saved; untouched pretrained ones are referenced.
         self.encoder_weights_modified = False
         self.llm_weights_modified = False
@@ -118,20 +118,18 @@ class SpeechLLM(nn.Module):
         """Load a directory written by :meth:`save_pretrained` (``partlib.models.io``); a directory
         that is not there, or lacks a file, is a :class:`~partlib.common.PartError` (naming the
         option or config key ``key`` that gave ``path``, when given)."""
-        from partlib.models import io
-
         if not Path(path).is_dir():
             raise missing_dir(path, key)
         try:
-            return io.load_model(path)
+            model = cls.from_config(io.read_config(path), base_dir=path)
+            io.load_weights(model, path)
+            return model
         except FileNotFoundError as e:  # e.g. adapter.safetensors, state.json, lora/ deleted
             raise DataError(f"incomplete model directory: {e.strerror or e}"
                             + (f": {e.filename}" if e.filename else ""), path) from None
 
     def save_pretrained(self, path: PathLike, merge_lora: bool = False, self_contained: bool = False) -> None:
         """Write the model to a directory, atomically (layout and options: ``partlib.models.io``)."""
-        from partlib.models import io
-
         io.save_model(self, path, merge_lora, self_contained)
 
     def set_gradient_checkpointing(self, encoder: bool, llm: bool) -> None:
@@ -225,6 +223,11 @@ class SpeechLLM(nn.Module):
     def device(self) -> torch.device:
         """Device of the LLM weights."""
         return next(self.llm.parameters()).device
+
+    @property
+    def vocab_size(self) -> int:
+        """Width of the LLM's output layer: the token ids a logits processor sees scores for."""
+        return int(unwrap(self.llm).get_output_embeddings().weight.shape[0])
 
     def _autocast(self):
         enabled = self.device.type == "cuda" and self.config["llm"].get("autocast", True)
@@ -367,21 +370,24 @@ class SpeechLLM(nn.Module):
     @torch.no_grad()
     def generate(self, batch: dict, max_new_tokens: Optional[int] = None, num_beams: int = 1,
                  length_penalty: float = 1.0, repetition_penalty: float = 1.0,
-                 no_repeat_ngram_size: int = 0, script_mask=None) -> List[str]:
+                 no_repeat_ngram_size: int = 0, logits_processors: Sequence[LogitsProcessor] = ()
+                 ) -> List[str]:
         """The text of :meth:`hypotheses`: one hypothesis per example."""
         return [h.text for h in self.hypotheses(batch, max_new_tokens, num_beams, length_penalty,
-                                                repetition_penalty, no_repeat_ngram_size, script_mask)]
+                                                repetition_penalty, no_repeat_ngram_size, logits_processors)]
 
     @torch.no_grad()
     def hypotheses(self, batch: dict, max_new_tokens: Optional[int] = None, num_beams: int = 1,
                    length_penalty: float = 1.0, repetition_penalty: float = 1.0,
-                   no_repeat_ngram_size: int = 0, script_mask=None) -> List[Hypothesis]:
+                   no_repeat_ngram_size: int = 0, logits_processors: Sequence[LogitsProcessor] = ()
+                   ) -> List[Hypothesis]:
         """Decode one hypothesis per example (greedy or beam search, KV cache), special tokens removed.
 
         Without ``max_new_tokens`` each example gets a budget from its input length; hypotheses
         are cut to their own budget, so greedy results do not depend on the batch composition.
-        ``script_mask`` (:class:`partlib.infer.control.ScriptMask`) restricts each example's tokens
-        to the script of its target language.
+        ``logits_processors`` (``transformers`` logits processors, applied in order) change the
+        next-token scores ``[B * num_beams, vocab_size]`` at each step; the beams of an example are
+        consecutive rows (the decoder's script mask is one).
         """
         with self._autocast():
             t, examples = self._prompt_batch(batch, train=False)
@@ -392,11 +398,7 @@ class SpeechLLM(nn.Module):
                 length_penalty=length_penalty, repetition_penalty=repetition_penalty,
                 no_repeat_ngram_size=no_repeat_ngram_size, eos_token_id=self.prompt.stop_ids,
                 pad_token_id=self.prompt.pad_id, use_cache=True)
-            processors = None
-            if script_mask is not None:
-                from transformers import LogitsProcessorList
-
-                processors = LogitsProcessorList([script_mask.processor(batch["tgt_langs"], num_beams)])
+            processors = LogitsProcessorList(logits_processors) if logits_processors else None
             with warnings.catch_warnings():
                 # penalties apply to the hypothesis only, which is what we want: silence the notice
                 warnings.filterwarnings("ignore", message=r"Passing `\w+` with `inputs_embeds`")
@@ -411,12 +413,3 @@ class SpeechLLM(nn.Module):
             ids = row[:cut] if ended else row
             hyps.append(Hypothesis(self.tokenizer.decode(ids, skip_special_tokens=True).strip(), len(ids), ended))
         return hyps
-
-    def script_mask(self):
-        """The model's :class:`partlib.infer.control.ScriptMask` (built on first use)."""
-        if self._script_mask is None:
-            from partlib.infer.control import ScriptMask
-
-            vocab = unwrap(self.llm).get_output_embeddings().weight.shape[0]
-            self._script_mask = ScriptMask(self.tokenizer, vocab, always=self.prompt.stop_ids)
-        return self._script_mask

@@ -4,31 +4,22 @@ A decode dir (written by ``partlib.infer.decode``) holds Kaldi-format ``ref``, `
 ``utt2lang``, ``decode.json`` (its options, the task among them) and, for a cross-lingual task,
 ``tgt_lang``. The task comes from ``decode.json``, else from the dir name
 (``decode_<set>[_to_<tgt>]_<task>``, :func:`partlib.tasks.parse_decode_dir`); a dir that names
-neither is scored as translation when it has a target language and by error rate otherwise.
-WER/CER use a normaliser scheme (``partlib.scoring.normalize``); left unsaid, the one the dir's
-``scores.json`` records, so that a re-score (a significance test) matches the scores on disk.
+neither is scored as translation when it has a target language and by error rate otherwise. The
+scorer is the one the task names (:mod:`partlib.scoring.scorers`). WER/CER use a normaliser scheme
+(``partlib.scoring.normalize``); left unsaid, the one the dir's ``scores.json`` records, so that a
+re-score (a significance test) matches the scores on disk.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from partlib import tasks
-from partlib.common import DataError, PathLike, atomic_write
-from partlib.scoring import accuracy, wer_bleu
+from partlib.common import DataError, PathLike
 from partlib.scoring import normalize as norm
-
-
-def _scores_json(decode_dir: Path) -> Optional[dict]:
-    """The dir's ``scores.json`` as a dict, None when there is none."""
-    f = decode_dir / "scores.json"
-    if not f.is_file():
-        return None
-    try:
-        return json.loads(f.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise DataError(f"invalid JSON ({e})", f) from None
+from partlib.scoring import scorers, wer_bleu
+from partlib.scoring.scores import read_scores_if_any
 
 
 def decode_tgt_lang(decode_dir: PathLike) -> Optional[str]:
@@ -39,17 +30,15 @@ def decode_tgt_lang(decode_dir: PathLike) -> Optional[str]:
         if len(words) != 1:
             raise DataError("expected one language code", d / "tgt_lang")
         return words[0]
-    result = _scores_json(d)
-    return None if result is None else result.get("tgt_lang")
+    scores = read_scores_if_any(d)
+    return None if scores is None else scores.tgt_lang
 
 
 def recorded_normalizer(decode_dir: PathLike) -> Optional[str]:
     """The normaliser scheme the dir's ``scores.json`` was scored with (``part-basic-v1`` for
     files older than the option); None without a WER/BLEU ``scores.json``."""
-    result = _scores_json(Path(decode_dir))
-    if result is None or "normalizer" not in result:
-        return None
-    return wer_bleu.recorded_scheme(result)
+    scores = read_scores_if_any(decode_dir)
+    return None if scores is None else scores.normalizer_scheme
 
 
 def decode_task(decode_dir: PathLike) -> Optional[str]:
@@ -67,33 +56,34 @@ def decode_task(decode_dir: PathLike) -> Optional[str]:
     return parsed[1] if parsed else None
 
 
-def score_decode_dir(decode_dir: PathLike, tgt_lang: Optional[str] = None, normalizer: Optional[str] = None):
-    """Score a decode dir's ref/hyp with its task's scorer (see the module docstring), WER/CER
-    after the ``normalizer`` scheme (None: the recorded one, else the default); returns (scores
+def decode_scorer(decode_dir: PathLike, tgt_lang: Optional[str] = None) -> scorers.Scorer:
+    """The scorer of a decode dir: its task's, else translation with a target language
+    (``tgt_lang``, else the dir's) and error rate without."""
+    d = Path(decode_dir)
+    name = decode_task(d)
+    if name is not None:
+        return scorers.of_task(tasks.get(name), d)
+    has_tgt = tgt_lang is not None or decode_tgt_lang(d) is not None
+    return scorers.get("translation" if has_tgt else "error_rate")
+
+
+def score_decode_dir(decode_dir: PathLike, tgt_lang: Optional[str] = None, normalizer: Optional[str] = None
+                     ) -> Tuple[Dict[str, Any], List[Any]]:
+    """Score a decode dir's ref/hyp with its scorer (see the module docstring), WER/CER after the
+    ``normalizer`` scheme (None: the recorded one, else the default); returns (the ``scores.json``
     dict, per-utterance results)."""
     d = Path(decode_dir)
     inputs = wer_bleu.load_inputs(d / "ref", d / "hyp", utt2lang=d / "utt2lang")
+    scorer = decode_scorer(d, tgt_lang)
     name = decode_task(d)
-    task = tasks.get(name) if name is not None else None
-    if task is not None and task.scorer is None:
-        raise DataError(f"task {name} is a training-only task: nothing to score", d)
-    if task is not None and task.scorer == "accuracy":
-        return accuracy.score(inputs.refs, inputs.hyps, inputs.utt2lang, len(inputs.missing), len(inputs.extra),
-                              task.labels() if task.labels else None)
-    # error rates, or translation metrics for a dir with a target language
+    labels = tasks.get(name).labels if name is not None else None
     if normalizer is None:
         normalizer = recorded_normalizer(d) or norm.DEFAULT_SCHEME
-    return wer_bleu.score(inputs, tgt_lang=tgt_lang if tgt_lang is not None else decode_tgt_lang(d),
-                          normalizer=normalizer)
+    return scorer.score(inputs, tgt_lang=tgt_lang if tgt_lang is not None else decode_tgt_lang(d),
+                        normalizer=normalizer, labels=labels() if labels else None)
 
 
-def write_outputs(out_dir: PathLike, result: Mapping, utts: Sequence) -> None:
-    """The scoring files of a result of :func:`score_decode_dir`, each written atomically."""
-    if result["task"] != "accuracy":
-        wer_bleu.write_outputs(out_dir, result, utts)
-        return
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "result.txt", accuracy.format_result_txt(result, utts))
-    atomic_write(out / "scores.md", accuracy.format_markdown(result))
-    atomic_write(out / "scores.json", wer_bleu.dumps_json(result))
+def write_outputs(decode_dir: PathLike, result: Mapping[str, Any], utts: Sequence[Any]) -> None:
+    """Write the scoring files of a result of :func:`score_decode_dir` into the decode dir it
+    scored, by the dir's scorer, each file atomically."""
+    decode_scorer(decode_dir, result.get("tgt_lang")).write_outputs(decode_dir, result, utts)

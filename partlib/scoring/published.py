@@ -21,6 +21,7 @@ from typing import Dict, List, Optional
 
 from partlib import config, tasks
 from partlib.common import ConfigError
+from partlib.scoring import scorers
 
 PUBLISHED_DIR = Path(__file__).resolve().parent / "published"
 
@@ -54,7 +55,8 @@ class Column:
     @property
     def higher_is_better(self) -> bool:
         """The direction of the task's headline metric (BLEU up, error rates down)."""
-        return tasks.higher_is_better(tasks.get(tasks.parse_decode_spec(self.decodes)[0]).metrics[0])
+        scorer = scorers.of_task(tasks.get(tasks.parse_decode_spec(self.decodes)[0]))
+        return scorer.higher_is_better[scorer.metrics[0]]
 
 
 @dataclass

@@ -7,7 +7,7 @@ Outputs in ``OUT_DIR``: ``scores.json``, ``scores.md``, ``ref.trn``, ``hyp.trn``
 normalised, characters for CER languages) and ``result.txt`` (per-utterance alignments like
 sclite's ``pra`` and the summary).
 
-``scores.json`` schema (version 1; keys sorted, floats rounded to 4 decimals)::
+``scores.json`` schema (version 1; written by :func:`partlib.scoring.scores.write_scores`)::
 
     {
       "schema_version": 1,
@@ -39,7 +39,6 @@ unit. Error rates are percent.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
@@ -51,6 +50,7 @@ from partlib.scoring import bleu as bleu_mod
 from partlib.scoring import diagnostics as diag
 from partlib.scoring import normalize as norm
 from partlib.scoring.align import Alignment
+from partlib.scoring.scores import recorded_scheme, set_order, write_scores
 from partlib.scoring.trn import pra_rows, write_trn
 from partlib.scoring.wer import ErrorCounts, score_units
 
@@ -58,7 +58,6 @@ SCHEMA_VERSION = 1
 ERROR_METRICS = ("wer", "cer")
 TRANSLATION_METRICS = ("bleu", "chrf")
 ALL_METRICS = ERROR_METRICS + TRANSLATION_METRICS
-FLOAT_DIGITS = 4
 
 
 @dataclass
@@ -238,27 +237,6 @@ def score(inputs: Inputs, *, metrics: str = "auto", tgt_lang: Optional[str] = No
     return result, utts
 
 
-def round_floats(obj, digits: int = FLOAT_DIGITS):
-    """Round every float in a JSON-like structure (deterministic output)."""
-    if isinstance(obj, float):
-        return round(obj, digits)
-    if isinstance(obj, dict):
-        return {k: round_floats(v, digits) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [round_floats(v, digits) for v in obj]
-    return obj
-
-
-def dumps_json(obj) -> str:
-    """Deterministic JSON text: sorted keys, rounded floats, UTF-8, trailing newline."""
-    return json.dumps(round_floats(obj), sort_keys=True, indent=2, ensure_ascii=False) + "\n"
-
-
-def recorded_scheme(result: Mapping) -> str:
-    """The normaliser scheme a ``scores.json`` dict of WER/CER/BLEU was scored with."""
-    return result["normalizer"].get("scheme", norm.DEFAULT_SCHEME)
-
-
 def _fmt(value: Optional[float]) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
@@ -269,7 +247,7 @@ def format_markdown(result: Mapping) -> str:
              "| set | #utts | metric | value | N | Corr | Sub | Del | Ins | wrong-lang % | repetition % | runaway % |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     signatures = {}
-    for key in sorted(result["sets"], key=lambda k: (k == "overall", k)):
+    for key in set_order(result["sets"]):
         sec = result["sets"][key]
         d = sec["diagnostics"]
         primary = sec["primary"]
@@ -316,4 +294,4 @@ def write_outputs(out_dir: PathLike, result: Mapping, utts: Sequence[UttScore]) 
     write_trn(out / "hyp.trn", [(u.utt, u.hyp_units) for u in utts])
     atomic_write(out / "result.txt", format_result_txt(result, utts))
     atomic_write(out / "scores.md", format_markdown(result))
-    atomic_write(out / "scores.json", dumps_json(result))
+    write_scores(out, result)

@@ -1,10 +1,12 @@
-"""Check that no held-out (dev/test) sentence occurs in training text.
+"""Whether held-out (dev/test) text occurs in training text: the project's one text-overlap rule.
 
-A held-out sentence counts as occurring in training text when, after normalisation (lower case,
-punctuation removed, whitespace collapsed), it equals a training sentence or, for text with
-spaces between words, occurs inside one on word boundaries ("the dog sleeps" inside "today the
-dog sleeps"). Text without spaces (Chinese) is compared whole, since any character substring
-would match across word boundaries there.
+Sentences are compared after :func:`normalize`. A held-out sentence occurs in training text when
+its normal form equals a training sentence's or, for text with spaces between words, occurs
+inside one on word boundaries ("the dog sleeps" inside "today the dog sleeps"). Text without
+spaces (Chinese) is compared whole, since any character substring would match across word
+boundaries there. :func:`find_overlap` checks held-out sentences against training text (the LM
+pretraining's contamination check); :mod:`partlib.data.corpora.contamination` keys the sentences
+of protected evaluation sets by the same :func:`normalize`.
 """
 from __future__ import annotations
 
@@ -20,9 +22,18 @@ _SPACES = re.compile(r"\s+")
 
 
 def normalize(text: str) -> str:
-    """Lower-case, replace punctuation and symbols by spaces, collapse whitespace."""
-    text = unicodedata.normalize("NFKC", text).lower()
-    text = "".join(" " if unicodedata.category(c)[0] in "PS" else c for c in text)
+    """The comparison form of a sentence: Unicode NFKC, case folded (``str.casefold``: "Straße"
+    and "STRASSE" meet), every punctuation and symbol character (Unicode ``P*``, ``S*``) a space,
+    control and format characters (``C*``: zero-width joiners, BOM, ...) removed, whitespace runs
+    one space, ends stripped.
+
+    One form for every overlap check, chosen so that the same sentence written differently
+    (quotes, full-width forms, case, spacing, invisible characters) is found, while word boundaries
+    are kept: containment on word boundaries (:func:`find_overlap`) needs them.
+    """
+    text = unicodedata.normalize("NFKC", text).casefold()
+    text = "".join(" " if cat[0] in "PS" else ("" if cat[0] == "C" and not c.isspace() else c)
+                   for c, cat in ((c, unicodedata.category(c)) for c in text))
     return _SPACES.sub(" ", text).strip()
 
 

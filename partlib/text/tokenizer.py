@@ -17,13 +17,25 @@ from transformers import PreTrainedTokenizerFast
 from partlib import tasks
 from partlib.common import ConfigError, PathLike
 from partlib.data import langs
-from partlib.models.builders import CHATML_TEMPLATE, SPECIAL_TOKENS
 
 # Qwen2's pre-tokenizer split pattern (tokenizer.json of the Qwen2/Qwen2.5 releases).
 QWEN2_SPLIT_PATTERN = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
     r"|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
+
+# Qwen2.5's special tokens and ChatML chat template: those of every tokenizer the recipes train
+# (here) or the tests build (partlib.models.builders).
+CHATML_TEMPLATE = (
+    "{%- if messages[0]['role'] == 'system' %}"
+    "{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}"
+    "{%- else %}{{- '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}{%- endif %}"
+    "{%- for message in messages %}{%- if message['role'] != 'system' %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{%- endif %}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 
 def prompt_texts(lang_codes: Sequence[str], templates: Optional[Dict[str, str]] = None,

@@ -13,12 +13,14 @@ resampled in time) and SpecAugment masks, both from generators seeded by (seed, 
 """
 from __future__ import annotations
 
+import itertools
 import json
+import shutil
 import time
 import unicodedata
 from pathlib import Path
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -31,6 +33,7 @@ from partlib.data.examples import Example, TaskSpec, build_examples
 from partlib.features.source import FeatureSource
 from partlib.models.encoder import SpeechEncoder, whisper_encoder_from_config
 from partlib.train import optim
+from partlib.train.engine import Loss, Objective, Steps, check_same_run, train_in_process
 from partlib.train.optim import LRSchedule, Optim
 
 logger = get_logger("partlib.train.encoder_pretrain")
@@ -135,6 +138,7 @@ class EncoderPretrainConfig:
     max_frames: int = field(default=20000, metadata={"min": 1})  # padded log-mel frames per batch
     seed: int = 0
     log_interval: int = field(default=50, metadata={"min": 1})
+    save_interval: int = field(default=100, metadata={"min": 1})  # checkpoint every this many steps (resume)
     # dev CER every this many steps (0: at the end only); the curve goes to ctc_pretrain.json
     dev_interval: int = field(default=0, metadata={"min": 0})
     # per-utterance tempo factor drawn uniformly from [min, max] (frames resampled in time)
@@ -155,76 +159,108 @@ def change_tempo(feats: torch.Tensor, factor: float) -> torch.Tensor:
     return nn.functional.interpolate(feats.T[None], size=n, mode="linear", align_corners=True)[0].T.contiguous()
 
 
+class _CTCPretraining(Objective):
+    """Encoder + CTC head on the training speech, as an objective of the training engine: the CTC
+    loss (a mean over the batch) of batches drawn in random order, epoch after epoch, perturbed by
+    tempo and SpecAugment; the dev CER curve. Its data order, curve and clock are checkpointed."""
+
+    name = "encoder CTC pretraining"
+
+    def __init__(self, model: CTCModel, batches: List[List[Example]], dev: List[Example], feats: FeatureSource,
+                 cfg: EncoderPretrainConfig, options: Dict) -> None:
+        self.model, self.cfg, self.options = model, cfg, options
+        self.names = [n for n, _ in model.named_parameters()]
+        self.params = list(model.parameters())
+        self.steps = Steps(max_steps=cfg.steps, log_interval=cfg.log_interval, save_interval=cfg.save_interval)
+        self.train_batches, self.dev, self.feats = batches, dev, feats
+        self.index = {c: i for i, c in enumerate(model.vocab)}
+        self.ctc = nn.CTCLoss(blank=0, zero_infinity=True)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.order: List[int] = []  # batches left of the current epoch (the next one last)
+        self.curve: List[Dict] = []
+        self.cpu0, self.wall0 = time.process_time(), time.time()
+
+    def batches(self, start: int) -> Iterator[Tuple[List[Example], Dict]]:
+        cfg, (lo, hi) = self.cfg, self.cfg.tempo
+        for step in itertools.count(start):
+            if not self.order:
+                self.order = list(self.rng.permutation(len(self.train_batches)))
+            b = self.train_batches[self.order.pop()]
+            utt_feats = self.feats.load([(e.dir_index, e.utt) for e in b])
+            if hi > lo or lo != 1.0:
+                utt_feats = [change_tempo(f, float(t)) for f, t in zip(utt_feats, self.rng.uniform(lo, hi, len(b)))]
+            batch = collate(b, utt_feats)
+            if cfg.specaug is not None:
+                gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+                batch["feats"] = spec_augment(batch["feats"], batch["feat_lens"], cfg.specaug, gen)
+            yield b, batch
+
+    def loss(self, item: Tuple[List[Example], Dict]) -> Loss:
+        b, batch = item
+        logp, out_lens = self.model(batch["feats"], batch["feat_lens"])
+        seqs = [[self.index[c] for c in ctc_units(e.target) if c in self.index] for e in b]
+        tgt, tgt_lens = torch.tensor([t for s in seqs for t in s]), torch.tensor([len(s) for s in seqs])
+        return Loss(self.ctc(logp.transpose(0, 1), tgt, out_lens, tgt_lens))
+
+    def after_step(self, step: int, loss: float, stats: Dict) -> bool:
+        if self.cfg.dev_interval and step % self.cfg.dev_interval == 0 and step < self.cfg.steps:
+            self.dev_point(step)
+        return False
+
+    def dev_point(self, step: int) -> Dict[str, Dict]:
+        """Dev scores of :func:`ctc_scores` now, added to the curve."""
+        scores = ctc_scores(self.model, self.dev, self.feats, self.cfg.max_frames) if self.dev else {}
+        cer = scores.get("all", {}).get("cer")
+        self.curve.append({"step": step, "cpu_s": round(time.process_time() - self.cpu0, 1),
+                           "wall_s": round(time.time() - self.wall0, 1),
+                           "dev_cer": None if cer is None else round(cer, 2)})
+        if self.dev:
+            logger.info("encoder CTC pretraining step %d: dev CER %.2f%% (%s)", step, cer,
+                        ", ".join(f"{k} {v['cer']:.1f}" for k, v in sorted(scores.items()) if k != "all"))
+        return scores
+
+    def state_dict(self) -> Dict:
+        return {"options": self.options, "data_order": {"rng": self.rng.bit_generator.state, "order": self.order},
+                "curve": self.curve, "clock": [time.process_time() - self.cpu0, time.time() - self.wall0]}
+
+    def load_state_dict(self, state: Dict, path) -> None:
+        check_same_run(state["options"], self.options, path)
+        self.rng.bit_generator.state = state["data_order"]["rng"]
+        self.order = list(state["data_order"]["order"])
+        self.curve = list(state["curve"])
+        self.cpu0, self.wall0 = time.process_time() - state["clock"][0], time.time() - state["clock"][1]
+
+
 def pretrain_encoder(arch: Dict, train_dirs: Sequence[PathLike], dev_dirs: Sequence[PathLike], out_dir: PathLike,
                      cfg: EncoderPretrainConfig) -> Dict[str, Dict]:
-    """Train encoder + CTC head on the train dirs; save both to ``out_dir``; return the final dev
-    scores of :func:`ctc_scores` (per language and ``"all"``)."""
+    """Train encoder + CTC head on the train dirs through the training engine (checkpoints in
+    ``<out_dir>.checkpoints``: a killed run resumes exactly; removed once the output is complete);
+    save both to ``out_dir``; return the final dev scores of :func:`ctc_scores` (per language and
+    ``"all"``)."""
     torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
     encoder = SpeechEncoder(whisper_encoder_from_config({"model_type": "whisper", **arch}))
     dirs = [DataDir.load(p) for p in list(train_dirs) + list(dev_dirs)]
     n_train = len(train_dirs)
     train = speech_examples(dirs[:n_train])
     dev = speech_examples(dirs[n_train:], n_train)
     vocab = [BLANK] + sorted({c for e in train for c in ctc_units(e.target)})
-    index = {c: i for i, c in enumerate(vocab)}
     model = CTCModel(encoder, vocab)
     feats = FeatureSource(dirs, encoder.n_mels)
     batches = make_batches(train, cfg.max_frames, 10**9, 10**6)
     opt, sched = optim.build(list(model.parameters()), *cfg.optim(), cfg.steps)
-    ctc = nn.CTCLoss(blank=0, zero_infinity=True)
-    lo, hi = cfg.tempo
+    out = Path(out_dir)
+    options = {**asdict(cfg), "arch": arch, "train": [str(Path(p).resolve()) for p in train_dirs],
+               "dev": [str(Path(p).resolve()) for p in dev_dirs]}
+    objective = _CTCPretraining(model, batches, dev, feats, cfg, options)
+    ckpt_dir = out.with_name(out.name + ".checkpoints")
+    train_in_process(objective, opt, sched, ckpt_dir)
 
-    def targets(exs: Sequence[Example]):
-        seqs = [[index[c] for c in ctc_units(e.target) if c in index] for e in exs]
-        return torch.tensor([t for s in seqs for t in s]), torch.tensor([len(s) for s in seqs])
-
-    curve: List[Dict] = []
-    cpu0, wall0 = time.process_time(), time.time()
-
-    def dev_point(step: int) -> Dict[str, Dict]:
-        scores = ctc_scores(model, dev, feats, cfg.max_frames) if dev else {}
-        cer = scores.get("all", {}).get("cer")
-        curve.append({"step": step, "cpu_s": round(time.process_time() - cpu0, 1),
-                      "wall_s": round(time.time() - wall0, 1), "dev_cer": None if cer is None else round(cer, 2)})
-        if dev:
-            logger.info("encoder CTC pretraining step %d: dev CER %.2f%% (%s)", step, cer,
-                        ", ".join(f"{k} {v['cer']:.1f}" for k, v in sorted(scores.items()) if k != "all"))
-        return scores
-
-    model.train()
-    order: List[int] = []
-    for step in range(cfg.steps):
-        if not order:
-            order = list(rng.permutation(len(batches)))
-        b = batches[order.pop()]
-        utt_feats = feats.load([(e.dir_index, e.utt) for e in b])
-        if hi > lo or lo != 1.0:
-            utt_feats = [change_tempo(f, float(t)) for f, t in zip(utt_feats, rng.uniform(lo, hi, len(b)))]
-        batch = collate(b, utt_feats)
-        if cfg.specaug is not None:
-            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-            batch["feats"] = spec_augment(batch["feats"], batch["feat_lens"], cfg.specaug, gen)
-        logp, out_lens = model(batch["feats"], batch["feat_lens"])
-        tgt, tgt_lens = targets(b)
-        loss = ctc(logp.transpose(0, 1), tgt, out_lens, tgt_lens)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        if (step + 1) % cfg.log_interval == 0 or step == 0:
-            logger.info("encoder CTC pretraining step %d/%d: loss %.3f", step + 1, cfg.steps, float(loss.detach()))
-        if cfg.dev_interval and (step + 1) % cfg.dev_interval == 0 and step + 1 < cfg.steps:
-            dev_point(step + 1)
-
-    scores = dev_point(cfg.steps)
+    scores = objective.dev_point(cfg.steps)
     cer = scores.get("all", {}).get("cer")
     logger.info("encoder CTC pretraining: dev CER %s on %d utterances",
                 "n/a" if cer is None else f"{cer:.2f}%", len(dev))
     from safetensors.torch import save_file
 
-    out = Path(out_dir)
     tmp = out.parent / f".{out.name}.tmp"
     encoder.whisper.save_pretrained(str(tmp))
     save_file({k: v.contiguous() for k, v in model.head.state_dict().items()}, str(tmp / HEAD_FILE))
@@ -232,7 +268,8 @@ def pretrain_encoder(arch: Dict, train_dirs: Sequence[PathLike], dev_dirs: Seque
         {"config": asdict(cfg), "steps": cfg.steps, "dev_cer": None if cer is None else round(cer, 2),
          "dev": {k: {m: (None if v[m] is None else round(v[m], 2)) for m in ("cer", "wer")} | {"utts": v["utts"]}
                  for k, v in sorted(scores.items())},
-         "curve": curve, "vocab": vocab, "vocab_size": len(vocab), "train_utts": len(train)},
+         "curve": objective.curve, "vocab": vocab, "vocab_size": len(vocab), "train_utts": len(train)},
         sort_keys=True, ensure_ascii=False) + "\n")
     replace_dir(tmp, out)
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
     return scores

@@ -2,7 +2,7 @@
 through ``python -m partlib.bin.exp``)::
 
     exp/<tag>/config.yaml                the resolved config (schedule, model, arguments)
-    exp/<tag>/env.json                   the training environment (partlib.scoring.results)
+    exp/<tag>/env.json                   the training environment (partlib.provenance)
     exp/<tag>/<stage>/checkpoints/       resumable checkpoints
     exp/<tag>/<stage>/model/             the stage's exported model, complete once model/done exists
     exp/<tag>/<stage>/decode_*/          decodes of that model (partlib.tasks.decode_dir_name)

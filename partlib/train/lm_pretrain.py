@@ -27,7 +27,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Sequence, Tuple
 
 import sacrebleu
 import torch
@@ -35,6 +35,7 @@ import yaml
 from transformers import (AutoTokenizer, GenerationConfig, PreTrainedTokenizerBase, Qwen2Config,
                           Qwen2ForCausalLM)
 
+from partlib import tasks
 from partlib.common import DataError, PathLike, atomic_write, get_logger, replace_dir
 from partlib.config import Invalid
 from partlib.data import langs
@@ -42,6 +43,7 @@ from partlib.data.kv import read_kv
 from partlib.models.prompt import IGNORE_INDEX, PromptBuilder, PromptExample
 from partlib.text.overlap import data_dir_texts, find_overlap
 from partlib.train import optim
+from partlib.train.engine import Loss, Objective, Steps, check_same_run, train_in_process
 from partlib.train.optim import LRSchedule, Optim
 
 log = get_logger(__name__)
@@ -69,7 +71,9 @@ class LMPretrainConfig:
     weight_decay: float = field(default=0.01, metadata={"min": 0})
     seed: int = 1
     plain_per_sentence: int = field(default=1, metadata={"min": 0})  # plain-LM examples per sentence
-    lm_per_sentence: int = field(default=1, metadata={"min": 0})  # "Continue this text" examples (random cuts)
+    # "Continue this text" examples: the lm task's (partlib.tasks.split_for_lm: the middle word), repeated
+    lm_per_sentence: int = field(default=1, metadata={"min": 0})
+    save_interval: int = field(default=200, metadata={"min": 1})  # checkpoint every this many steps (resume)
     copy_per_sentence: int = field(default=1, metadata={"min": 0})  # "Translate ... into the same language"
     lid_per_sentence: int = field(default=0, metadata={"min": 0})  # "Which language is ..." -> its name (tlid)
     eval_batch: int = field(default=64, metadata={"min": 1})
@@ -127,24 +131,10 @@ def check_contamination(train_dirs: Sequence[PathLike], heldout_dirs: Sequence[P
     return 0
 
 
-def _lm_cut(text: str, lang: str, rng: random.Random) -> Optional[Tuple[str, str]]:
-    """Split a sentence into a prompt prefix and a continuation (between words, or characters
-    for languages written without spaces)."""
-    if langs.no_space(lang):
-        if len(text) < 2:
-            return None
-        k = rng.randint(1, len(text) - 1)
-        return text[:k], text[k:]
-    words = text.split()
-    if len(words) < 2:
-        return None
-    k = rng.randint(1, len(words) - 1)
-    return " ".join(words[:k]), " ".join(words[k:])
-
-
-def build_examples(sentences: Sequence[TextSentence], prompt: PromptBuilder, cfg: LMPretrainConfig,
-                   rng: random.Random) -> List[Tuple[str, PromptExample]]:
-    """(kind, example) pairs: plain, lm, copy, tlid and one t2tt per translation of every sentence."""
+def build_examples(sentences: Sequence[TextSentence], prompt: PromptBuilder,
+                   cfg: LMPretrainConfig) -> List[Tuple[str, PromptExample]]:
+    """(kind, example) pairs: plain, lm (cut by the ``lm`` task's rule, :func:`partlib.tasks.split_for_lm`),
+    copy, tlid and one t2tt per translation of every sentence."""
     tok = prompt.tokenizer
     bos = tok.convert_tokens_to_ids("<|endoftext|>")
     out: List[Tuple[str, PromptExample]] = []
@@ -152,10 +142,9 @@ def build_examples(sentences: Sequence[TextSentence], prompt: PromptBuilder, cfg
         for _ in range(cfg.plain_per_sentence):
             ids = tok(s.text, add_special_tokens=False)["input_ids"]
             out.append(("plain", PromptExample([bos], 0, [], ids + [bos])))
-        for _ in range(cfg.lm_per_sentence):
-            cut = _lm_cut(s.text, s.lang, rng)
-            if cut:
-                out.append(("lm", prompt.build("lm", s.lang, s.lang, src_text=cut[0], target=cut[1], utt=s.utt)))
+        prefix, rest = tasks.split_for_lm(s.text, s.lang)
+        for _ in range(cfg.lm_per_sentence if rest else 0):
+            out.append(("lm", prompt.build("lm", s.lang, s.lang, src_text=prefix, target=rest, utt=s.utt)))
         for _ in range(cfg.copy_per_sentence):
             out.append(("copy", prompt.build("t2tt", s.lang, s.lang, src_text=s.text, target=s.text, utt=s.utt)))
         for _ in range(cfg.lid_per_sentence):
@@ -238,25 +227,74 @@ def translate(model: Qwen2ForCausalLM, prompt: PromptBuilder, items: Sequence[Tu
     return out
 
 
+class _LMPretraining(Objective):
+    """The LM on its chat-format examples, as an objective of the training engine: the mean
+    target-token loss of length-grouped batches in random order, epoch after epoch. Its data order
+    and the losses so far are checkpointed."""
+
+    name = "LM pretraining"
+
+    def __init__(self, model: Qwen2ForCausalLM, prompt: PromptBuilder, train: List[Tuple[str, PromptExample]],
+                 cfg: LMPretrainConfig, options: Dict) -> None:
+        self.model, self.prompt, self.train, self.options = model, prompt, train, options
+        self.rng = random.Random(cfg.seed)
+        self.names = [n for n, _ in model.named_parameters()]
+        self.params = list(model.parameters())
+        self.steps = Steps(max_steps=cfg.steps, log_interval=max(1, cfg.steps // 10), save_interval=cfg.save_interval)
+        self.batch = cfg.batch
+        self.lengths = [len(ex.prefix) + len(ex.suffix) + len(ex.target) for _, ex in train]
+        self.order: List[List[int]] = []  # batches left of the current epoch (the next one last)
+        self.losses: List[float] = []
+
+    def batches(self, start: int) -> Iterator[Dict]:
+        while True:
+            if not self.order:
+                self.order = length_grouped_batches(self.lengths, self.batch, self.rng)
+            yield self.prompt.collate([self.train[i][1] for i in self.order.pop()], left_pad=False)
+
+    def loss(self, b: Dict) -> Loss:
+        return Loss(self.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], labels=b["labels"]).loss)
+
+    def after_step(self, step: int, loss: float, stats: Dict) -> bool:
+        self.losses.append(loss)
+        return False
+
+    def log_step(self, step: int, loss: float, grad_norm: float, units: int, lr: float, rate: float) -> None:
+        n = min(len(self.losses), 50)
+        log.info("step %d/%d: loss %.4f (mean of last %d: %.4f), lr %.2e", step, self.steps.max_steps,
+                 loss, n, sum(self.losses[-n:]) / n, lr)
+
+    def state_dict(self) -> Dict:
+        return {"options": self.options, "data_order": {"rng": self.rng.getstate(), "order": self.order},
+                "losses": self.losses}
+
+    def load_state_dict(self, state: Dict, path) -> None:
+        check_same_run(state["options"], self.options, path)
+        self.rng.setstate(state["data_order"]["rng"])
+        self.order = [list(b) for b in state["data_order"]["order"]]
+        self.losses = list(state["losses"])
+
+
 def pretrain(tokenizer_dir: PathLike, data_dirs: Sequence[PathLike], out_dir: PathLike,
              cfg: LMPretrainConfig, heldout_dirs: Sequence[PathLike] = (),
              dev_dirs: Sequence[PathLike] = ()) -> Dict:
     """Check contamination, train, evaluate on ``dev_dirs``, save model + tokenizer to ``out_dir``.
 
-    Writes into ``<out_dir>.tmp`` and renames at the end, so ``out_dir`` exists only when complete.
+    Trains through the training engine, with checkpoints in ``<out_dir>.checkpoints`` (a killed run
+    resumes exactly; removed once the output is complete). Writes into ``<out_dir>.tmp`` and renames
+    at the end, so ``out_dir`` exists only when complete.
     Returns the metrics written to ``<out_dir>/pretrain_metrics.json``.
     """
     t0 = time.time()
     check_contamination(data_dirs, heldout_dirs)
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     prompt = PromptBuilder(tokenizer)
-    rng = random.Random(cfg.seed)
     train_sents = [s for d in data_dirs for s in load_text_dir(d)]
     if not train_sents:
         raise DataError("no training sentences", data_dirs[0] if data_dirs else None)
-    train = build_examples(train_sents, prompt, cfg, rng)
+    train = build_examples(train_sents, prompt, cfg)
     dev_sents = [s for d in dev_dirs for s in load_text_dir(d)]
-    dev = build_examples(dev_sents, prompt, cfg, random.Random(cfg.seed + 1))
+    dev = build_examples(dev_sents, prompt, cfg)
     random.Random(cfg.seed + 2).shuffle(dev)
     dev = dev[:cfg.max_eval_sentences]
     kinds: Dict[str, int] = {}
@@ -270,26 +308,13 @@ def pretrain(tokenizer_dir: PathLike, data_dirs: Sequence[PathLike], out_dir: Pa
     log.info("Qwen2 LM: hidden %d, layers %d, heads %d/%d, vocab %d: %.2fM parameters",
              cfg.hidden, cfg.layers, cfg.heads, cfg.kv_heads, len(tokenizer), n_params / 1e6)
     opt, sched = optim.build(list(model.parameters()), *cfg.optim(), cfg.steps)
-    model.train()
-    lengths = [len(ex.prefix) + len(ex.suffix) + len(ex.target) for _, ex in train]
-    batches: List[List[int]] = []
-    losses: List[float] = []
-    for step in range(cfg.steps):
-        if not batches:
-            batches = length_grouped_batches(lengths, cfg.batch, rng)
-        idx = batches.pop()
-        b = prompt.collate([train[i][1] for i in idx], left_pad=False)
-        loss = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], labels=b["labels"]).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-        if (step + 1) % max(1, cfg.steps // 10) == 0 or step == 0:
-            log.info("step %d/%d: loss %.4f (mean of last %d: %.4f), lr %.2e", step + 1, cfg.steps,
-                     losses[-1], min(len(losses), 50), sum(losses[-50:]) / min(len(losses), 50),
-                     sched.get_last_lr()[0])
+    out_dir = Path(out_dir)
+    options = {**asdict(cfg), "tokenizer": str(Path(tokenizer_dir).resolve()),
+               "data": [str(Path(p).resolve()) for p in data_dirs]}
+    objective = _LMPretraining(model, prompt, train, cfg, options)
+    ckpt_dir = out_dir.with_name(out_dir.name + ".checkpoints")
+    train_in_process(objective, opt, sched, ckpt_dir)
+    losses = objective.losses
     train_time = time.time() - t0
 
     metrics: Dict = {"train": {"first_loss": losses[0], "last_loss": sum(losses[-20:]) / min(20, len(losses)),
@@ -310,7 +335,6 @@ def pretrain(tokenizer_dir: PathLike, data_dirs: Sequence[PathLike], out_dir: Pa
             for (src, _, text, ref), hyp in list(zip(to_en, hyps))[:cfg.num_translate_examples]:
                 log.info("  [%s->en] %s\n      hyp: %s\n      ref: %s", src, text, hyp, ref)
 
-    out_dir = Path(out_dir)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(str(tmp))
@@ -318,5 +342,6 @@ def pretrain(tokenizer_dir: PathLike, data_dirs: Sequence[PathLike], out_dir: Pa
     atomic_write(tmp / "pretrain_config.yaml", yaml.safe_dump(asdict(cfg), sort_keys=True))
     atomic_write(tmp / "pretrain_metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     replace_dir(tmp, out_dir)
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
     log.info("saved to %s (%.1f s in all)", out_dir, time.time() - t0)
     return metrics

@@ -3,14 +3,14 @@
 CoVoST 2's audio is Common Voice 4, which Common Voice 15 contains, and the text tasks reuse
 transcripts and translations. An evaluation set is *protected* by its clip names (the audio file
 name without extension, so ``common_voice_de_17300796`` matches in every Common Voice release) and
-by its sentences (``text`` and every ``text.<lang>``, compared after :func:`sentence_key`).
+by its sentences (``text`` and every ``text.<lang>``, compared whole after
+:func:`partlib.text.overlap.normalize`, the project's one normalisation for text overlap).
 :func:`decontaminate` removes every training utterance that shares a clip or a sentence with a
 protected set; :func:`find_overlap` re-checks, and :func:`assert_clean` fails when anything remains.
 """
 from __future__ import annotations
 
 import json
-import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Set, Tuple
@@ -19,12 +19,7 @@ from partlib.common import DataError, PathLike, atomic_write
 from partlib.data.corpora.base import log, write_dir_atomically
 from partlib.data.datadir import DataDir, MANAGED_FILES
 from partlib.data.kv import read_kv, write_kv
-
-
-def sentence_key(text: str) -> str:
-    """Comparison form of a sentence: NFKC, case-folded, without punctuation, symbols and spaces."""
-    text = unicodedata.normalize("NFKC", text).casefold()
-    return "".join(c for c in text if unicodedata.category(c)[0] not in "PSZC")
+from partlib.text.overlap import normalize
 
 
 def clip_name(wav_value: str) -> Optional[str]:
@@ -39,7 +34,7 @@ def clip_name(wav_value: str) -> Optional[str]:
 def _sentences(dd: DataDir, utt: str) -> List[str]:
     texts = [dd.text[utt]] if dd.text is not None else []
     texts += [m[utt] for m in dd.translations.values()]
-    return [k for k in map(sentence_key, texts) if k]
+    return [k for k in map(normalize, texts) if k]
 
 
 def _clip(dd: DataDir, utt: str) -> Optional[str]:
