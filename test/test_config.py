@@ -237,13 +237,17 @@ def test_recipes_share_one_paper_model_config():
     for recipe in ("commonvoice15", "covost2", "fleurs", "multilingual", "wenetspeech"):
         conf = REPO / "egs" / recipe / "part1" / "conf" / "model.yaml"
         assert (conf.parent / config.read_yaml(conf)["base"]).resolve() == part8b.resolve(), recipe
+    # the recipes' model is the package's paper config with the pretrained checkpoints in place of its
+    # random-weight architectures: one file holds the model, the recipe file names two paths only
+    paper_file = REPO / "partlib" / "models" / "configs" / "paper.yaml"
+    assert (part8b.parent / config.read_yaml(part8b)["base"]).resolve() == paper_file.resolve()
+    assert set(config.read_yaml(part8b)) == {"base", "encoder", "llm"}
     recipe = model_config(config.load_file(part8b))
-    # the offline preset (random weights from bundled config.json) is the same model
-    paper = model_config(yaml.safe_load((REPO / "partlib" / "models" / "configs" / "paper.yaml").read_text()))
+    paper = model_config(yaml.safe_load(paper_file.read_text()))
     assert recipe.adapter == paper.adapter and recipe.prompt == paper.prompt and recipe.lora is paper.lora is None
-    assert recipe.llm.dtype == paper.llm.dtype and recipe.encoder.pad_to_30s == paper.encoder.pad_to_30s
     assert recipe.encoder.path == "openai/whisper-large-v3" and paper.encoder.arch == "whisper-large-v3.json"
     assert recipe.llm.path == "Qwen/Qwen2.5-7B" and paper.llm.arch == "qwen2.5-7b.json"
+    assert recipe.encoder.arch is recipe.llm.arch is None
 
 
 def test_every_recipe_config_parses_and_the_lora_shape_lives_in_schedules():

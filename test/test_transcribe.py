@@ -10,6 +10,7 @@ from partlib.bin import transcribe as cli
 from partlib.common import ConfigError
 from partlib.data import audio, langs
 from partlib.data.batching import collate
+from partlib.data.datadir import DataDir
 from partlib.data.examples import Example
 from partlib.features.compute import compute_features
 from partlib.infer import longform
@@ -17,7 +18,10 @@ from partlib.infer.transcribe import Transcriber
 from partlib.models import card
 from partlib.models.builders import tiny_model_config
 from partlib.models.speech_llm import SpeechLLM
+from partlib.train.schedule import parse_schedule
+from partlib.train.trainer import Trainer
 from audio_fixtures import espeak, join, needs_espeak
+from train_fixtures import SENTENCES, audio_dir
 
 torch.set_num_threads(1)
 
@@ -67,6 +71,50 @@ def test_every_input_kind_and_batches_equal_batch_one(folder, files):
     # a file and the same samples as an array give the same output
     samples, rate = sf.read(files["wav"], dtype="float32")
     assert model((samples, rate), src_lang="de", max_new_tokens=4)[0].text == batched[0].text
+
+
+def test_different_audio_reaches_the_model_and_changes_its_output(folder, files, monkeypatch):
+    """What the API hands to generation depends on the audio: the same target is more or less likely
+    after two different inputs (and equally likely after the same one twice)."""
+    model = Transcriber(folder)
+    seen = []
+    original = Transcriber._generate
+
+    def spy(self, task, tgt, feats, src_langs, batch_size, opts):
+        seen.extend(feats)
+        return original(self, task, tgt, feats, src_langs, batch_size, opts)
+
+    monkeypatch.setattr(Transcriber, "_generate", spy)
+    model([files["wav"], files["flac"], files["wav"]], src_lang="de", max_new_tokens=2)
+    exs = [Example(key=f"k{i}", utt="u", dir_index=i, task="asr", src_lang="de", tgt_lang="de",
+                   num_frames=int(f.shape[0]), src_text=None, target="die katze schläft", n_tokens=0)
+           for i, f in enumerate(seen)]
+    logp = model.model.target_log_probs(collate(exs, seen)).tolist()
+    assert abs(logp[0] - logp[1]) > 1e-3 and logp[0] == pytest.approx(logp[2], abs=1e-5)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """(model folder, wav files, transcripts): a tiny model trained on the ASR of six English
+    sentences, each a tone of its own pitch and length (train_fixtures.audio_dir)."""
+    root = tmp_path_factory.mktemp("trained")
+    audio_dir(root / "data" / "train_en", "en", range(6), "de", np.random.default_rng(0))
+    sched = {"seed": 1, "stages": [{
+        "name": "s1", "max_steps": 120, "log_interval": 120, "save_interval": 120,
+        "optim": {"lr": 3e-3}, "scheduler": {"type": "constant"}, "batch": {"max_frames": 600, "max_tokens": 4000},
+        "tasks": [{"task": "asr", "data": ["train_en"]}],
+        "trainable": {"encoder": "full", "adapter": "full", "llm": "full"}}]}
+    model_dir = Trainer(parse_schedule(sched), tiny_model_config(root / "models", lora=False), root / "exp",
+                        data_root=str(root / "data"), tensorboard=False, features="on_the_fly").run()[0]
+    data = DataDir.load(root / "data" / "train_en")
+    return model_dir, [data.wav_scp[u] for u in data.utts], [data.text[u] for u in data.utts]
+
+
+def test_a_trained_model_gets_the_words_right(trained):
+    model_dir, wavs, texts = trained
+    assert texts == SENTENCES["en"]
+    model = Transcriber(model_dir)
+    assert [r.text for r in model(wavs, src_lang="en", batch_size=3, max_new_tokens=24)] == texts
 
 
 def test_language_is_identified_when_not_given(folder, files, monkeypatch):
