@@ -103,12 +103,12 @@ def loader(data, model, workers: int, start: int = 0, end: int = 2**40):
 def child(mode: str, data_root: str, work: Path) -> None:
     """One measurement in a fresh process: prints JSON."""
     from partlib.models.speech_llm import SpeechLLM
-    from partlib.train.trainer import StageData
+    from partlib.train.stage_data import make_stage_data
 
     model = SpeechLLM.from_config(tiny_model(work))
     base = rss_kib()
     t0 = time.perf_counter()
-    data = StageData(stage("big"), model, data_root, 1, "shards" if mode == "streaming" else "on_the_fly")
+    data = make_stage_data(stage("big"), model, data_root, 1, "shards" if mode == "streaming" else "on_the_fly")
     batch = next(iter(loader(data, model, 0)))
     elapsed = time.perf_counter() - t0
     print(json.dumps({"growth_mib": (rss_kib("VmHWM") - base) / 1024, "first_batch_s": elapsed,
@@ -161,7 +161,7 @@ def throughput(work: Path, clips: List[np.ndarray], texts: List[str]) -> Dict[st
     the shards); the same 2,000 utterances (200 clips, each 10 times) exported once."""
     from partlib.data import shards
     from partlib.models.speech_llm import SpeechLLM
-    from partlib.train.trainer import StageData
+    from partlib.train.stage_data import make_stage_data
 
     n = 2000
     utts = [f"s{i // 50:03d}-{i:05d}" for i in range(n)]
@@ -180,7 +180,7 @@ def throughput(work: Path, clips: List[np.ndarray], texts: List[str]) -> Dict[st
                       {u: len(clips[i % len(clips)]) / SR for i, u in enumerate(utts)})
             shards.export(root / "big", opts=shards.ExportOptions(shard_utts=250))
         for mode in (("in_memory", "streaming") if fmt == "wav" else ("in_memory",)):
-            data = StageData(stage("big", window=500), model, str(root), 1,
+            data = make_stage_data(stage("big", window=500), model, str(root), 1,
                              "shards" if mode == "streaming" else "on_the_fly")
             t0, seen = time.perf_counter(), 0
             for batch in loader(data, model, 2):  # 3 epochs: worker start-up amortised
@@ -207,7 +207,7 @@ def throughput(work: Path, clips: List[np.ndarray], texts: List[str]) -> Dict[st
 
     shards.read_cuts, shards.ShardAudio = read_cuts, Counted
     try:
-        data = StageData(stage("big", window=500), model, str(root), 1, "shards")
+        data = make_stage_data(stage("big", window=500), model, str(root), 1, "shards")
         seen = 0
         for batch in loader(data, model, 0):
             seen += len(batch["utt_ids"])

@@ -39,8 +39,6 @@ from partlib.data import langs
 # that report it; a task's scorer is a name of the scorer registry, partlib.scoring.scorers, where
 # each scorer's metrics and their directions are defined.
 DEV_METRICS: Dict[str, str] = {"wer": "error_rate", "bleu": "translation", "accuracy": "accuracy"}
-# Whether a larger value of a dev metric is better (the trainer's checkpoint choice asks here).
-HIGHER_IS_BETTER: Dict[str, bool] = {"loss": False, "wer": False, "bleu": True, "accuracy": True}
 # Fields a prompt template may name; each task allows a subset (``Task.fields``).
 TEMPLATE_FIELDS = ("src_lang", "tgt_lang", "text", "speech")
 
@@ -137,11 +135,6 @@ def dev_metric_names() -> List[str]:
     return ["loss"] + sorted({t.dev_metric for t in _REGISTRY.values() if t.dev_metric})
 
 
-def higher_is_better(metric: str) -> bool:
-    """Whether a larger value of a ``dev.metric`` is better."""
-    if metric not in HIGHER_IS_BETTER:
-        raise ConfigError(f"unknown metric {metric!r} (known: {', '.join(HIGHER_IS_BETTER)})")
-    return HIGHER_IS_BETTER[metric]
 
 
 def check_template(task: Task, template: str) -> None:

@@ -193,7 +193,7 @@ def test_the_checker_finds_what_breaks_the_floors(tmp_path):
     ]
 
 
-def test_the_task_registry_is_the_ground_floor():
+def test_the_task_registry_imports_only_common_and_the_language_table():
     names = {imp.target for imp in package_imports(PKG) if imp.module == "partlib.tasks"}
     assert names <= {"partlib.common", "partlib.data.langs"}, names
 

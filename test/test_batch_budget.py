@@ -28,11 +28,11 @@ def _schedule(budget: dict, task_names=("asr", "s2tt", "t2tt")) -> dict:
 def _stage(root: Path, features: str, world_size: int, sched: dict):
     from partlib.models.speech_llm import SpeechLLM
     from partlib.train.schedule import parse_schedule
-    from partlib.train.trainer import StageData
+    from partlib.train.stage_data import make_stage_data
 
     model = SpeechLLM.from_config(yaml.safe_load((root / "model.yaml").read_text()))
     stage = parse_schedule(sched).stages[0]
-    return StageData(stage, model, str(root / "data"), 5, features, world_size), model
+    return make_stage_data(stage, model, str(root / "data"), 5, features, world_size), model
 
 
 def _measure(model, batch: dict) -> dict:
@@ -50,7 +50,7 @@ def _micro_batches(root: Path, features: str, rank: int, world_size: int, sched:
     from partlib.train.loader import BatchDataset, StreamDataset
 
     data, model = _stage(root, features, world_size, sched)
-    if data.plan is not None:
+    if data.streaming:
         batches = iter(StreamDataset(data.plan, model.n_mels, rank, world_size, 0, 0, MICRO_BATCHES))
     else:
         dataset = BatchDataset(data.sampler, data.features, rank, world_size)

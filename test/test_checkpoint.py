@@ -217,3 +217,15 @@ def test_shard_hashes_of_the_writing_ranks_are_recorded(tmp_path):
     assert listed["ckpt-000002.dcp/.metadata"] == hashlib.sha256(b"meta").hexdigest()
     with pytest.raises(CheckpointError, match="__1_0.distcp: corrupt"):
         ckpts.verify(tmp_path / "ckpt-000002.pt")
+
+
+def test_a_pretraining_resumes_after_a_reporting_option_changed_but_not_a_training_one(tmp_path):
+    from partlib.train.encoder_pretrain import REPORTING_OPTIONS
+    from partlib.train.engine import check_same_run
+
+    saved = {"lr": 2e-3, "steps": 100, "save_interval": 100, "dev_interval": 0, "log_interval": 50}
+    check_same_run(saved, {**saved, "save_interval": 10, "dev_interval": 20, "log_interval": 5},
+                   tmp_path / "ckpt-000010.pt", REPORTING_OPTIONS)
+    with pytest.raises(PartError, match=r"ckpt-000010.pt: written by a run with other lr \(0.002, now 0.001\)"):
+        check_same_run(saved, {**saved, "lr": 1e-3, "save_interval": 10}, tmp_path / "ckpt-000010.pt",
+                       REPORTING_OPTIONS)

@@ -67,14 +67,14 @@ def _stage_data(root: Path, data, features: str):
     from partlib.models.builders import tiny_model_config
     from partlib.models.speech_llm import SpeechLLM
     from partlib.train.schedule import parse_schedule
-    from partlib.train.trainer import StageData
+    from partlib.train.stage_data import make_stage_data
 
     sched = parse_schedule({"seed": 3, "stages": [{
         "name": "s", "max_steps": 1, "batch": {"max_frames": 300, "max_tokens": 2000}, "sampling": {"window": 7},
         "tasks": [{"task": t, "data": data} for t in ("asr", "s2tt")],
         "trainable": {"encoder": "full", "adapter": "full", "llm": "frozen"}}]})
     model = SpeechLLM.from_config(tiny_model_config(root / "models", lora=False))
-    return StageData(sched.stages[0], model, str(root / "data"), 3, features), model
+    return make_stage_data(sched.stages[0], model, str(root / "data"), 3, features), model
 
 
 def _fields(e):  # the example without the data dir's name in its key

@@ -56,3 +56,24 @@ def test_speech_prompts_are_tokenised_once_per_language_pair(setup):
     assert sorted(lengths._prompts) == [("s2tt", "de", "en", None), ("s2tt", "en", "de", None)]
     built = [model.prompt.build("s2tt", s, t, n_speech=0, target=target) for s, t, _, target in rows]
     assert out == [len(b.prefix) + len(b.suffix) + len(b.target) for b in built]
+
+
+def test_the_planner_counts_the_longest_prompt_of_the_stages_languages_and_directions(setup):
+    from partlib.train.memory import longest_prompt
+    from partlib.train.schedule import parse_schedule
+
+    model, _, _ = setup
+    lengths = PromptLengths(model.prompt)
+
+    def stage(**spec):
+        return parse_schedule({"stages": [{"name": "s", "max_steps": 1,
+                                           "tasks": [{"task": "s2tt", "data": ["x"], **spec}]}]}).stages[0]
+
+    pair = {(s, t): lengths.prompt("s2tt", s, t) + 1 for s, t in (("en", "de"), ("de", "en"), ("en", "zh"))}
+    assert longest_prompt(stage(directions=["en-de"]), model, "s2tt") == pair[("en", "de")]
+    assert longest_prompt(stage(directions=["en-de", "de-en"]), model, "s2tt") == max(pair[("en", "de")],
+                                                                                       pair[("de", "en")])
+    assert longest_prompt(stage(langs=["en"], tgt_langs=["de", "zh"]), model, "s2tt") == max(pair[("en", "de")],
+                                                                                              pair[("en", "zh")])
+    # no languages named: every language of the table, at least as long as any named pair
+    assert longest_prompt(stage(), model, "s2tt") >= max(pair.values())

@@ -116,3 +116,16 @@ def test_write_scores_refuses_what_a_reader_could_not_read(tmp_path):
     with pytest.raises(DataError, match="no key sets.overall.primary"):
         write_scores(tmp_path, {"sets": {"overall": {"scores": {}}}})
     assert read_scores(tmp_path).overall.value() == 12.3457  # the earlier file is intact
+
+
+def test_a_schedule_with_a_task_of_an_unknown_scorer_is_refused_before_training():
+    from partlib.train.schedule import parse_schedule
+
+    tasks.register(tasks.Task("typo", speech=True, cross_lingual=False, template="Repeat the {src_lang} speech.",
+                              target=lambda u: (None, u.text), title="Typo", scorer="exct",
+                              fields=("src_lang", "speech")))
+    try:
+        with pytest.raises(ConfigError, match="task typo: unknown scorer 'exct'; known scorers: error_rate"):
+            parse_schedule({"stages": [{"name": "s", "max_steps": 1, "tasks": [{"task": "typo", "data": ["x"]}]}]})
+    finally:
+        tasks.unregister("typo")

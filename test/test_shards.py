@@ -189,14 +189,14 @@ def _stage_data(root: Path, features: str, tasks=("asr", "s2tt"), window: int = 
     from partlib.models.builders import tiny_model_config
     from partlib.models.speech_llm import SpeechLLM
     from partlib.train.schedule import parse_schedule
-    from partlib.train.trainer import StageData
+    from partlib.train.stage_data import make_stage_data
 
     cfg = tiny_model_config(root / "models", lora=False)
     sched = parse_schedule({"seed": 3, "stages": [{
         "name": "s", "max_steps": 1, "batch": {"max_frames": 300, "max_tokens": 2000}, "sampling": {"window": window},
         "tasks": [{"task": t, "data": ["train_*"]} for t in tasks],
         "trainable": {"encoder": "full", "adapter": "full", "llm": "frozen"}}]})
-    return StageData(sched.stages[0], SpeechLLM.from_config(cfg), str(root / "data"), 3, features, world_size)
+    return make_stage_data(sched.stages[0], SpeechLLM.from_config(cfg), str(root / "data"), 3, features, world_size)
 
 
 def _epochs(stream, n: int, world_size: int = 1):

@@ -11,10 +11,12 @@ from partlib import tasks
 from partlib.common import ConfigError, get_logger
 from partlib.data.batching import collate
 from partlib.data.examples import Example
+from partlib.scoring import scorers
 from partlib.train import distributed as dist_utils
 from partlib.train import fsdp
 from partlib.train.checkpoint import CheckpointManager
 from partlib.train.distributed import DistContext
+from partlib.train.loader import move_batch
 from partlib.train.schedule import StageConfig
 from partlib.train.stage_data import StageData
 
@@ -22,9 +24,10 @@ logger = get_logger("partlib.train")
 DEV_BATCH = 16  # dev examples per forward / generate batch
 
 
-def move_batch(batch: Dict[str, Any], device: torch.device) -> Dict[str, Any]:
-    """The batch's tensors on ``device``."""
-    return {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+def higher_is_better(metric: str) -> bool:
+    """Whether a larger value of a ``dev.metric`` is better: the dev loss is not; a decoded metric
+    goes the way its scorer says (:func:`partlib.scoring.scorers.higher_is_better`)."""
+    return False if metric == "loss" else scorers.higher_is_better(metric)
 
 
 def due(stage: StageConfig, data: StageData, step: int) -> bool:

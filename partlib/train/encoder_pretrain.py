@@ -151,6 +151,10 @@ class EncoderPretrainConfig:
                 LRSchedule(type="cosine", warmup_steps=self.warmup))
 
 
+# options a resumed run may change: they decide what is logged, evaluated and checkpointed, not the weights
+REPORTING_OPTIONS = frozenset({"log_interval", "save_interval", "dev_interval"})
+
+
 def change_tempo(feats: torch.Tensor, factor: float) -> torch.Tensor:
     """``[T, M]`` log-mel frames played ``factor`` times faster (linear interpolation in time)."""
     n = max(1, round(feats.shape[0] / factor))
@@ -224,7 +228,7 @@ class _CTCPretraining(Objective):
                 "curve": self.curve, "clock": [time.process_time() - self.cpu0, time.time() - self.wall0]}
 
     def load_state_dict(self, state: Dict, path) -> None:
-        check_same_run(state["options"], self.options, path)
+        check_same_run(state["options"], self.options, path, REPORTING_OPTIONS)
         self.rng.bit_generator.state = state["data_order"]["rng"]
         self.order = list(state["data_order"]["order"])
         self.curve = list(state["curve"])

@@ -25,7 +25,7 @@ from abc import ABC, abstractmethod
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Tuple
+from typing import AbstractSet, Any, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 import torch
 
@@ -347,10 +347,12 @@ def train_in_process(objective: Objective, opt: torch.optim.Optimizer, sched: to
         Engine(objective, opt, sched, ckpts, stop).run()
 
 
-def check_same_run(saved: Dict[str, Any], now: Dict[str, Any], path: Path) -> None:
+def check_same_run(saved: Dict[str, Any], now: Dict[str, Any], path: Path,
+                   reporting: AbstractSet[str] = frozenset()) -> None:
     """Refuse to resume from the checkpoint ``path`` of a run with other options or data: its
-    parameters and data order belong to that run."""
-    changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    parameters and data order belong to that run. The ``reporting`` options change only what is
+    logged, evaluated or checkpointed, not the trained weights, and may differ."""
+    changed = sorted(k for k in set(saved) | set(now) if k not in reporting and saved.get(k) != now.get(k))
     if changed:
         raise PartError(f"{path}: written by a run with other {', '.join(changed)} ({saved.get(changed[0])!r}, now "
                         f"{now.get(changed[0])!r}); rerun with those, or remove {path.parent} to start afresh")

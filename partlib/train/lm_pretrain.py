@@ -92,6 +92,10 @@ class LMPretrainConfig:
                 LRSchedule(type="cosine", warmup_steps=self.warmup, min_lr_ratio=0.1))
 
 
+# options a resumed run may change: they decide what is evaluated and checkpointed, not the weights
+REPORTING_OPTIONS = frozenset({"save_interval", "eval_batch", "num_translate_examples", "max_eval_sentences"})
+
+
 @dataclass
 class TextSentence:
     """One sentence of a text data dir with its translations (``lang -> text``)."""
@@ -269,7 +273,7 @@ class _LMPretraining(Objective):
                 "losses": self.losses}
 
     def load_state_dict(self, state: Dict, path) -> None:
-        check_same_run(state["options"], self.options, path)
+        check_same_run(state["options"], self.options, path, REPORTING_OPTIONS)
         self.rng.setstate(state["data_order"]["rng"])
         self.order = [list(b) for b in state["data_order"]["order"]]
         self.losses = list(state["losses"])

@@ -7,7 +7,7 @@ the worker) — with their prompts tokenised there too (:class:`PromptTokens`).
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Dict, Iterator, Optional, Tuple
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 import torch
 
@@ -37,6 +37,11 @@ class PromptTokens:
         tokens, _ = self.prompt.tokenise(batch, n_speech, train=True, left_pad=False)
         batch.update(tokens)
         return batch
+
+
+def move_batch(batch: Dict[str, Any], device: torch.device) -> Dict[str, Any]:
+    """The batch's tensors on ``device``."""
+    return {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
 
 
 def augment(batch: Dict, specaug: Optional[SpecAug], seed: int, m: int) -> Dict:

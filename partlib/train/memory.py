@@ -170,24 +170,33 @@ def budget_shapes(stage: StageConfig, model, gpus: int, utt_seconds: float = 10.
 
 def longest_prompt(stage: StageConfig, model, task: str) -> int:
     """Tokens of the longest prompt of ``task`` (its target's end-of-turn token included, the speech
-    span and the target's text not; a text task's source text as one word) over the languages the
-    stage's specs of it name (every language of :mod:`partlib.data.langs` where they name none), as
-    the model's prompt builder counts them (:class:`partlib.models.prompt.PromptLengths`). A
-    cross-lingual task takes the longest source language, then the longest target for it: a
-    language name sits in its own place of the template."""
+    span and the target's text not; a text task's source text as one word) over the languages and
+    directions the stage's specs of it name (every language of :mod:`partlib.data.langs` where
+    they name none), as the model's prompt builder counts them
+    (:class:`partlib.models.prompt.PromptLengths`). Without named directions, a cross-lingual task
+    takes the longest source language, then the longest target for it: a language name sits in its
+    own place of the template."""
     lengths = PromptLengths(model.prompt)
-    specs = [s for s in stage.tasks if s.task == task]
-    srcs = sorted({langs.canonical(x) for s in specs for x in (s.langs or langs.codes())})
     text = None if tasks.get(task).speech else "text"
+    cross = tasks.get(task).cross_lingual
 
     def length(src: str, tgt: str) -> int:
         return lengths(task, [(src, tgt, text, "")])[0]
 
-    if not tasks.get(task).cross_lingual:
-        return max(length(src, src) for src in srcs)
-    tgts = sorted({langs.canonical(x) for s in specs for x in (s.tgt_langs or langs.codes())})
-    src = max(srcs, key=lambda x: length(x, tgts[0]))
-    return max(length(src, tgt) for tgt in tgts)
+    longest = 0
+    for spec in (s for s in stage.tasks if s.task == task):
+        srcs = sorted({langs.canonical(x) for x in (spec.langs or langs.codes())})
+        if not cross:
+            longest = max([longest, *(length(src, src) for src in srcs)])
+        elif spec.directions:
+            pairs = [(langs.canonical(d.partition("-")[0]), langs.canonical(d.partition("-")[2]))
+                     for d in spec.directions]
+            longest = max([longest, *(length(src, tgt) for src, tgt in pairs if src in srcs)])
+        else:
+            tgts = sorted({langs.canonical(x) for x in (spec.tgt_langs or langs.codes())})
+            src = max(srcs, key=lambda x: length(x, tgts[0]))
+            longest = max([longest, *(length(src, tgt) for tgt in tgts)])
+    return longest
 
 
 # ---------------------------------------------------------------- activations, measured on meta

@@ -44,6 +44,7 @@ from partlib.config import Invalid
 from partlib.data.batching import SpecAug
 from partlib.data.examples import Patterns, TaskSpec
 from partlib.models.schema import LayerSpec, Lora, Trainable, resolve_layers
+from partlib.scoring import scorers
 from partlib.train.optim import LRSchedule, Optim
 
 
@@ -138,6 +139,10 @@ class StageConfig:
             raise Invalid("tasks", "required: at least one task")
         if self.activation and self.trainable.lora is None:
             raise Invalid("activation", "needs trainable.llm to be {lora: ...}")
+        for spec in self.tasks:  # a task's scorer is known before anything trains (the registry is above tasks)
+            task = tasks.get(spec.task)
+            if task.scorer is not None:
+                scorers.of_task(task)
         self.activation.sort(key=lambda a: a.step)
 
     @property

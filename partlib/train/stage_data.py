@@ -1,7 +1,7 @@
 """The data of one alignment stage: its training batches, held in memory (:class:`InMemoryStageData`)
 or streamed from shard exports (:class:`StreamingStageData`, ``features="shards"``), and its dev
-set (always in memory). ``StageData(...)`` builds the one that ``features`` asks for, as
-``pathlib.Path(...)`` builds a ``PosixPath``; the trainer uses the :class:`StageData` interface only.
+set (always in memory). :func:`make_stage_data` builds the one that ``features`` asks for; the
+trainer uses the :class:`StageData` interface only.
 """
 from __future__ import annotations
 
@@ -31,13 +31,6 @@ class StageData(ABC):
     micro-batch (streaming cuts each rank's batches to its share of ``stage.batch``)."""
 
     streaming: bool = False
-    plan: Optional[StreamPlan] = None  # the streaming plan (None in memory)
-
-    def __new__(cls, stage: StageConfig, model, data_root: Optional[str], seed: int, features: str,
-                world_size: int = 1) -> "StageData":
-        if cls is StageData:
-            cls = StreamingStageData if features == "shards" else InMemoryStageData
-        return super().__new__(cls)
 
     def __init__(self, stage: StageConfig, model, data_root: Optional[str], seed: int,
                  features: str, world_size: int = 1) -> None:
@@ -232,3 +225,10 @@ class StreamingStageData(StageData):
 
     def fingerprint(self) -> Optional[str]:
         return self.plan.fingerprint()
+
+
+def make_stage_data(stage: StageConfig, model, data_root: Optional[str], seed: int, features: str,
+                    world_size: int = 1) -> StageData:
+    """The stage's data as ``features`` asks: streamed from shard exports (``shards``), else in memory."""
+    kind = StreamingStageData if features == "shards" else InMemoryStageData
+    return kind(stage, model, data_root, seed, features, world_size)

@@ -48,7 +48,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import numpy as np
 import torch
 
-from partlib import config, tasks
+from partlib import config
 from partlib.common import ConfigError, PartError, PathLike, Preempted, get_logger
 from partlib.data.streaming import SpeechLengths
 from partlib.features.source import check_feature_mode
@@ -60,11 +60,11 @@ from partlib.train import distributed as dist_utils
 from partlib.train import fsdp, layout, optim
 from partlib.train.checkpoint import CheckpointManager, ckpt_name
 from partlib.train.engine import Engine, Loss, Objective
-from partlib.train.loader import PromptTokens
+from partlib.train.loader import PromptTokens, move_batch
 from partlib.train.preemption import StopRequest, ignore_stop_signals
 from partlib.train.schedule import (Schedule, StageConfig, active_layers_at, apply_stage_trainable,
                                     frozen_encoder_warnings)
-from partlib.train.stage_data import StageData
+from partlib.train.stage_data import StageData, make_stage_data
 
 logger = get_logger("partlib.train")
 _RATE_SAMPLE = 50000  # training targets tokenised for the output-rate bound of info.json
@@ -136,7 +136,7 @@ class _Stage(Objective):
         if "stream_state" in batch:
             reader, gid, pos = batch.pop("stream_state")
             self.stream_state.setdefault(reader, {})[gid] = pos
-        batch = dev_eval.move_batch(batch, self.trainer.device)
+        batch = move_batch(batch, self.trainer.device)
         out = self.model(batch)
         # weight 0 for the stand-in example of a rank whose slice of the global batch is empty
         return Loss(out["loss_sum"], float(out["n_tokens"]), float(batch.get("loss_weight", 1.0)))
@@ -363,11 +363,11 @@ class Trainer:
         trainable, total = count_params(model)
         logger.info("stage %s: %d / %d parameters trainable (%.2f%%) at step 0; optimizer holds %d tensors",
                     stage.name, trainable, total, 100.0 * trainable / total, len(params))
-        data = StageData(stage, model, self.data_root, self.schedule.seed, self.features, self.ctx.world_size)
+        data = make_stage_data(stage, model, self.data_root, self.schedule.seed, self.features, self.ctx.world_size)
         logger.info("stage %s: %s", stage.name, data.describe())
         opt, sched = optim.build(params, stage.optim, stage.scheduler, stage.max_steps)
         ckpts = CheckpointManager(sdir / "checkpoints", stage.keep_last, stage.dev.best_n,
-                                  tasks.higher_is_better(stage.dev.metric), writer=self.ctx.is_main)
+                                  dev_eval.higher_is_better(stage.dev.metric), writer=self.ctx.is_main)
         if self.ctx.is_main:
             ckpts.remove_stale()
         writer = None
