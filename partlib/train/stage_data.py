@@ -36,20 +36,20 @@ class StageData(ABC):
                  features: str, world_size: int = 1) -> None:
         self.stage = stage
         self.n_mels = model.n_mels
-        count_tokens = PromptLengths(model.prompt)
+        text_lengths = PromptLengths(model.prompt)
         self.dirs: List[DataDir] = []
         self.dir_index: Dict[Path, int] = {}
         weights: Dict[str, float] = {}
         for spec in stage.tasks:
             weights[spec.task] = weights.get(spec.task, 0.0) + spec.weight
-        self._load_training(model, data_root, seed, weights, count_tokens, world_size)
-        self.dev_examples = self._dev_examples(model, data_root, count_tokens)
+        self._load_training(model, data_root, seed, weights, text_lengths, world_size)
+        self.dev_examples = self._dev_examples(model, data_root, text_lengths)
         self.features = FeatureSource(self.dirs, model.n_mels, features)  # after dev dirs joined self.dirs
 
     # -- what each kind provides ---------------------------------------------------------------
     @abstractmethod
     def _load_training(self, model, data_root: Optional[str], seed: int, weights: Dict[str, float],
-                       count_tokens: PromptLengths, world_size: int) -> None:
+                       text_lengths: PromptLengths, world_size: int) -> None:
         """Index (or plan the streaming of) the training examples of ``stage.tasks``."""
 
     @abstractmethod
@@ -106,7 +106,7 @@ class StageData(ABC):
             out.append(self.dirs[self.dir_index[p]])
         return out
 
-    def _dev_examples(self, model, data_root, count_tokens) -> List[Example]:
+    def _dev_examples(self, model, data_root, text_lengths) -> List[Example]:
         dev = self.stage.dev
         if not dev.data:
             return []
@@ -118,7 +118,7 @@ class StageData(ABC):
                 if tasks.get(spec.task).speech and not d.has_audio():
                     continue
                 try:
-                    exs += build_examples(spec, [d], count_tokens, model.speech_embed_length,
+                    exs += build_examples(spec, [d], text_lengths, model.speech_embed_length,
                                           dir_offset=self.dir_index[d.path])
                 except ConfigError:
                     continue  # a dev dir that does not serve this task (e.g. no translations)
@@ -135,14 +135,14 @@ class InMemoryStageData(StageData):
     """Every training example in memory, batched per (task, language) group and drawn by the
     mixture sampler (a pure function of the micro-batch index)."""
 
-    def _load_training(self, model, data_root, seed, weights, count_tokens, world_size) -> None:
+    def _load_training(self, model, data_root, seed, weights, text_lengths, world_size) -> None:
         b = self.stage.batch
         self.examples: List[Example] = []
         self.groups: Dict[Tuple[str, str], List[List[Example]]] = {}
         for spec in self.stage.tasks:
             exs = []
             for d in self._load_dirs(spec.data, data_root):
-                exs += build_examples(spec, [d], count_tokens, model.speech_embed_length,
+                exs += build_examples(spec, [d], text_lengths, model.speech_embed_length,
                                       dir_offset=self.dir_index[d.path])
             by_lang: Dict[str, List[Example]] = {}
             for e in exs:
@@ -191,14 +191,14 @@ class StreamingStageData(StageData):
 
     streaming = True
 
-    def _load_training(self, model, data_root, seed, weights, count_tokens, world_size) -> None:
+    def _load_training(self, model, data_root, seed, weights, text_lengths, world_size) -> None:
         stage, b = self.stage, self.stage.batch
         frames = torch.arange(b.max_frames + 1)
         table = model.adapter.output_lengths(model.encoder.output_lengths(frames))
         sources = sources_of(stage.tasks, [resolve_data_dirs(s.data, data_root) for s in stage.tasks])
         self.plan = StreamPlan(stage.tasks, sources, weights, stage.sampling.temperature, seed,
                                stage.sampling.window, (b.max_frames, b.max_tokens, b.max_utts),
-                               count_tokens, SpeechLengths(table.numpy()), world_size)
+                               text_lengths, SpeechLengths(table.numpy()), world_size)
 
     def describe(self) -> str:
         n = sum(len(s.manifest["shards"]) for s in self.plan.sources)
